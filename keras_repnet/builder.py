@@ -1,0 +1,193 @@
+"""`build()`: a frozen backbone plus a trainable Rep-Net, as one Keras model."""
+
+import keras
+
+from keras_repnet import backbones
+from keras_repnet import taps as taps_lib
+from keras_repnet.layers import ActivationConnector
+from keras_repnet.layers import RepNetModule
+
+CONNECT_MODES = ("dual", "down", "up", "none", "all")
+HEAD_NAME = "repnet_head"
+
+
+def build(
+    backbone,
+    num_classes: int,
+    *,
+    input_shape: tuple | None = None,
+    weights: str | None = "imagenet",
+    connect: str = "dual",
+    taps: list | None = None,
+    side_kernel_size: int | None = None,
+    side_groups: int = 2,
+    side_width: float = 1.0,
+    dropout: float = 0.2,
+    name: str | None = None,
+) -> keras.Model:
+    """Builds a Rep-Net classifier on a frozen backbone.
+
+    A Rep-Net module is placed at every tap (by default one per resolution
+    level the backbone reaches, see `find_taps`). The side path is sequential
+    and starts from the input image: module `i` reads the previous connector's
+    output and produces `p_i` at the tap's shape; the connector adds it to the
+    backbone feature `x_i`. Only the modules and the head are trainable; the
+    backbone layers get `trainable=False`, so their batch norms stay in
+    inference mode.
+
+    Args:
+        backbone: a `keras.applications` constructor (e.g.
+            `keras.applications.MobileNetV3Small`), its name as a string, or a
+            built functional `keras.Model`.
+        num_classes: int. Number of classes of the new task (at least 2).
+        input_shape: tuple. `(H, W, 3)`. Defaults to `(224, 224, 3)`, or the
+            shape of a built backbone.
+        weights: `"imagenet"`, `None` or a path to a weights file, passed to
+            the `keras.applications` constructor. Defaults to `"imagenet"`.
+        connect: str. How features are exchanged at each connector:
+            `"dual"` (the paper's Rep-Net: the sum `x_i + p_i` continues in
+            both networks), `"down"` (only the backbone gets the sum),
+            `"up"` (only the side network gets it), `"none"` (no exchange: the
+            side features join the backbone's only before the head) or
+            `"all"` (dual, with a connector at every block boundary).
+            Defaults to `"dual"`.
+        taps: list. Backbone layer names (or `Tap`s) to connect instead of
+            the automatic choice. Defaults to `None`.
+        side_kernel_size: int. Kernel size of the modules' first convolution.
+            Defaults to 5, or 3 at 7x7 and smaller.
+        side_groups: int. Groups of the modules' first convolution. Defaults
+            to 2.
+        side_width: float. Hidden channels of each module relative to its
+            connector's channels. Defaults to 1.0.
+        dropout: float. Dropout rate before the head. Defaults to 0.2.
+        name: str. Model name. Defaults to `"repnet_<backbone>"`.
+
+    Returns:
+        An uncompiled `keras.Model` mapping images to class logits.
+
+    Example:
+
+    >>> model = keras_repnet.build(
+    ...     keras.applications.MobileNetV3Small, num_classes=5)
+    >>> model.compile(
+    ...     optimizer="adam",
+    ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    ...     metrics=["accuracy"])
+    >>> model.fit(train_ds, validation_data=val_ds, epochs=5)
+    """
+    _check_arguments(num_classes, connect, side_width, dropout)
+    frozen = backbones.resolve(backbone, input_shape, weights)
+    plan = _resolve_taps(frozen, taps, connect)
+    frozen.trainable = False
+
+    # === Functional Model ===
+    image = keras.Input(
+        batch_shape=frozen.inputs[0].shape, name=frozen.inputs[0].name
+    )
+    side = _SidePath(
+        image, plan, connect, side_kernel_size, side_groups, side_width
+    )
+    trunk = keras.models.clone_model(
+        frozen,
+        input_tensors=image,
+        clone_function=lambda layer: layer,
+        call_function=side.call_layer,
+    )
+    side.check_complete()
+    features = keras.layers.GlobalAveragePooling2D(name="repnet_pool")(
+        trunk.outputs[0]
+    )
+    if connect in ("none", "up"):
+        side_features = keras.layers.GlobalAveragePooling2D(
+            name="repnet_side_pool"
+        )(side.features)
+        features = keras.layers.Concatenate(name="repnet_join")(
+            [features, side_features]
+        )
+    if dropout:
+        features = keras.layers.Dropout(dropout, name="repnet_dropout")(
+            features
+        )
+    logits = keras.layers.Dense(num_classes, name=HEAD_NAME)(features)
+    name = name or f"repnet_{backbones.backbone_name(backbone).lower()}"
+    return keras.Model(image, logits, name=name)
+
+
+def _check_arguments(num_classes, connect, side_width, dropout):
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(
+            "`num_classes` must be an int of at least 2. Received: "
+            f"num_classes={num_classes!r}"
+        )
+    if connect not in CONNECT_MODES:
+        raise ValueError(
+            f"`connect` must be one of {CONNECT_MODES}. Received: "
+            f"connect={connect!r}"
+        )
+    if side_width <= 0:
+        raise ValueError(
+            f"`side_width` must be positive. Received: side_width={side_width}"
+        )
+    if not 0 <= dropout < 1:
+        raise ValueError(
+            f"`dropout` must be in [0, 1). Received: dropout={dropout}"
+        )
+
+
+def _resolve_taps(frozen, taps, connect):
+    if taps is None:
+        mode = "all" if connect == "all" else "downsampling"
+        return taps_lib.find_taps(frozen, mode=mode)
+    names = [t.layer_name if isinstance(t, taps_lib.Tap) else t for t in taps]
+    candidates = taps_lib.find_taps(frozen, mode="all")
+    known = {t.layer_name for t in candidates}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(
+            f"Cannot connect at {unknown}: a tap must be a block boundary on "
+            f"the backbone's main path. Candidates: {sorted(known)}."
+        )
+    return [t for t in candidates if t.layer_name in names]
+
+
+class _SidePath:
+    """Inserts modules and connectors while `clone_model` replays the
+    backbone, layer by layer, in topological order."""
+
+    def __init__(self, image, plan, connect, kernel_size, groups, width):
+        self.plan = {tap.layer_name: (i, tap) for i, tap in enumerate(plan)}
+        self.connect = connect
+        self.kernel_size, self.groups, self.width = kernel_size, groups, width
+        self.features = image  # What the next side module reads.
+        self.connected = 0
+
+    def call_layer(self, layer, *args, **kwargs):
+        outputs = layer(*args, **kwargs)
+        if layer.name not in self.plan:
+            return outputs
+        index, tap = self.plan[layer.name]
+        side = RepNetModule(
+            filters=tap.channels,
+            output_size=tap.shape[:2],
+            hidden_filters=max(1, round(tap.channels * self.width)),
+            kernel_size=self.kernel_size,
+            groups=self.groups,
+            name=f"repnet_module_{index}",
+        )(self.features)
+        self.connected += 1
+        if self.connect == "none":
+            self.features = side
+            return outputs
+        joined = ActivationConnector(name=f"repnet_connector_{index}")(
+            [outputs, side]
+        )
+        self.features = side if self.connect == "down" else joined
+        return outputs if self.connect == "up" else joined
+
+    def check_complete(self):
+        if self.connected != len(self.plan):
+            raise ValueError(
+                f"Connected {self.connected} of {len(self.plan)} taps: a tap "
+                "layer is shared or not on the path to the output. Received "
+                f"taps: {sorted(self.plan)}."
+            )

@@ -1,0 +1,134 @@
+"""The trainable parts of Rep-Net: side modules and activation connectors."""
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="keras_repnet")
+class RepNetModule(keras.layers.Layer):
+    """One Rep-Net side module: two stacked convolutions.
+
+    The module maps the previous side feature (or the input image) to the
+    resolution and channels of its connector: average pooling by the integer
+    resolution ratio, a `kernel_size` grouped convolution, batch norm, ReLU, a
+    1x1 convolution to `filters` channels and a batch norm whose scale starts
+    at zero, so that a new module is a no-op and training starts from the
+    pretrained backbone's features. A bilinear resize fixes any remaining
+    size mismatch (e.g. inputs whose size is not a multiple of the stride).
+
+    Args:
+        filters: int. Output channels, equal to the connector's channels.
+        output_size: tuple of 2 ints. Output height and width.
+        hidden_filters: int. Channels of the first convolution. Defaults to
+            `filters`.
+        kernel_size: int. Size of the first convolution. Defaults to 5, or 3
+            when the output is 7x7 or smaller.
+        groups: int. Groups of the first convolution, used when the input and
+            hidden channels are divisible by it, else 1. Defaults to 2.
+
+    Example:
+
+    >>> module = RepNetModule(filters=24, output_size=(56, 56))
+    >>> module(keras.ops.zeros((2, 112, 112, 16))).shape
+    (2, 56, 56, 24)
+    """
+
+    def __init__(
+        self,
+        filters,
+        output_size,
+        hidden_filters=None,
+        kernel_size=None,
+        groups=2,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if filters < 1 or len(output_size) != 2 or min(output_size) < 1:
+            raise ValueError(
+                "`filters` must be positive and `output_size` a pair of "
+                f"positive ints. Received: filters={filters}, "
+                f"output_size={output_size}"
+            )
+        self.filters = int(filters)
+        self.output_size = tuple(int(s) for s in output_size)
+        self.hidden_filters = int(hidden_filters or filters)
+        if kernel_size is None:
+            kernel_size = 5 if min(self.output_size) > 7 else 3
+        self.kernel_size = int(kernel_size)
+        self.groups = int(groups)
+
+    def build(self, input_shape):
+        height, width, channels = input_shape[1:]
+        pool = min(height // self.output_size[0], width // self.output_size[1])
+        groups = self.groups
+        if channels % groups or self.hidden_filters % groups:
+            groups = 1
+        self.pool = (
+            keras.layers.AveragePooling2D(pool, padding="same", name="pool")
+            if pool > 1
+            else None
+        )
+        self.conv = keras.layers.Conv2D(
+            self.hidden_filters,
+            self.kernel_size,
+            padding="same",
+            groups=groups,
+            use_bias=False,
+            name="conv",
+        )
+        self.norm = keras.layers.BatchNormalization(name="norm")
+        self.project = keras.layers.Conv2D(
+            self.filters, 1, use_bias=False, name="project"
+        )
+        self.project_norm = keras.layers.BatchNormalization(
+            gamma_initializer="zeros", name="project_norm"
+        )
+        shape = input_shape
+        if self.pool is not None:
+            self.pool.build(shape)
+            shape = self.pool.compute_output_shape(shape)
+        self.conv.build(shape)
+        shape = self.conv.compute_output_shape(shape)
+        self.norm.build(shape)
+        self.project.build(shape)
+        shape = self.project.compute_output_shape(shape)
+        self.project_norm.build(shape)
+        self.resize = None
+        if tuple(shape[1:3]) != self.output_size:
+            self.resize = keras.layers.Resizing(
+                *self.output_size, interpolation="bilinear", name="resize"
+            )
+
+    def call(self, inputs, training=None):
+        x = inputs if self.pool is None else self.pool(inputs)
+        x = self.conv(x)
+        x = keras.ops.relu(self.norm(x, training=training))
+        x = self.project_norm(self.project(x), training=training)
+        if self.resize is not None:
+            x = self.resize(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.output_size, self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "output_size": self.output_size,
+                "hidden_filters": self.hidden_filters,
+                "kernel_size": self.kernel_size,
+                "groups": self.groups,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_repnet")
+class ActivationConnector(keras.layers.Add):
+    """Adds a backbone feature and a Rep-Net feature: `x_hat = x + p`.
+
+    A plain elementwise sum, so its gradient needs no stored activation. It is
+    a separate class so that the connector plan of a model can be found by
+    type (see `keras_repnet.describe`).
+    """

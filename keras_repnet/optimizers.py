@@ -1,0 +1,50 @@
+"""Optimizers with a learning rate per group of variables."""
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="keras_repnet")
+class MultiRateAdam(keras.optimizers.Adam):
+    """Adam whose learning rate is scaled per group of variables.
+
+    Rep-Net trains its side modules and its head at different rates. Variables
+    whose path (e.g. `"repnet_head/kernel"`) starts with a key of
+    `lr_multipliers` use the learning rate (or schedule) times that value.
+
+    Args:
+        learning_rate: float or `keras.optimizers.schedules.LearningRateSchedule`.
+            The base rate. Defaults to 0.001.
+        lr_multipliers: dict. Variable path prefix to multiplier. The first
+            matching prefix wins. Defaults to `{}` (plain Adam).
+        **kwargs: other `keras.optimizers.Adam` arguments.
+
+    Example:
+
+    >>> optimizer = MultiRateAdam(1e-3, lr_multipliers={"repnet_head": 0.2})
+    """
+
+    def __init__(self, learning_rate=0.001, lr_multipliers=None, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.lr_multipliers = dict(lr_multipliers or {})
+
+    def multiplier(self, variable) -> float:
+        """The learning-rate multiplier of a `keras.Variable`."""
+        for prefix, value in self.lr_multipliers.items():
+            if variable.path.startswith(prefix):
+                return float(value)
+        return 1.0
+
+    def build(self, var_list):
+        super().build(var_list)
+        self._scales = [self.multiplier(v) for v in var_list]
+
+    def update_step(self, gradient, variable, learning_rate):
+        scale = self._scales[self._get_variable_index(variable)]
+        if scale != 1.0:
+            learning_rate = learning_rate * scale
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config["lr_multipliers"] = self.lr_multipliers
+        return config

@@ -1,0 +1,312 @@
+"""Structural discovery of the places where Rep-Net joins a backbone.
+
+The backbone's *main path* is the chain of tensors that every path from the
+input to the output goes through (cut points of the functional graph). Side
+branches such as squeeze-excite pooling or residual convolutions are, by that
+definition, off the main path. Taps are chosen on the main path only, from
+shapes and topology; layer names are never consulted for the decision.
+"""
+
+import dataclasses
+
+import keras
+
+# A new resolution level starts where the main path becomes at least this much
+# smaller than the current level (a stride-2 block or a pooling layer), so
+# that padding and the 2-pixel shrink of "valid" convolutions are ignored.
+_LEVEL_RATIO = 0.75
+
+
+@dataclasses.dataclass(frozen=True)
+class Tap:
+    """A backbone tensor that receives an activation connector.
+
+    Attributes:
+        layer_name: str. Name of the backbone layer that produces the tensor.
+        shape: tuple. The tensor's shape without the batch axis, `(H, W, C)`.
+        reason: str. Why the walker chose it: `"downsampling"` for the output
+            of a block that reaches a lower resolution, `"block"` for other
+            block boundaries (used by `connect="all"`).
+    """
+
+    layer_name: str
+    shape: tuple
+    reason: str
+
+    @property
+    def channels(self) -> int:
+        return self.shape[-1]
+
+
+@dataclasses.dataclass
+class _Graph:
+    producer: dict  # id(tensor) -> Node that outputs it.
+    consumers: dict  # id(tensor) -> list of Nodes that read it.
+    main_path: list  # Cut-point tensors in topological order.
+
+
+def _producer_node(tensor):
+    operation, node_index, _ = tensor._keras_history
+    return operation._inbound_nodes[node_index]
+
+
+def _walk(model):
+    """Returns the model's tensors in topological order with their nodes."""
+    producer, consumers, order, seen = {}, {}, [], set()
+    stack = [(tensor, False) for tensor in model.outputs]
+    while stack:
+        tensor, expanded = stack.pop()
+        if expanded:
+            order.append(tensor)
+            continue
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        stack.append((tensor, True))
+        node = _producer_node(tensor)
+        producer[id(tensor)] = node
+        for parent in node.input_tensors:
+            consumers.setdefault(id(parent), []).append(node)
+            if id(parent) not in seen:
+                stack.append((parent, False))
+    return order, producer, consumers
+
+
+def _analyse(model) -> _Graph:
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(
+            "Rep-Net needs a backbone with one image input and one output. "
+            f"Received: a model with {len(model.inputs)} inputs and "
+            f"{len(model.outputs)} outputs."
+        )
+    order, producer, consumers = _walk(model)
+    # Count paths from the input and to the output: a tensor is on every
+    # input-output path exactly when the product of its counts equals the
+    # total. Python integers keep the counts exact on densely wired graphs.
+    paths_from_input = {}
+    for tensor in order:
+        parents = producer[id(tensor)].input_tensors
+        if not parents:
+            paths_from_input[id(tensor)] = 1
+        else:
+            paths_from_input[id(tensor)] = sum(
+                paths_from_input[id(p)] for p in parents
+            )
+    paths_to_output = {id(model.outputs[0]): 1}
+    for tensor in reversed(order):
+        if id(tensor) == id(model.outputs[0]):
+            continue
+        paths_to_output[id(tensor)] = sum(
+            paths_to_output.get(id(out), 0)
+            for node in consumers.get(id(tensor), [])
+            for out in node.outputs
+        )
+    total = paths_from_input[id(model.outputs[0])]
+    main_path = [
+        t
+        for t in order
+        if paths_from_input[id(t)] * paths_to_output[id(t)] == total
+    ]
+    return _Graph(producer, consumers, main_path)
+
+
+def _spatial(tensor):
+    if len(tensor.shape) != 4:
+        return None
+    return tensor.shape[1], tensor.shape[2]
+
+
+def _region(graph, start, end):
+    """Tensors strictly between two consecutive main-path tensors. `start`
+    is a cut point, so walking back from `end` always stops there."""
+    region, stack = {}, list(graph.producer[id(end)].input_tensors)
+    while stack:
+        tensor = stack.pop()
+        if tensor is start or id(tensor) in region:
+            continue
+        region[id(tensor)] = tensor
+        stack.extend(graph.producer[id(tensor)].input_tensors)
+    return list(region.values())
+
+
+def _opens_block(graph, start, end):
+    """Whether `start` is the input of a residual or multi-branch block.
+
+    That is: the main path splits after `start` into branches of the same
+    resolution, at least one of them with weights, and they merge elementwise
+    or by concatenation into `end`. Squeeze-excite gates are excluded because
+    their gate has a lower resolution than the tensor it multiplies.
+    """
+    merge = graph.producer[id(end)]
+    if len(merge.input_tensors) < 2:
+        return False
+    size = _spatial(end)
+    if any(_spatial(t) != size for t in merge.input_tensors):
+        return False
+    region = _region(graph, start, end)
+    return any(
+        getattr(graph.producer[id(t)].operation, "weights", None)
+        for t in region
+    )
+
+
+def _follow_passthrough(graph, position):
+    """Moves past weightless, shape-keeping layers (e.g. the ReLU after an
+    Add) so that a block's output is taken where the block really ends."""
+    path = graph.main_path
+    while position + 1 < len(path):
+        node = graph.producer[id(path[position + 1])]
+        if (
+            len(node.input_tensors) == 1
+            and node.input_tensors[0] is path[position]
+            and not getattr(node.operation, "weights", None)
+            and path[position + 1].shape == path[position].shape
+        ):
+            position += 1
+        else:
+            break
+    return position
+
+
+def _levels(main_path):
+    """Splits the main path into runs of one resolution level each.
+
+    Returns a list of `(first, last)` positions into `main_path`. The first
+    level (at the input's resolution) is not a downsampling and is skipped.
+    """
+    starts, current = [], None
+    for position, tensor in enumerate(main_path):
+        size = _spatial(tensor)
+        if size is None or None in size:
+            continue
+        if current is None:
+            current = size
+        elif (
+            size[0] < current[0] * _LEVEL_RATIO
+            or size[1] < current[1] * _LEVEL_RATIO
+        ):
+            starts.append(position)
+            current = size
+    ends = [s - 1 for s in starts[1:]] + [len(main_path) - 1]
+    return list(zip(starts, ends))
+
+
+def _tap_of_level(graph, first, last):
+    path = graph.main_path
+    size = _spatial(path[first])
+    candidates = [
+        p
+        for p in range(first, last + 1)
+        if _spatial(path[p]) is not None
+        and _spatial(path[p])[0] <= size[0]
+        and _spatial(path[p])[1] <= size[1]
+    ]
+    for p in candidates:
+        if p + 1 < len(path) and _opens_block(graph, path[p], path[p + 1]):
+            return p
+    fewest = min(path[p].shape[-1] for p in candidates)
+    return max(p for p in candidates if path[p].shape[-1] == fewest)
+
+
+def _block_boundaries(graph):
+    """Main-path positions at the input or output of every multi-branch
+    block, for `connect="all"`."""
+    path, found = graph.main_path, set()
+    for p in range(len(path) - 1):
+        if _spatial(path[p]) is None or _spatial(path[p + 1]) is None:
+            continue
+        if _opens_block(graph, path[p], path[p + 1]):
+            found.add(p)
+            found.add(_follow_passthrough(graph, p + 1))
+    return found
+
+
+def _as_tap(graph, tensor, reason):
+    layer = graph.producer[id(tensor)].operation
+    return Tap(layer.name, tuple(tensor.shape[1:]), reason)
+
+
+def find_taps(model: keras.Model, mode: str = "downsampling") -> list[Tap]:
+    """Finds where activation connectors join a backbone.
+
+    With `mode="downsampling"` (the Rep-Net rule) there is one tap per
+    resolution level reached by the backbone's main path: the output of the
+    block that first reaches the lower resolution. That is the first tensor at
+    the new level that feeds a residual or multi-branch block, or, where the
+    level has none, its narrowest tensor. With `mode="all"` every block
+    boundary on the main path is a tap as well.
+
+    Args:
+        model: keras.Model. A functional backbone with a single image input
+            (channels last), usually built with `include_top=False`.
+        mode: str. `"downsampling"` or `"all"`. Defaults to `"downsampling"`.
+
+    Returns:
+        A list of `Tap`s in the order the backbone computes them.
+
+    Example:
+
+    >>> backbone = keras.applications.MobileNetV2(
+    ...     weights=None, include_top=False, input_shape=(224, 224, 3))
+    >>> [(t.layer_name, t.shape) for t in keras_repnet.find_taps(backbone)]
+    """
+    if mode not in ("downsampling", "all"):
+        raise ValueError(
+            f'`mode` must be "downsampling" or "all". Received: mode={mode!r}'
+        )
+    _check_functional(model)
+    graph = _analyse(model)
+    levels = _levels(graph.main_path)
+    if not levels:
+        raise ValueError(
+            f"The backbone {model.name!r} never reduces the spatial "
+            "resolution of its input, so there is nowhere to attach Rep-Net "
+            "modules. Use a CNN backbone with stride-2 blocks or pooling, "
+            "and an input large enough for them (received input shape "
+            f"{tuple(model.inputs[0].shape[1:])})."
+        )
+    chosen = {_tap_of_level(graph, first, last): "downsampling"
+              for first, last in levels}
+    if mode == "all":
+        first_level = levels[0][0]
+        for position in _block_boundaries(graph):
+            if position >= first_level:
+                chosen.setdefault(position, "block")
+    return [
+        _as_tap(graph, graph.main_path[p], chosen[p]) for p in sorted(chosen)
+    ]
+
+
+def feature_output(model: keras.Model):
+    """The backbone's last feature map: the model output if it is 4-D, else
+    the input of the first global-pooling or flattening step on the main
+    path (so a backbone built with its classification top can be used)."""
+    _check_functional(model)
+    output = model.outputs[0]
+    if len(output.shape) == 4 and model.outputs[0].shape[1] != 1:
+        return output
+    graph = _analyse(model)
+    feature = None
+    for tensor in graph.main_path:
+        if len(tensor.shape) != 4 or _spatial(tensor) == (1, 1):
+            break
+        feature = tensor
+    if feature is None:
+        raise ValueError(
+            f"Could not find a 4-D feature map in the backbone {model.name!r}."
+            " Rep-Net needs a convolutional backbone whose layers keep the "
+            "(batch, height, width, channels) layout."
+        )
+    return feature
+
+
+def _check_functional(model):
+    if not isinstance(model, keras.Model) or not hasattr(
+        model, "_nodes_by_depth"
+    ):
+        raise ValueError(
+            "Rep-Net needs a functional keras.Model (built from keras.Input "
+            "and layer calls, as keras.applications models are). Received: "
+            f"{type(model).__name__}. Subclassed models have no graph to "
+            "walk: rebuild the backbone with the functional API."
+        )
