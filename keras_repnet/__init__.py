@@ -1,1 +1,11 @@
+"""Rep-Net: memory-efficient transfer learning for Keras 3 and LiteRT."""
 
+from keras_repnet import data
+from keras_repnet.builder import build
+from keras_repnet.describe import describe
+from keras_repnet.layers import ActivationConnector
+from keras_repnet.layers import RepNetModule
+from keras_repnet.optimizers import MultiRateAdam
+from keras_repnet.taps import Tap
+from keras_repnet.taps import find_taps
+from keras_repnet.version import __version__

@@ -89,7 +89,7 @@ def build(
     )
     trunk = keras.models.clone_model(
         frozen,
-        input_tensors=image,
+        input_tensors=keras.tree.map_structure(lambda _: image, frozen.input),
         clone_function=lambda layer: layer,
         call_function=side.call_layer,
     )

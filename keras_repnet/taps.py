@@ -16,6 +16,13 @@ import keras
 # that padding and the 2-pixel shrink of "valid" convolutions are ignored.
 _LEVEL_RATIO = 0.75
 
+# Layers that end the spatial part of a network (the start of a top).
+_GLOBAL_LAYERS = (
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.Flatten,
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class Tap:
@@ -279,16 +286,15 @@ def find_taps(model: keras.Model, mode: str = "downsampling") -> list[Tap]:
 
 def feature_output(model: keras.Model):
     """The backbone's last feature map: the model output if it is 4-D, else
-    the input of the first global-pooling or flattening step on the main
-    path (so a backbone built with its classification top can be used)."""
+    the input of the first global pooling or flattening on the main path (so
+    a backbone built with its classification top can be used)."""
     _check_functional(model)
-    output = model.outputs[0]
-    if len(output.shape) == 4 and model.outputs[0].shape[1] != 1:
-        return output
-    graph = _analyse(model)
+    if len(model.outputs[0].shape) == 4:
+        return model.outputs[0]
     feature = None
-    for tensor in graph.main_path:
-        if len(tensor.shape) != 4 or _spatial(tensor) == (1, 1):
+    for tensor in _analyse(model).main_path:
+        layer = tensor._keras_history.operation
+        if len(tensor.shape) != 4 or isinstance(layer, _GLOBAL_LAYERS):
             break
         feature = tensor
     if feature is None:

@@ -1,0 +1,114 @@
+"""The `keras-repnet` command line.
+
+    keras-repnet train --data=PATH [--backbone=MobileNetV2] [--weights=PATH]
+"""
+
+from absl import app
+from absl import flags
+
+from keras_repnet.builder import CONNECT_MODES
+
+COMMANDS = ("train",)
+
+_DATA = flags.DEFINE_string(
+    "data",
+    None,
+    "Training data: an image folder (one sub-folder per class), a folder of "
+    "MNIST-format idx files, an .npz file with x and y, or tfds:NAME.",
+)
+_BACKBONE = flags.DEFINE_string(
+    "backbone", "MobileNetV2", "A keras.applications model name."
+)
+_WEIGHTS = flags.DEFINE_string(
+    "weights",
+    "imagenet",
+    'Backbone weights: "imagenet" (download), "none" (random) or a file path.',
+)
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir",
+    "runs/train",
+    "Where model.keras, results.json and history.png are written. Running "
+    "again with the same folder resumes an interrupted run.",
+)
+_IMAGE_SIZE = flags.DEFINE_integer(
+    "image_size", 224, "Side of the square input images, in pixels.", lower_bound=1
+)
+_EPOCHS = flags.DEFINE_integer("epochs", 10, "Training epochs.", lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", 32, "Examples per training step.", lower_bound=1
+)
+_SIDE_LR = flags.DEFINE_float(
+    "side_lr", 1e-3, "Peak learning rate of the Rep-Net modules (cosine decay)."
+)
+_HEAD_LR = flags.DEFINE_float(
+    "head_lr", 1e-3, "Peak learning rate of the classifier head (cosine decay)."
+)
+_LABEL_SMOOTHING = flags.DEFINE_float(
+    "label_smoothing", 0.1, "Label smoothing.", lower_bound=0.0, upper_bound=1.0
+)
+_CONNECT = flags.DEFINE_enum(
+    "connect", "dual", CONNECT_MODES, "How Rep-Net and the backbone exchange features."
+)
+_VALIDATION_SPLIT = flags.DEFINE_float(
+    "validation_split", 0.2, "Share of the data held out for validation."
+)
+_SEED = flags.DEFINE_integer("seed", 1337, "Seed of the split and the training.")
+_MAX_EXAMPLES = flags.DEFINE_integer(
+    "max_examples", None, "Use at most this many examples (quick runs)."
+)
+
+
+def _weights(value):
+    return None if value.lower() == "none" else value
+
+
+def train_command():
+    from keras_repnet import training
+
+    if _DATA.value is None:
+        raise app.UsageError("`train` needs --data (an image folder, for example).")
+    results = training.train(
+        _DATA.value,
+        backbone=_BACKBONE.value,
+        weights=_weights(_WEIGHTS.value),
+        output_dir=_OUTPUT_DIR.value,
+        image_size=_IMAGE_SIZE.value,
+        epochs=_EPOCHS.value,
+        batch_size=_BATCH_SIZE.value,
+        side_learning_rate=_SIDE_LR.value,
+        head_learning_rate=_HEAD_LR.value,
+        label_smoothing=_LABEL_SMOOTHING.value,
+        connect=_CONNECT.value,
+        validation_split=_VALIDATION_SPLIT.value,
+        seed=_SEED.value,
+        max_examples=_MAX_EXAMPLES.value,
+    )
+    params = results["parameters"]
+    print(
+        f"Validation accuracy: {results['validation_accuracy']:.4f} "
+        f"(best {results['best_validation_accuracy']:.4f}) on "
+        f"{results['num_validation']} images after {_EPOCHS.value} epochs."
+    )
+    print(
+        f"Parameters: {params['trainable']:,} trainable (side "
+        f"{params['side']:,}, head {params['head']:,}), {params['frozen']:,} "
+        "frozen."
+    )
+    print(f"Wall time: {results['wall_time_s']} s. Outputs in {_OUTPUT_DIR.value}/")
+
+
+def main(argv):
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+        raise app.UsageError(
+            f"Expected one command out of {COMMANDS}. Received: {argv[1:]}. "
+            "Example: keras-repnet train --data=photos/"
+        )
+    {"train": train_command}[argv[1]]()
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

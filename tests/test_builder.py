@@ -1,0 +1,171 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import NAMED_BACKBONES
+from helpers import assert_round_trip
+from helpers import changed
+from helpers import compile_for_test
+from helpers import random_batch
+from helpers import snapshot
+from helpers import tiny_model
+
+import keras_repnet
+from keras_repnet import ActivationConnector
+from keras_repnet import RepNetModule
+
+
+def layers_of(model, kind):
+    return [layer for layer in model.layers if isinstance(layer, kind)]
+
+
+@pytest.mark.parametrize(
+    "connect, modules, connectors",
+    [("dual", 5, 5), ("down", 5, 5), ("up", 5, 5), ("none", 5, 0), ("all", 16, 16)],
+)
+def test_connect_modes_build_and_train_one_step(connect, modules, connectors):
+    model = compile_for_test(tiny_model(connect))
+    images, labels = random_batch(model)
+
+    loss, _ = model.train_on_batch(images, labels)
+
+    assert np.isfinite(loss)
+    assert len(layers_of(model, RepNetModule)) == modules
+    assert len(layers_of(model, ActivationConnector)) == connectors
+
+
+def test_dual_sum_feeds_both_networks():
+    model = tiny_model("dual")
+    connector = model.get_layer("repnet_connector_1")
+    readers = {node.operation.name for node in connector._outbound_nodes}
+
+    # The sum goes on in the backbone (both branches of the residual block
+    # that follows) and into the next side module.
+    assert readers == {"block_2_expand", "block_2_add", "repnet_module_2"}
+
+
+@pytest.mark.parametrize("connect, side_reads", [("down", "repnet_module_1"), ("up", "repnet_connector_1")])
+def test_one_way_modes_route_the_sum(connect, side_reads):
+    model = tiny_model(connect)
+    next_module = model.get_layer("repnet_module_2")
+
+    assert next_module.input._keras_history.operation.name == side_reads
+
+
+def test_only_side_and_head_train():
+    model = compile_for_test(tiny_model("dual"))
+    frozen = snapshot(model.non_trainable_weights)
+    trainable = snapshot(model.trainable_weights)
+    images, labels = random_batch(model, batch_size=8)
+
+    model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
+
+    # Backbone weights never move; only side batch-norm statistics do.
+    moved = changed(frozen, model.non_trainable_weights)
+    assert moved and all(
+        p.startswith("repnet_module_") and "moving_" in p for p in moved
+    ), moved
+    # Every side module and the head learn. (A module's last norm scale
+    # starts at zero, so its first step trains only that norm.)
+    assert all(p.startswith(("repnet_module_", "repnet_head")) for p in trainable)
+    owners = {p.split("/")[0] for p in changed(trainable, model.trainable_weights)}
+    assert owners == {p.split("/")[0] for p in trainable}
+
+
+def test_new_model_starts_from_the_backbone_features():
+    backbone = keras.applications.MobileNetV2(
+        weights=None, include_top=False, input_shape=(32, 32, 3)
+    )
+    model = keras_repnet.build(backbone, 3)
+    images, _ = random_batch(model)
+    pooled = keras.Model(model.input, model.get_layer("repnet_pool").output)
+
+    np.testing.assert_allclose(
+        pooled.predict(images, verbose=0),
+        keras.ops.mean(backbone(images), axis=(1, 2)),
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("connect", ["dual", "none"])
+def test_keras_file_round_trip(connect, tmp_path):
+    model = compile_for_test(tiny_model(connect))
+    images, labels = random_batch(model)
+    model.train_on_batch(images, labels)
+
+    restored = assert_round_trip(model, tmp_path / "model.keras", images)
+
+    assert restored.count_params() == model.count_params()
+    assert len(restored.trainable_weights) == len(model.trainable_weights)
+    restored.train_on_batch(images, labels)
+
+
+@pytest.mark.parametrize("name", sorted(NAMED_BACKBONES))
+def test_named_backbones_build_and_summarize(name):
+    model = keras_repnet.build(
+        getattr(keras.applications, name),
+        num_classes=5,
+        weights=None,
+        input_shape=(128, 128, 3),
+    )
+    lines = []
+    model.summary(print_fn=lambda line, **_: lines.append(line))
+    text = keras_repnet.describe(model, print_fn=lambda _: None)
+
+    assert "repnet_connector_0" in "\n".join(lines)
+    assert "5 modules" in text and "Frozen:" in text
+    assert model.output_shape == (None, 5)
+
+
+def test_custom_taps():
+    model = tiny_model()
+    chosen = keras_repnet.build(
+        "MobileNetV2", 3, input_shape=(32, 32, 3), weights=None,
+        taps=["block_3_project_BN", "block_6_project_BN"],
+    )
+
+    assert len(layers_of(chosen, RepNetModule)) == 2
+    assert chosen.count_params() < model.count_params()
+
+
+def test_mirrored_strategy_on_cpu_devices():
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    strategy = tf.distribute.MirroredStrategy(devices)
+    with strategy.scope():
+        model = compile_for_test(tiny_model("dual"), run_eagerly=False)
+    images, labels = random_batch(model, batch_size=8)
+
+    history = model.fit(images, labels, batch_size=8, epochs=1, verbose=0)
+
+    assert strategy.num_replicas_in_sync == len(devices) == 2
+    assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"num_classes": 1}, ValueError, "num_classes=1"),
+        ({"connect": "sideways"}, ValueError, "connect='sideways'"),
+        ({"backbone": "MobileNetV9"}, ValueError, "Unknown backbone 'MobileNetV9'"),
+        ({"weights": "/nowhere/w.h5"}, FileNotFoundError, "/nowhere/w.h5"),
+        ({"input_shape": (8, 8, 3)}, ValueError, r"refused input_shape=\(8, 8, 3\)"),
+        ({"taps": ["Conv1"]}, ValueError, r"Cannot connect at \['Conv1'\]"),
+        ({"dropout": 1.0}, ValueError, "dropout=1.0"),
+    ],
+)
+def test_bad_arguments_say_what_was_received(kwargs, error, match):
+    arguments = {
+        "backbone": "MobileNetV2",
+        "num_classes": 3,
+        "input_shape": (32, 32, 3),
+        "weights": None,
+        **kwargs,
+    }
+    with pytest.raises(error, match=match):
+        keras_repnet.build(**arguments)
+
+
+def test_backbone_without_fixed_input_is_refused():
+    backbone = keras.applications.MobileNetV2(weights=None, include_top=False)
+    with pytest.raises(ValueError, match=r"fixed .* input.*\(None, None, 3\)"):
+        keras_repnet.build(backbone, 3)
