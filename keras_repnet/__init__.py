@@ -2,10 +2,12 @@
 
 from keras_repnet import data
 from keras_repnet.builder import build
-from keras_repnet.describe import describe
 from keras_repnet.layers import ActivationConnector
 from keras_repnet.layers import RepNetModule
 from keras_repnet.optimizers import MultiRateAdam
+from keras_repnet.plan import connector_plan
+from keras_repnet.plan import describe
+from keras_repnet.plan import parameter_counts
 from keras_repnet.taps import Tap
 from keras_repnet.taps import find_taps
 from keras_repnet.version import __version__

@@ -21,13 +21,12 @@ def application_names() -> list[str]:
 
 def constructor_for(name: str):
     """The `keras.applications` constructor called `name`."""
-    constructor = getattr(keras.applications, name, None)
-    if name not in application_names() or constructor is None:
+    if name not in application_names():
         raise ValueError(
             f"Unknown backbone {name!r}. Use the name of a keras.applications "
             f"model, one of: {', '.join(application_names())}."
         )
-    return constructor
+    return getattr(keras.applications, name)
 
 
 def backbone_name(backbone) -> str:

@@ -19,8 +19,8 @@ def build(
     weights: str | None = "imagenet",
     connect: str = "dual",
     taps: list | None = None,
-    side_kernel_size: int | None = None,
-    side_groups: int = 2,
+    side_kernel_size: int = 3,
+    side_groups: int = 1,
     side_width: float = 1.0,
     dropout: float = 0.2,
     name: str | None = None,
@@ -54,9 +54,9 @@ def build(
         taps: list. Backbone layer names (or `Tap`s) to connect instead of
             the automatic choice. Defaults to `None`.
         side_kernel_size: int. Kernel size of the modules' first convolution.
-            Defaults to 5, or 3 at 7x7 and smaller.
+            Defaults to 3.
         side_groups: int. Groups of the modules' first convolution. Defaults
-            to 2.
+            to 1 (see `RepNetModule`).
         side_width: float. Hidden channels of each module relative to its
             connector's channels. Defaults to 1.0.
         dropout: float. Dropout rate before the head. Defaults to 0.2.

@@ -41,7 +41,7 @@ _SIDE_LR = flags.DEFINE_float(
     "side_lr", 1e-3, "Peak learning rate of the Rep-Net modules (cosine decay)."
 )
 _HEAD_LR = flags.DEFINE_float(
-    "head_lr", 1e-3, "Peak learning rate of the classifier head (cosine decay)."
+    "head_lr", 1e-2, "Peak learning rate of the classifier head (cosine decay)."
 )
 _LABEL_SMOOTHING = flags.DEFINE_float(
     "label_smoothing", 0.1, "Label smoothing.", lower_bound=0.0, upper_bound=1.0
@@ -103,7 +103,12 @@ def main(argv):
             f"Expected one command out of {COMMANDS}. Received: {argv[1:]}. "
             "Example: keras-repnet train --data=photos/"
         )
-    {"train": train_command}[argv[1]]()
+    command = {"train": train_command}[argv[1]]
+    try:
+        command()
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        # Bad input: the message says what was received and what to do.
+        raise app.UsageError(str(error)) from error
 
 
 def run():

@@ -19,6 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_repnet import backbones
+
 # Decoded training images are shuffled from the cache each epoch with a
 # buffer of at most this many uint8 images. Sources are already in a seeded
 # random order, so a bounded buffer is enough and keeps memory in check.
@@ -75,7 +77,7 @@ def preprocessing_for(backbone) -> Callable | None:
         `backbone` is not a constructor or its module has no such function.
     """
     if isinstance(backbone, str):
-        backbone = _application_constructor(backbone)
+        backbone = backbones.constructor_for(backbone)
     if not inspect.isfunction(backbone):
         return None
     module = importlib.import_module(backbone.__module__)
@@ -265,21 +267,6 @@ def _check_num_classes(num_classes, received):
             "A classification dataset needs at least 2 classes. "
             f"Received: {received}"
         )
-
-
-def _application_constructor(name):
-    constructor = getattr(keras.applications, name, None)
-    if not inspect.isfunction(constructor):
-        names = sorted(
-            attr
-            for attr in dir(keras.applications)
-            if inspect.isfunction(getattr(keras.applications, attr))
-        )
-        raise ValueError(
-            "Expected the name of a `keras.applications` model, one of "
-            f"{names}. Received: backbone={name!r}"
-        )
-    return constructor
 
 
 # === Sources ===

@@ -1,5 +1,6 @@
 """The training job behind `keras-repnet train`."""
 
+import csv
 import os
 import platform
 import time
@@ -12,8 +13,8 @@ from keras_repnet import files
 from keras_repnet import plotting
 from keras_repnet.builder import HEAD_NAME
 from keras_repnet.builder import build
-from keras_repnet.describe import describe
-from keras_repnet.describe import parameter_counts
+from keras_repnet.plan import describe
+from keras_repnet.plan import parameter_counts
 from keras_repnet.optimizers import MultiRateAdam
 from keras_repnet.version import __version__
 
@@ -59,7 +60,11 @@ def compile_model(
 
 def one_hot(dataset: tf.data.Dataset, num_classes: int) -> tf.data.Dataset:
     """Maps integer labels to one-hot vectors (label smoothing needs them)."""
-    return dataset.map(lambda x, y: (x, tf.one_hot(y, num_classes)))
+
+    def encode(images, labels):
+        return images, tf.one_hot(labels, num_classes)
+
+    return dataset.map(encode)
 
 
 def train(
@@ -72,19 +77,21 @@ def train(
     epochs: int = 10,
     batch_size: int = 32,
     side_learning_rate: float = 1e-3,
-    head_learning_rate: float = 1e-3,
+    head_learning_rate: float = 1e-2,
     label_smoothing: float = 0.1,
     connect: str = "dual",
     validation_split: float = 0.2,
     seed: int = 1337,
     max_examples: int | None = None,
+    callbacks: list | None = None,
     verbose="auto",
 ) -> dict:
     """Trains a Rep-Net classifier and writes its results to `output_dir`.
 
-    Writes `model.keras`, `results.json` and `history.png`, each atomically.
-    An interrupted run resumes from its last finished epoch when started again
-    with the same `output_dir` (`keras.callbacks.BackupAndRestore`).
+    Writes `model.keras`, `results.json` and `history.png`, each atomically,
+    and `history.csv` epoch by epoch. An interrupted run resumes from its last
+    finished epoch when started again with the same `output_dir`
+    (`keras.callbacks.BackupAndRestore`).
 
     Args:
         data: an image folder, `.npz` file, MNIST-format folder, `(x, y)`
@@ -102,6 +109,7 @@ def train(
         validation_split: float. Share of the data held out for validation.
         seed: int. Seed of the split, the shuffling and the initialisation.
         max_examples: int. Cap on the examples used (for quick runs).
+        callbacks: list. More `keras.callbacks.Callback`s for `fit`.
         verbose: Keras `fit` verbosity.
 
     Returns:
@@ -142,15 +150,23 @@ def train(
     train_ds = one_hot(splits.train, splits.num_classes)
     validation_ds = one_hot(splits.validation, splits.num_classes)
     os.makedirs(output_dir, exist_ok=True)
-    history = model.fit(
+    backup_dir = os.path.join(output_dir, "backup")
+    log_path = os.path.join(output_dir, "history.csv")
+    if not os.path.exists(backup_dir) and os.path.exists(log_path):
+        os.remove(log_path)  # A new run, not a resumed one.
+    model.fit(
         train_ds,
         validation_data=validation_ds,
         epochs=epochs,
+        shuffle=False,  # The training pipeline shuffles.
         callbacks=[
-            keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup"))
+            keras.callbacks.BackupAndRestore(backup_dir),
+            keras.callbacks.CSVLogger(log_path, append=True),
+            *(callbacks or []),
         ],
         verbose=verbose,
-    ).history
+    )
+    history = read_history(log_path)
     _, accuracy = model.evaluate(validation_ds, verbose=0)
     files.save_model(model, os.path.join(output_dir, "model.keras"))
     results = {
@@ -160,7 +176,7 @@ def train(
         "class_names": splits.class_names,
         "num_train": splits.num_train,
         "num_validation": splits.num_validation,
-        "history": {k: [float(v) for v in vs] for k, vs in history.items()},
+        "history": history,
         "wall_time_s": round(time.time() - started, 1),
         "settings": {
             "backbone": backbone,
@@ -191,3 +207,13 @@ def train(
         title=f"Rep-Net ({connect}) on {backbone}, {image_size} px",
     )
     return results
+
+
+def read_history(path) -> dict:
+    """Per-epoch metrics from a `CSVLogger` file, one value per epoch (the
+    last row wins when a resumed run logged an epoch twice)."""
+    with open(path, newline="") as f:
+        rows = {int(row.pop("epoch")): row for row in csv.DictReader(f)}
+    epochs = [rows[e] for e in sorted(rows)]
+    names = epochs[0].keys() if epochs else []
+    return {name: [float(row[name]) for row in epochs] for name in names}

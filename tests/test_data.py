@@ -287,7 +287,7 @@ def test_preprocessing_for_built_model_is_none():
 
 
 def test_preprocessing_for_unknown_name():
-    with pytest.raises(ValueError, match="MobileNetV2.*backbone='MobileNetV9'"):
+    with pytest.raises(ValueError, match="Unknown backbone 'MobileNetV9'.*MobileNetV2"):
         data.preprocessing_for("MobileNetV9")
 
 

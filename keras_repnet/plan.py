@@ -1,4 +1,4 @@
-"""A printout of a Rep-Net model's connector plan and parameter budget."""
+"""A Rep-Net model's connector plan and parameter budget, read from its graph."""
 
 import math
 

@@ -1,0 +1,45 @@
+"""Shared bits of the benchmark scripts: asset paths and result tables."""
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+SHARED_ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
+MOBILENET_V2_WEIGHTS = str(
+    SHARED_ASSETS
+    / "weights"
+    / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+)
+FLOWERS = str(SHARED_ASSETS / "datasets" / "flowers5_128px")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def median_seconds(function, repeats=5):
+    """Median wall time of `function()` over `repeats` calls after a warm-up."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def markdown_table(rows, columns):
+    lines = ["| " + " | ".join(columns) + " |"]
+    lines.append("|" + "---|" * len(columns))
+    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(name, rows, columns, settings):
+    """Prints a markdown table and writes it with the rows as JSON."""
+    table = markdown_table(rows, columns)
+    print(table)
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(RESULTS / f"{name}.json", "w") as f:
+        json.dump({"settings": settings, "rows": rows}, f, indent=2)
+    with open(RESULTS / f"{name}.md", "w") as f:
+        f.write(table + "\n")

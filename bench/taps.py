@@ -1,0 +1,55 @@
+"""Connector plan of every CNN in keras.applications (weights=None).
+
+    python bench/taps.py [--image_size=224]
+
+Prints a markdown table (backbone, taps, their resolutions and channels, side
+and frozen parameters) and writes bench/results/taps.{json,md}.
+"""
+
+import keras
+from absl import app
+from absl import flags
+from common import write_results
+
+import keras_repnet
+from keras_repnet import backbones
+
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Input side in pixels.")
+
+
+def main(_):
+    size = _IMAGE_SIZE.value
+    rows = []
+    for name in backbones.application_names():
+        try:
+            model = keras_repnet.build(
+                name, 10, input_shape=(size, size, 3), weights=None
+            )
+        except Exception as error:  # Report, do not hide, what fails.
+            rows.append({"backbone": name, "taps": 0, "plan": f"error: {error}"[:120],
+                         "side params": "-", "frozen params": "-"})
+            continue
+        plan = keras_repnet.connector_plan(model)
+        counts = keras_repnet.parameter_counts(model)
+        rows.append(
+            {
+                "backbone": name,
+                "taps": len(plan),
+                "plan": ", ".join(
+                    f"{r['shape'][0]}x{r['shape'][1]}x{r['shape'][2]}" for r in plan
+                ),
+                "side params": f"{counts['side']:,}",
+                "frozen params": f"{counts['frozen']:,}",
+            }
+        )
+        keras.backend.clear_session()
+    write_results(
+        "taps",
+        rows,
+        ["backbone", "taps", "plan", "side params", "frozen params"],
+        {"image_size": size},
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,117 @@
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+from helpers import FLOWERS
+from helpers import MOBILENET_V2_WEIGHTS
+from helpers import requires
+
+from keras_repnet import training
+
+CLI = str(Path(sys.executable).parent / "keras-repnet")
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [CLI, *args], capture_output=True, text=True, timeout=600
+    )
+
+
+def test_cli_trains_end_to_end(make_image_folder, tmp_path):
+    folder = make_image_folder(images_per_class=8, size=(40, 40))
+    output = tmp_path / "run"
+
+    result = run_cli(
+        "train",
+        f"--data={folder}",
+        "--backbone=MobileNetV3Small",
+        "--weights=none",
+        "--image_size=32",
+        "--epochs=2",
+        "--batch_size=4",
+        f"--output_dir={output}",
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Validation accuracy:" in result.stdout
+    assert "trainable (side" in result.stdout and "frozen" in result.stdout
+    assert {p.name for p in output.iterdir()} >= {
+        "model.keras", "results.json", "history.png", "history.csv"
+    }
+    results = json.loads((output / "results.json").read_text())
+    assert len(results["history"]["val_accuracy"]) == 2
+    assert results["num_train"] + results["num_validation"] == 24
+    assert results["parameters"]["frozen"] > results["parameters"]["trainable"]
+    model = keras.models.load_model(output / "model.keras")
+    assert model.output_shape == (None, 3)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "Expected one command"),
+        (["fly"], r"Received: \['fly'\]"),
+        (["train"], "needs --data"),
+        (["train", "--data=/no/such/folder"], "/no/such/folder"),
+        (["train", "--data=/tmp", "--backbone=ResNet9"], "Unknown backbone 'ResNet9'"),
+    ],
+)
+def test_cli_reports_bad_input(args, message):
+    result = run_cli(*args)
+
+    assert result.returncode != 0
+    assert re.search(message, result.stderr), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt("simulated interruption")
+
+
+def test_interrupted_training_resumes(make_image_folder, tmp_path):
+    arguments = dict(
+        data=str(make_image_folder(images_per_class=6, size=(32, 32))),
+        weights=None,
+        output_dir=str(tmp_path / "run"),
+        image_size=32,
+        epochs=2,
+        batch_size=4,
+        verbose=0,
+    )
+    with pytest.raises(KeyboardInterrupt):
+        training.train(**arguments, callbacks=[StopAfterFirstEpoch()])
+    assert (tmp_path / "run" / "backup").exists()
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+    results = training.train(**arguments)
+
+    # The second run trained only the missing epoch, and the record of the
+    # run still covers both.
+    assert len(results["history"]["accuracy"]) == 2
+    assert not (tmp_path / "run" / "backup").exists()
+
+
+@requires(MOBILENET_V2_WEIGHTS)
+@requires(FLOWERS)
+@pytest.mark.slow
+def test_real_flowers_with_imagenet_weights(tmp_path):
+    results = training.train(
+        str(FLOWERS),
+        backbone="MobileNetV2",
+        weights=str(MOBILENET_V2_WEIGHTS),
+        output_dir=str(tmp_path),
+        image_size=96,
+        epochs=3,
+        max_examples=640,
+        verbose=0,
+    )
+
+    # Measured 0.586 (0.405, 0.531, 0.586 by epoch; 80 s on 2 cores) on 640
+    # training and 640 validation photos of 5 classes; chance is 0.2. A
+    # converged linear probe on these weights reaches ~0.65 (see README).
+    assert results["validation_accuracy"] > 0.40
