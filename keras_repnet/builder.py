@@ -33,7 +33,8 @@ def build(
     output and produces `p_i` at the tap's shape; the connector adds it to the
     backbone feature `x_i`. Only the modules and the head are trainable; the
     backbone layers get `trainable=False`, so their batch norms stay in
-    inference mode.
+    inference mode. A built backbone passed in shares its layers with the new
+    model and is frozen in place.
 
     Args:
         backbone: a `keras.applications` constructor (e.g.

@@ -23,9 +23,9 @@ class RepNetModule(keras.layers.Layer):
         kernel_size: int. Size of the first convolution. Defaults to 3.
         groups: int. Groups of the first convolution, used when the input and
             hidden channels are divisible by it, else 1. Defaults to 1: the
-            reference code's 5x5 convolutions in 2 groups made a MobileNetV2
-            training step 4x slower on CPU (TensorFlow's grouped convolution
-            is slow there) for a small saving in parameters.
+            reference code's 5x5 convolutions in 2 groups train slower on CPU,
+            where TensorFlow's grouped convolution is slow (measured by
+            `bench/step_time.py`).
 
     Example:
 

@@ -48,7 +48,6 @@ class Tap:
 @dataclasses.dataclass
 class _Graph:
     producer: dict  # id(tensor) -> Node that outputs it.
-    consumers: dict  # id(tensor) -> list of Nodes that read it.
     main_path: list  # Cut-point tensors in topological order.
 
 
@@ -114,7 +113,7 @@ def _analyse(model) -> _Graph:
         for t in order
         if paths_from_input[id(t)] * paths_to_output[id(t)] == total
     ]
-    return _Graph(producer, consumers, main_path)
+    return _Graph(producer, main_path)
 
 
 def _spatial(tensor):
