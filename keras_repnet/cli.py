@@ -1,14 +1,21 @@
 """The `keras-repnet` command line.
 
     keras-repnet train --data=PATH [--backbone=MobileNetV2] [--weights=PATH]
+    keras-repnet memory --backbone=MobileNetV2 --image_size=224 --measure
+    keras-repnet export --model=runs/train/model.keras --out=model.tflite
+    keras-repnet compare --data=PATH --methods=repnet,ft-last --epochs=3
+
+Flags may be spelled with dashes too (`--image-size`).
 """
+
+import sys
 
 from absl import app
 from absl import flags
 
 from keras_repnet.builder import CONNECT_MODES
 
-COMMANDS = ("train",)
+COMMANDS = ("train", "memory", "export", "compare")
 
 _DATA = flags.DEFINE_string(
     "data",
@@ -31,11 +38,18 @@ _OUTPUT_DIR = flags.DEFINE_string(
     "again with the same folder resumes an interrupted run.",
 )
 _IMAGE_SIZE = flags.DEFINE_integer(
-    "image_size", 224, "Side of the square input images, in pixels.", lower_bound=1
+    "image_size",
+    None,
+    "Side of the square input images, in pixels. Defaults to 224.",
+    lower_bound=1,
 )
 _EPOCHS = flags.DEFINE_integer("epochs", 10, "Training epochs.", lower_bound=1)
 _BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", 32, "Examples per training step.", lower_bound=1
+    "batch_size",
+    None,
+    "Examples per training step. Defaults to 32 for `train` and `compare`, "
+    "8 for `memory` and `export`.",
+    lower_bound=1,
 )
 _SIDE_LR = flags.DEFINE_float(
     "side_lr", 1e-3, "Peak learning rate of the Rep-Net modules (cosine decay)."
@@ -58,6 +72,34 @@ _MAX_EXAMPLES = flags.DEFINE_integer(
 )
 
 
+# `memory`
+_MEASURE = flags.DEFINE_bool(
+    "measure",
+    False,
+    "Also run training steps in a fresh process and report the measured peak.",
+)
+_METHOD = flags.DEFINE_string(
+    "method", "repnet", "Transfer method whose memory `memory` reports."
+)
+# `export`
+_MODEL = flags.DEFINE_string("model", None, "A trained model, `model.keras`.")
+_OUT = flags.DEFINE_string("out", None, "Where the `.tflite` file is written.")
+_LEARNING_RATE = flags.DEFINE_float(
+    "learning_rate", 1e-3, "Learning rate of the on-device optimizer."
+)
+_QUANTIZE_BACKBONE = flags.DEFINE_bool(
+    "quantize_backbone", False, "Store the frozen backbone's weights in int8."
+)
+# `compare`
+_METHODS = flags.DEFINE_list(
+    "methods", None, "Transfer methods to compare (default: all of them)."
+)
+
+
+def _value(flag, default):
+    return default if flag.value is None else flag.value
+
+
 def _weights(value):
     return None if value.lower() == "none" else value
 
@@ -72,9 +114,9 @@ def train_command():
         backbone=_BACKBONE.value,
         weights=_weights(_WEIGHTS.value),
         output_dir=_OUTPUT_DIR.value,
-        image_size=_IMAGE_SIZE.value,
+        image_size=_value(_IMAGE_SIZE, 224),
         epochs=_EPOCHS.value,
-        batch_size=_BATCH_SIZE.value,
+        batch_size=_value(_BATCH_SIZE, 32),
         side_learning_rate=_SIDE_LR.value,
         head_learning_rate=_HEAD_LR.value,
         label_smoothing=_LABEL_SMOOTHING.value,
@@ -97,13 +139,33 @@ def train_command():
     print(f"Wall time: {results['wall_time_s']} s. Outputs in {_OUTPUT_DIR.value}/")
 
 
+def memory_command():
+    """Owned by the memory helper (issue 3)."""
+    raise NotImplementedError("`memory` is not built yet.")
+
+
+def export_command():
+    """Owned by the export helper (issue 4)."""
+    raise NotImplementedError("`export` is not built yet.")
+
+
+def compare_command():
+    """Owned by the comparison helper (issue 5)."""
+    raise NotImplementedError("`compare` is not built yet.")
+
+
 def main(argv):
     if len(argv) != 2 or argv[1] not in COMMANDS:
         raise app.UsageError(
             f"Expected one command out of {COMMANDS}. Received: {argv[1:]}. "
             "Example: keras-repnet train --data=photos/"
         )
-    command = {"train": train_command}[argv[1]]
+    command = {
+        "train": train_command,
+        "memory": memory_command,
+        "export": export_command,
+        "compare": compare_command,
+    }[argv[1]]
     try:
         command()
     except (ValueError, FileNotFoundError, ImportError) as error:
@@ -111,7 +173,16 @@ def main(argv):
         raise app.UsageError(str(error)) from error
 
 
+def _underscored(arg):
+    """`--image-size=8` -> `--image_size=8`: dashes are accepted in names."""
+    if not arg.startswith("--"):
+        return arg
+    name, sep, value = arg[2:].partition("=")
+    return "--" + name.replace("-", "_") + sep + value
+
+
 def run():
+    sys.argv = [sys.argv[0]] + [_underscored(arg) for arg in sys.argv[1:]]
     app.run(main)
 
 
