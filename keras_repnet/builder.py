@@ -6,6 +6,7 @@ from keras_repnet import backbones
 from keras_repnet import taps as taps_lib
 from keras_repnet.layers import ActivationConnector
 from keras_repnet.layers import RepNetModule
+from keras_repnet.models import RepNetModel
 
 CONNECT_MODES = ("dual", "down", "up", "none", "all")
 HEAD_NAME = "repnet_head"
@@ -111,7 +112,9 @@ def build(
         )
     logits = keras.layers.Dense(num_classes, name=HEAD_NAME)(features)
     name = name or f"repnet_{backbones.backbone_name(backbone).lower()}"
-    return keras.Model(image, logits, name=name)
+    return RepNetModel(
+        image, logits, name=name, backbone=backbones.backbone_name(backbone)
+    )
 
 
 def _check_arguments(num_classes, connect, side_width, dropout):

@@ -1,0 +1,449 @@
+"""How gradients pass through a frozen backbone: one set of rewrites, two uses.
+
+TensorFlow builds a gradient by looking up, for every op type on the path,
+the function in `tensorflow.python.framework.ops._gradient_registry` (both
+`tf.GradientTape` and graph-mode `tf.gradients` do the lookup when the
+backward pass is constructed). `override()` swaps some of those functions
+for the duration of a `with` block:
+
+- Lean rules (always): `Relu` and `Relu6` take their gradient from a bool
+  mask of the op's output, `tf.where(mask, grad, 0)`. TensorFlow's own
+  `ReluGrad`/`Relu6Grad` keep the float output of every ReLU behind a
+  trainable connector alive until the backward pass; a bool mask is 4x
+  smaller. The mask is never cast to float: a cast does not depend on the
+  incoming gradient, so TensorFlow schedules it during the forward pass and
+  a full float tensor is kept after all.
+- Builtin rules (`builtins_only=True`): gradients of `Conv2D`,
+  `DepthwiseConv2dNative`, `AvgPool`, `Rsqrt` and `ResizeBilinear` written
+  with ops that TFLite has as builtins, so that a traced training step
+  converts with `TFLITE_BUILTINS` only (no Flex delegate, which phones do not
+  have). Cases a rule does not cover fall back to TensorFlow's function.
+
+Every rule gives the same gradient as TensorFlow's (checked by
+`tests/test_gradients.py`). `counts()` tells how often each rule ran, so that
+a caller can prove an override took effect.
+
+Example:
+
+>>> with keras_repnet.gradients.override():
+...     with tf.GradientTape() as tape:
+...         loss = loss_fn(y, model(x, training=True))
+...     grads = tape.gradient(loss, model.trainable_variables)
+"""
+
+import collections
+import contextlib
+import functools
+import threading
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.framework import ops as tf_ops
+
+_REGISTRY = tf_ops._gradient_registry._registry  # op type -> entry dict
+_TYPE_TAG = "type"  # The key of the function in a registry entry.
+
+_lock = threading.RLock()
+_active = collections.Counter()  # op type -> entries of `override` open
+_originals = {}  # op type -> TensorFlow's registry entry, while overridden
+_calls = collections.Counter()  # op type -> times a rule built a gradient
+
+
+# === Lean rules ===
+
+
+def _relu_grad(op, grad):
+    """`ReluGrad` without the float output: a bool mask, selected."""
+    return _select(op.outputs[0] > 0, grad)
+
+
+def _relu6_grad(op, grad):
+    """`Relu6Grad` (also hard-swish's) from a bool mask of `0 < y < 6`."""
+    y = op.outputs[0]
+    return _select(tf.logical_and(y > 0, y < 6), grad)
+
+
+def _select(mask, grad):
+    # `tf.where` reads the bool mask directly; multiplying by a float copy of
+    # it would keep a float tensor per ReLU alive (see the module docstring).
+    return tf.where(mask, grad, tf.zeros((), grad.dtype))
+
+
+# === Builtin rules ===
+
+
+def _conv2d_grad(op, grad):
+    """Conv2D: TRANSPOSE_CONV for the input, one CONV_2D for the filter.
+
+    The filter gradient is a convolution of the input with the output
+    gradient where the batch plays the role of the channels and the stride
+    becomes a dilation ("swap"); 1x1 stride-1 kernels use a matmul.
+    """
+    x, kernel = op.inputs
+    strides, dilations = op.get_attr("strides"), op.get_attr("dilations")
+    padding = _padding_name(op)
+    groups = x.shape[-1] // kernel.shape[2] if x.shape[-1] else None
+    if (
+        op.get_attr("data_format") != b"NHWC"
+        or padding not in ("SAME", "VALID")
+        or list(dilations) != [1, 1, 1, 1]
+        or groups != 1
+        or None in x.shape[1:]
+    ):
+        return _original("Conv2D")(op, grad)
+    input_grad = tf.nn.conv2d_transpose(
+        grad, kernel, tf.shape(x), strides, padding=padding
+    )
+    return input_grad, conv2d_filter_grad(
+        x, grad, kernel.shape, strides[1:3], padding
+    )
+
+
+def conv2d_filter_grad(x, grad, kernel_shape, strides, padding):
+    """Gradient of a NHWC `Conv2D` w.r.t. its filter, with builtin ops.
+
+    Args:
+        x: the convolution's input, `[N, H, W, Cin]` with static H, W.
+        grad: the gradient of its output, `[N, OH, OW, Cout]`.
+        kernel_shape: `(KH, KW, Cin, Cout)`.
+        strides: `(SH, SW)`.
+        padding: `"SAME"` or `"VALID"`.
+
+    Returns:
+        The filter gradient, `[KH, KW, Cin, Cout]`.
+    """
+    kh, kw, cin, cout = kernel_shape
+    if (kh, kw, *strides) == (1, 1, 1, 1):
+        dw = tf.matmul(
+            tf.reshape(x, [-1, cin]), tf.reshape(grad, [-1, cout]),
+            transpose_a=True,
+        )
+        return tf.reshape(dw, kernel_shape)
+    x = _pad_for_windows(x, grad.shape[1:3], (kh, kw), strides, padding)
+    dw = tf.nn.conv2d(
+        tf.transpose(x, [3, 1, 2, 0]),  # [Cin, H, W, N]: batch <-> channels
+        tf.transpose(grad, [1, 2, 0, 3]),  # [OH, OW, N, Cout] as a filter
+        strides=1,
+        padding="VALID",
+        dilations=list(strides),
+    )  # [Cin, KH, KW, Cout]
+    return tf.transpose(dw, [1, 2, 0, 3])
+
+
+def _depthwise_grad(op, grad):
+    """DepthwiseConv2dNative: zero insertion and a depthwise conv for the
+    input, strided slices times the gradient for the filter."""
+    x, kernel = op.inputs
+    strides, dilations = op.get_attr("strides"), op.get_attr("dilations")
+    padding = _padding_name(op)
+    if (
+        op.get_attr("data_format") != b"NHWC"
+        or padding not in ("SAME", "VALID")
+        or list(dilations) != [1, 1, 1, 1]
+        or strides[1] != strides[2]
+        or None in x.shape[1:]
+    ):
+        return _original("DepthwiseConv2dNative")(op, grad)
+    stride = strides[1]
+    input_grad = depthwise_input_grad(grad, kernel, x.shape[1:3], stride, padding)
+    return input_grad, depthwise_filter_grad(x, grad, kernel.shape, stride, padding)
+
+
+def depthwise_input_grad(grad, kernel, input_size, stride, padding):
+    """Gradient of a NHWC depthwise convolution w.r.t. its input.
+
+    The gradient is the "full" correlation of the output gradient, with
+    `stride - 1` zeros inserted between its pixels, and the flipped kernel:
+    zero insertion (pad + reshape), one pad, one stride-1 depthwise conv.
+
+    Args:
+        grad: the output gradient, `[N, OH, OW, C * M]`.
+        kernel: the depthwise kernel, `[KH, KW, C, M]`.
+        input_size: `(H, W)` of the convolution's input.
+        stride: int. Same stride along both axes.
+        padding: `"SAME"` or `"VALID"`.
+
+    Returns:
+        The input gradient, `[N, H, W, C]`.
+    """
+    kh, kw, channels, multiplier = kernel.shape
+    out_size = grad.shape[1:3]
+    pads = [
+        _same_or_valid_pads(n, o, k, stride, padding)[0]
+        for n, o, k in zip(input_size, out_size, (kh, kw))
+    ]
+    if stride > 1:
+        grad = _insert_zeros(grad, stride)
+    # Rows [i - (k - 1 - pad)] of the dilated gradient feed input row i.
+    edges = []
+    for axis, (n, k, pad) in enumerate(zip(input_size, (kh, kw), pads), 1):
+        before = k - 1 - pad
+        after = n + k - 1 - before - grad.shape[axis]
+        grad = _crop(grad, axis, -min(before, 0), -min(after, 0))
+        edges.append([max(before, 0), max(after, 0)])
+    grad = tf.pad(grad, [[0, 0], *edges, [0, 0]])
+    flipped = tf.reverse(kernel, [0, 1])
+    flipped = tf.reshape(flipped, [kh, kw, channels * multiplier, 1])
+    dx = tf.nn.depthwise_conv2d(grad, flipped, [1, 1, 1, 1], "VALID")
+    if multiplier > 1:
+        dx = tf.reduce_sum(
+            tf.reshape(dx, [-1, *input_size, channels, multiplier]), -1
+        )
+    return dx
+
+
+def depthwise_filter_grad(x, grad, kernel_shape, stride, padding):
+    """Gradient of a NHWC depthwise convolution w.r.t. its filter: for every
+    kernel tap, the strided slice of the input it saw times the gradient.
+
+    Args:
+        x: the convolution's input, `[N, H, W, C]`.
+        grad: the output gradient, `[N, OH, OW, C * M]`.
+        kernel_shape: `(KH, KW, C, M)`.
+        stride: int. Same stride along both axes.
+        padding: `"SAME"` or `"VALID"`.
+
+    Returns:
+        The filter gradient, `[KH, KW, C, M]`.
+    """
+    kh, kw, channels, multiplier = kernel_shape
+    out_h, out_w = grad.shape[1:3]
+    x = _pad_for_windows(x, (out_h, out_w), (kh, kw), (stride, stride), padding)
+    grad = tf.reshape(grad, [-1, out_h, out_w, channels, multiplier])
+    taps = []
+    for i in range(kh):
+        for j in range(kw):
+            window = x[
+                :,
+                i : i + (out_h - 1) * stride + 1 : stride,
+                j : j + (out_w - 1) * stride + 1 : stride,
+                :,
+            ]
+            taps.append(tf.reduce_sum(window[..., None] * grad, [0, 1, 2]))
+    return tf.reshape(tf.stack(taps), kernel_shape)
+
+
+def _avg_pool_grad(op, grad):
+    """AvgPool: the depthwise input gradient with a kernel of ones, after
+    dividing by how many input pixels each window averaged."""
+    (x,) = op.inputs
+    ksize, strides = op.get_attr("ksize"), op.get_attr("strides")
+    padding = _padding_name(op)
+    if (
+        op.get_attr("data_format") != b"NHWC"
+        or strides[1] != strides[2]
+        or None in x.shape[1:]
+    ):
+        return _original("AvgPool")(op, grad)
+    size, window = x.shape[1:3], ksize[1:3]
+    counts = np.outer(
+        *[
+            _window_counts(n, o, k, strides[1], padding)
+            for n, o, k in zip(size, grad.shape[1:3], window)
+        ]
+    )
+    ones = tf.ones([*window, x.shape[-1], 1], grad.dtype)
+    grad = grad / tf.constant(counts[None, :, :, None], grad.dtype)
+    return depthwise_input_grad(grad, ones, size, strides[1], padding)
+
+
+def _rsqrt_grad(op, grad):
+    """Rsqrt (batch norm in training mode): `-0.5 * y**3 * grad` instead of
+    the `RsqrtGrad` op."""
+    y = op.outputs[0]
+    return grad * -0.5 * y * y * y
+
+
+def _resize_bilinear_grad(op, grad):
+    """ResizeBilinear: the resize is `A_h @ x @ A_w^T` for fixed matrices,
+    so its gradient is `A_h^T @ grad @ A_w`, two matmuls."""
+    x = op.inputs[0]
+    if None in x.shape[1:] or op.get_attr("align_corners"):
+        return _original("ResizeBilinear")(op, grad)
+    half = op.get_attr("half_pixel_centers")
+    rows = _interpolation_matrix(x.shape[1], grad.shape[1], half)
+    cols = _interpolation_matrix(x.shape[2], grad.shape[2], half)
+    rows = tf.constant(rows.T, grad.dtype)  # [H, OH]
+    cols = tf.constant(cols, grad.dtype)  # [OW, W]
+    # [N, OH, OW, C] -> [N, C, OH, OW] -> rows^T and cols applied.
+    g = tf.transpose(grad, [0, 3, 1, 2])
+    g = tf.matmul(tf.matmul(rows, g), cols)  # [N, C, H, W]
+    return tf.transpose(tf.cast(g, x.dtype), [0, 2, 3, 1]), None
+
+
+# === Helpers of the builtin rules ===
+
+
+def _padding_name(op):
+    padding = op.get_attr("padding")
+    return padding.decode() if isinstance(padding, bytes) else padding
+
+
+def _same_or_valid_pads(size, out_size, kernel, stride, padding):
+    """(before, after) padding TensorFlow uses along one axis."""
+    if padding == "VALID":
+        return 0, 0
+    total = max((out_size - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _pad_for_windows(x, out_size, kernel, strides, padding):
+    """Pads (SAME) and crops `x` to exactly the rows and columns its
+    convolution windows read."""
+    edges = []
+    for axis, (n, o, k, s) in enumerate(zip(x.shape[1:3], out_size, kernel, strides), 1):
+        before, _ = _same_or_valid_pads(n, o, k, s, padding)
+        after = (o - 1) * s + k - before - n
+        x = _crop(x, axis, 0, -min(after, 0))
+        edges.append([before, max(after, 0)])
+    if any(sum(e) for e in edges):
+        x = tf.pad(x, [[0, 0], *edges, [0, 0]])
+    return x
+
+
+def _crop(x, axis, before, after):
+    if not before and not after:
+        return x
+    begin = [0] * 4
+    begin[axis] = before
+    size = [-1] * 4
+    size[axis] = x.shape[axis] - before - after
+    return tf.slice(x, begin, size)
+
+
+def _insert_zeros(x, stride):
+    """`[N, H, W, C]` -> `[N, (H-1)*s+1, (W-1)*s+1, C]` with `x` at every
+    s-th pixel; 4-D pads and reshapes only (TFLite's PAD limit)."""
+    _, height, width, channels = x.shape
+    x = tf.reshape(x, [-1, 1, width, channels])  # one row at a time
+    x = tf.pad(x, [[0, 0], [0, stride - 1], [0, 0], [0, 0]])
+    x = tf.reshape(x, [-1, height * stride, width, channels])
+    x = x[:, : (height - 1) * stride + 1]
+    rows = x.shape[1]
+    x = tf.reshape(x, [-1, 1, 1, channels])  # one pixel at a time
+    x = tf.pad(x, [[0, 0], [0, 0], [0, stride - 1], [0, 0]])
+    x = tf.reshape(x, [-1, rows, width * stride, channels])
+    return x[:, :, : (width - 1) * stride + 1]
+
+
+def _window_counts(size, out_size, kernel, stride, padding):
+    """How many real (unpadded) pixels each pooling window covers."""
+    before, _ = _same_or_valid_pads(size, out_size, kernel, stride, padding)
+    starts = np.arange(out_size) * stride - before
+    return np.minimum(starts + kernel, size) - np.maximum(starts, 0)
+
+
+def _interpolation_matrix(size, out_size, half_pixel_centers):
+    """The `[out_size, size]` matrix of TensorFlow's bilinear resize."""
+    scale = size / out_size
+    out = np.arange(out_size, dtype=np.float64)
+    if half_pixel_centers:
+        source = (out + 0.5) * scale - 0.5
+    else:
+        source = out * scale
+    low = np.floor(source)
+    frac = source - low
+    low_index = np.clip(low, 0, size - 1).astype(int)
+    high_index = np.clip(low + 1, 0, size - 1).astype(int)
+    matrix = np.zeros((out_size, size))
+    np.add.at(matrix, (np.arange(out_size), low_index), 1 - frac)
+    np.add.at(matrix, (np.arange(out_size), high_index), frac)
+    return matrix
+
+
+# === Registry swapping ===
+
+LEAN_RULES = {"Relu": _relu_grad, "Relu6": _relu6_grad}
+BUILTIN_RULES = {
+    **LEAN_RULES,
+    "Conv2D": _conv2d_grad,
+    "DepthwiseConv2dNative": _depthwise_grad,
+    "AvgPool": _avg_pool_grad,
+    "Rsqrt": _rsqrt_grad,
+    "ResizeBilinear": _resize_bilinear_grad,
+}
+
+
+def _counted(op_type, rule):
+    @functools.wraps(rule)
+    def gradient(op, *grads):
+        with _lock:
+            _calls[op_type] += 1
+        return rule(op, *grads)
+
+    return gradient
+
+
+_WRAPPED = {t: _counted(t, r) for t, r in BUILTIN_RULES.items()}
+
+
+def _original(op_type):
+    """TensorFlow's gradient function for `op_type`, overridden or not."""
+    with _lock:
+        entry = _originals.get(op_type) or _REGISTRY[op_type]
+    return entry[_TYPE_TAG]
+
+
+@contextlib.contextmanager
+def override(builtins_only: bool = False):
+    """Replaces TensorFlow's gradient functions while the block runs.
+
+    Only gradients *constructed* inside the block are affected (a
+    `tf.function` traced inside it keeps them; one traced before does not).
+    Entries may nest and overlap across threads (e.g. the replicas of
+    `tf.distribute.MirroredStrategy`): each op type is swapped at its first
+    entry and TensorFlow's function restored at its last exit. While any
+    entry is open the replacements apply process-wide, which is harmless as
+    they compute the same gradients.
+
+    Args:
+        builtins_only: bool. Also replace the gradients whose TensorFlow ops
+            are not TFLite builtins (for on-device training export).
+            Defaults to `False`: only the memory-lean ReLU rules.
+
+    Yields:
+        The op types overridden by this entry.
+    """
+    op_types = list(BUILTIN_RULES if builtins_only else LEAN_RULES)
+    with _lock:
+        for op_type in op_types:
+            if not _active[op_type]:
+                _originals[op_type] = _REGISTRY[op_type]
+                _REGISTRY[op_type] = {
+                    **_REGISTRY[op_type],
+                    _TYPE_TAG: _WRAPPED[op_type],
+                }
+            _active[op_type] += 1
+    try:
+        yield tuple(op_types)
+    finally:
+        with _lock:
+            for op_type in op_types:
+                _active[op_type] -= 1
+                if not _active[op_type]:
+                    del _active[op_type]
+                    _REGISTRY[op_type] = _originals.pop(op_type)
+
+
+def counts() -> dict:
+    """How many gradients each rule has built since `reset_counts()`.
+
+    Returns:
+        A dict from op type (e.g. `"Relu6"`) to a count. A rule runs once per
+        op when a backward pass is constructed (once per trace in a
+        `tf.function`, once per op per step in eager mode).
+    """
+    with _lock:
+        return dict(_calls)
+
+
+def reset_counts():
+    """Sets every count of `counts()` back to zero."""
+    with _lock:
+        _calls.clear()
+
+
+def is_active(op_type: str = "Relu") -> bool:
+    """Whether `op_type`'s gradient is currently overridden."""
+    with _lock:
+        return bool(_active[op_type])
