@@ -1,0 +1,222 @@
+"""tflite/repnet_trainer.py: an exported Rep-Net trained by LiteRT alone.
+
+Every run is a subprocess in which `import tensorflow` (and `keras`) fails, as
+on a device without TensorFlow.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import tiny_model
+
+from keras_repnet.export import export_tflite
+
+TRAINER = Path(__file__).resolve().parents[1] / "tflite" / "repnet_trainer.py"
+BATCH_SIZE = 4
+SIZE = 32
+CLASSES = 3
+BLOCKED = ("tensorflow", "keras")
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("export") / "model.tflite"
+    model = tiny_model(size=SIZE, classes=CLASSES)
+    export_tflite(model, path, batch_size=BATCH_SIZE, learning_rate=1e-2)
+    return path
+
+
+@pytest.fixture(scope="module")
+def no_tensorflow(tmp_path_factory):
+    """A PYTHONPATH entry whose `tensorflow` and `keras` raise ImportError."""
+    root = tmp_path_factory.mktemp("blocked")
+    for name in BLOCKED:
+        (root / name).mkdir()
+        (root / name / "__init__.py").write_text(
+            f"raise ImportError('{name} is blocked in this test')\n"
+        )
+    return root
+
+
+@pytest.fixture
+def run(model_path, no_tensorflow, tmp_path):
+    """Runs the trainer without TensorFlow; returns the CompletedProcess."""
+
+    def run(data, *args, checkpoint=tmp_path / "checkpoint.npz"):
+        env = {**os.environ, "PYTHONPATH": str(no_tensorflow)}
+        command = [sys.executable, str(TRAINER), f"--model={model_path}"]
+        command += [f"--data={data}", f"--checkpoint={checkpoint}", *args]
+        return subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=300
+        )
+
+    return run
+
+
+def write_npz(path, num_examples=12, labels=None, size=SIZE, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (num_examples, size, size, 3), dtype=np.uint8)
+    if labels is None:
+        labels = rng.integers(0, CLASSES, num_examples)
+    np.savez(path, x=images, y=labels)
+    return path
+
+
+def read_checkpoint(path):
+    with np.load(path) as data:
+        meta = json.loads(data["meta.json"].tobytes())
+        return {k: data[k] for k in data.files if k != "meta.json"}, meta
+
+
+def epoch_losses(stdout):
+    return [
+        float(line.split(" loss ")[1].split()[0])
+        for line in stdout.splitlines()
+        if line.startswith("epoch") and " step " not in line
+    ]
+
+
+def test_tensorflow_is_blocked_in_the_subprocess(no_tensorflow):
+    env = {**os.environ, "PYTHONPATH": str(no_tensorflow)}
+    for name in BLOCKED:
+        result = subprocess.run(
+            [sys.executable, "-c", f"import {name}"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert result.returncode != 0
+        assert f"{name} is blocked" in result.stderr
+
+
+def test_trains_on_image_folder_and_resumes_where_it_stopped(
+    run, make_image_folder, tmp_path
+):
+    # 18 images: 3 for validation, 15 for training, 3 batches of 4 per epoch
+    # (the last 3 images of each epoch's order are dropped).
+    folder = make_image_folder(images_per_class=6, size=(20, 24))
+    full = run(
+        folder, "--epochs=2", "--log-every=1", checkpoint=tmp_path / "full.npz"
+    )
+    assert full.returncode == 0, full.stderr
+    assert "18 examples, 3 classes, 32x32 px, batches of 4" in full.stdout
+    assert "epoch 1/2 step 3/3 loss" in full.stdout
+    losses = epoch_losses(full.stdout)
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert "val_accuracy" in full.stdout
+
+    first = run(folder, "--epochs=2", "--max-steps=4")
+    assert first.returncode == 0, first.stderr
+    assert "Stopped after 4 steps" in first.stdout
+    weights, meta = read_checkpoint(tmp_path / "checkpoint.npz")
+    assert (meta["epoch"], meta["step"]) == (1, 1)
+
+    second = run(folder, "--epochs=2")
+    assert second.returncode == 0, second.stderr
+    assert (
+        "Resuming from" in second.stdout and "epoch 2, step 1" in second.stdout
+    )
+    resumed, meta = read_checkpoint(tmp_path / "checkpoint.npz")
+    assert (meta["epoch"], meta["step"]) == (2, 0)
+    assert epoch_losses(second.stdout) == pytest.approx(losses[1:], rel=1e-4)
+    # Same data order and state: the interrupted run ends where the other does.
+    uninterrupted, _ = read_checkpoint(tmp_path / "full.npz")
+    assert resumed.keys() == uninterrupted.keys()
+    for name in resumed:
+        np.testing.assert_allclose(
+            resumed[name], uninterrupted[name], rtol=1e-5, atol=1e-6
+        )
+
+
+def test_trains_on_npz_and_loss_falls(run, tmp_path):
+    # 8 examples, no validation: two batches seen again every epoch.
+    data = write_npz(tmp_path / "data.npz", num_examples=8)
+    result = run(data, "--epochs=4", "--validation-split=0", "--log-every=0")
+    assert result.returncode == 0, result.stderr
+    losses = epoch_losses(result.stdout)
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    assert losses[-1] < losses[0]
+    weights, meta = read_checkpoint(tmp_path / "checkpoint.npz")
+    assert meta["epoch"] == 4 and len(meta["history"]) == 4
+    assert any(name.startswith("optimizer") for name in weights)
+
+
+def test_corrupt_checkpoint_is_refused_and_kept(run, tmp_path):
+    data = write_npz(tmp_path / "data.npz")
+    assert run(data, "--epochs=1").returncode == 0
+    checkpoint = tmp_path / "checkpoint.npz"
+    content = checkpoint.read_bytes()
+    checkpoint.write_bytes(content[: len(content) // 2])  # A crash mid-copy.
+
+    result = run(data, "--epochs=2")
+
+    assert result.returncode == 2
+    assert "truncated or corrupt" in result.stderr
+    assert "left untouched" in result.stderr
+    assert checkpoint.read_bytes() == content[: len(content) // 2]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_weights_of_another_model_are_refused(run, tmp_path):
+    data = write_npz(tmp_path / "data.npz")
+    assert run(data, "--epochs=1").returncode == 0
+    checkpoint = tmp_path / "checkpoint.npz"
+    with np.load(checkpoint) as saved:
+        arrays = {k: saved[k] for k in saved.files}
+    name = max(
+        (k for k in arrays if k != "meta.json"), key=lambda k: arrays[k].ndim
+    )
+    arrays[name] = np.zeros((*arrays[name].shape[:-1], 7), arrays[name].dtype)
+    arrays["other_model_kernel"] = np.zeros(3, np.float32)
+    np.savez(checkpoint, **arrays)
+
+    result = run(data, "--epochs=2")
+
+    assert result.returncode == 2
+    assert "belong to another model" in result.stderr
+    assert "other_model_kernel" in result.stderr and name in result.stderr
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"labels": [0, 1, 2, 3] * 3},
+            "Labels must be class indices in [0, 3)",
+        ),
+        ({"size": 28}, "Expected images of shape (N, 32, 32, 3)"),
+    ],
+)
+def test_bad_data_gets_a_clear_error(run, tmp_path, kwargs, message):
+    data = write_npz(tmp_path / "data.npz", **kwargs)
+    result = run(data, "--epochs=1")
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "checkpoint.npz").exists()
+
+
+def test_save_checkpoint_never_replaces_a_good_one_with_a_bad_one(tmp_path):
+    spec = importlib.util.spec_from_file_location("repnet_trainer", TRAINER)
+    trainer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trainer)
+    path = tmp_path / "checkpoint.npz"
+    weights = {"kernel": np.ones((2, 3), np.float32), "iterations": np.int64(5)}
+    trainer.save_checkpoint(path, weights, {"epoch": 1, "step": 0})
+    good = path.read_bytes()
+
+    with pytest.raises(ValueError, match="non-finite"):
+        trainer.save_checkpoint(
+            path, {**weights, "kernel": np.full((2, 3), np.nan, np.float32)}, {}
+        )
+
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
+    restored, meta = trainer.load_checkpoint(path)
+    np.testing.assert_array_equal(restored["kernel"], weights["kernel"])
+    assert meta["epoch"] == 1
