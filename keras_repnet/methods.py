@@ -34,6 +34,7 @@ from keras_repnet import taps as taps_lib
 from keras_repnet.builder import HEAD_NAME
 from keras_repnet.builder import build
 from keras_repnet.layers import RepNetModule
+from keras_repnet.models import RepNetModel
 
 REPNET_METHODS = {
     "repnet": "dual",
@@ -229,14 +230,16 @@ class InputPerturbation(keras.layers.Layer):
     initialised to zero (adversarial reprogramming, Rep-Net Eq. 2)."""
 
     def build(self, input_shape):
-        self.perturbation = self.add_weight(
+        # Called `bias`: an additive input bias, whose gradient needs no
+        # stored activation (memory accounting treats biases so).
+        self.bias = self.add_weight(
             shape=tuple(input_shape[1:]),
             initializer="zeros",
             name="perturbation",
         )
 
     def call(self, inputs):
-        return inputs + keras.ops.cast(self.perturbation, inputs.dtype)
+        return inputs + keras.ops.cast(self.bias, inputs.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -366,12 +369,21 @@ def _fine_tuning(method, trainable_layer):
         for layer in frozen.layers:
             layer.trainable = trainable_layer(layer)
         logits = _head(frozen.outputs[0], num_classes, dropout)
-        return keras.Model(
-            frozen.inputs, logits, name=name or _model_name(method, backbone)
-        )
+        return _model(frozen.inputs, logits, method, backbone, name)
 
     build_model.__doc__ = f"Builds `{method}`: {DESCRIPTIONS[method]}."
     return build_model
+
+
+def _model(inputs, logits, method, backbone, name):
+    """Every method's model is a `RepNetModel`: the same lean backward (exact
+    gradients, bool ReLU masks) for all, and the backbone's name for export."""
+    return RepNetModel(
+        inputs,
+        logits,
+        name=name or _model_name(method, backbone),
+        backbone=backbones.backbone_name(backbone),
+    )
 
 
 def _is_batch_norm(layer):
@@ -429,9 +441,7 @@ def _tinytl(
     image = _new_input(frozen)
     features = _replay(frozen, image, call_layer)
     logits = _head(features, num_classes, dropout)
-    return keras.Model(
-        image, logits, name=name or _model_name("tinytl", backbone)
-    )
+    return _model(image, logits, "tinytl", backbone, name)
 
 
 def _lite_residual(block_input, block_output, index, kernel_size, groups):
@@ -496,9 +506,7 @@ def _mobiletl(
     image = _new_input(frozen)
     features = _replay(frozen, image, call_layer)
     logits = _head(features, num_classes, dropout)
-    return keras.Model(
-        image, logits, name=name or _model_name("mobiletl", backbone)
-    )
+    return _model(image, logits, "mobiletl", backbone, name)
 
 
 def _adv_rep(backbone, num_classes, input_shape, weights, source_top,
@@ -538,9 +546,7 @@ def _adv_rep(backbone, num_classes, input_shape, weights, source_top,
         source, image, transform_input=InputPerturbation(name="adv_perturbation")
     )
     logits = LabelMapping(num_classes, name="adv_label_mapping")(source_logits)
-    return keras.Model(
-        image, logits, name=name or _model_name("adv-rep", backbone)
-    )
+    return _model(image, logits, "adv-rep", backbone, name)
 
 
 def _classifier_with_top(backbone, input_shape, weights):
@@ -607,9 +613,7 @@ def _adv_rep_last(backbone, num_classes, input_shape, weights, dropout,
         frozen, image, transform_input=InputPerturbation(name="adv_perturbation")
     )
     logits = _head(features, num_classes, dropout)
-    return keras.Model(
-        image, logits, name=name or _model_name("adv-rep-last", backbone)
-    )
+    return _model(image, logits, "adv-rep-last", backbone, name)
 
 
 _BUILDERS = {
