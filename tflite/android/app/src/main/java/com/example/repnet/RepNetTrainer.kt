@@ -190,7 +190,6 @@ class RepNetTrainer(
             DataType.FLOAT32 -> "<f4"
             DataType.INT32 -> "<i4"
             DataType.INT64 -> "<i8"
-            DataType.INT16 -> "<i2"
             DataType.INT8 -> "|i1"
             DataType.UINT8 -> "|u1"
             DataType.BOOL -> "|b1"
