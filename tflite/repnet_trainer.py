@@ -161,13 +161,25 @@ class RepNetTrainer:
             "weights": sorted(self.metadata.get("weights") or []),
         }
         for key in expected:
-            if expected[key] != received[key]:
-                raise ValueError(
-                    f"The sidecar {metadata_path} does not belong to this "
-                    f"model: its {key} is {received[key]}, the model's is "
-                    f"{expected[key]}. Copy the `.json` written with this "
-                    "`.tflite` file."
+            if expected[key] == received[key]:
+                continue
+            if key == "weights":
+                only_sidecar = set(received[key]) - set(expected[key])
+                only_model = set(expected[key]) - set(received[key])
+                difference = (
+                    f"weights {_few(sorted(only_sidecar))} where the model "
+                    f"has {_few(sorted(only_model))}"
                 )
+            else:
+                difference = (
+                    f"{key} {received[key]} where the model has "
+                    f"{expected[key]}"
+                )
+            raise ValueError(
+                f"The sidecar {metadata_path} does not belong to this model: "
+                f"it lists {difference}. Copy the `.json` written with this "
+                "`.tflite` file."
+            )
 
     def train_step(self, images, labels):
         """Runs one optimizer step on a batch of exactly `batch_size` images.
