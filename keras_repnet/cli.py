@@ -140,18 +140,114 @@ def train_command():
 
 
 def memory_command():
-    """Owned by the memory helper (issue 3)."""
-    raise NotImplementedError("`memory` is not built yet.")
+    from keras_repnet import memory
+    from keras_repnet import methods
+
+    size, batch = _value(_IMAGE_SIZE, 224), _value(_BATCH_SIZE, 8)
+    # Memory does not depend on the weights: random ones unless asked.
+    weights = _weights(_WEIGHTS.value) if _WEIGHTS.present else None
+    model = methods.build_method(
+        _METHOD.value,
+        _BACKBONE.value,
+        10,
+        input_shape=(size, size, 3),
+        weights=weights,
+    )
+    profile = memory.profile(model, batch)
+    print(profile.format())
+    if profile.lean_backward:
+        plain = memory.profile(model, batch, lean_backward=False)
+        print(
+            f"  (with plain autodiff, ours: step peak "
+            f"{plain.ours.peak_bytes / 1e6:.1f} MB)"
+        )
+    if not _MEASURE.value:
+        return
+    try:
+        measured = memory.measure(
+            _METHOD.value, _BACKBONE.value, image_size=size, batch_size=batch
+        )
+        floor = memory.measure(
+            memory.INFERENCE, _BACKBONE.value, image_size=size, batch_size=batch
+        )
+    except RuntimeError as error:
+        raise app.UsageError(str(error)) from error
+    print(
+        f"Measured step peak: {measured.peak_bytes / 1e6:.1f} MB "
+        f"(analytic ours / measured: "
+        f"{profile.ours.peak_bytes / measured.peak_bytes:.2f}), step "
+        f"{measured.step_seconds * 1000:.0f} ms.\n"
+        f"Inference floor (frozen {_BACKBONE.value}, forward only): "
+        f"{floor.peak_bytes / 1e6:.1f} MB; the step peak is "
+        f"{measured.peak_bytes / floor.peak_bytes:.2f}x that."
+    )
 
 
 def export_command():
-    """Owned by the export helper (issue 4)."""
-    raise NotImplementedError("`export` is not built yet.")
+    import json
+    import os
+
+    import keras
+
+    from keras_repnet import export
+
+    if _MODEL.value is None or _OUT.value is None:
+        raise app.UsageError(
+            "`export` needs --model (a .keras file) and --out (the .tflite "
+            "file to write)."
+        )
+    if not os.path.exists(_MODEL.value):
+        raise FileNotFoundError(f"Model file not found: --model={_MODEL.value}")
+    model = keras.models.load_model(_MODEL.value)
+    # `keras-repnet train` writes the class names beside the model.
+    results = os.path.join(os.path.dirname(_MODEL.value), "results.json")
+    class_names = None
+    if os.path.exists(results):
+        with open(results) as f:
+            class_names = json.load(f).get("class_names")
+    path = export.export_tflite(
+        model,
+        _OUT.value,
+        batch_size=_value(_BATCH_SIZE, 8),
+        learning_rate=_LEARNING_RATE.value,
+        label_smoothing=_LABEL_SMOOTHING.value,
+        class_names=class_names,
+        quantize_backbone=_QUANTIZE_BACKBONE.value,
+    )
+    print(
+        f"Wrote {path} ({os.path.getsize(path) / 2**20:.2f} MiB; signatures "
+        f"{', '.join(export.SIGNATURES)}, builtin LiteRT ops only) and "
+        f"{export.sidecar_path(path)}."
+    )
 
 
 def compare_command():
-    """Owned by the comparison helper (issue 5)."""
-    raise NotImplementedError("`compare` is not built yet.")
+    from keras_repnet import compare
+
+    if _DATA.value is None:
+        raise app.UsageError(
+            "`compare` needs --data (an image folder, for example)."
+        )
+    output_dir = _OUTPUT_DIR.value
+    if output_dir == _OUTPUT_DIR.default:
+        output_dir = "runs/compare"
+    results = compare.compare(
+        _DATA.value,
+        backbone=_BACKBONE.value,
+        weights=_weights(_WEIGHTS.value),
+        methods=_METHODS.value,
+        output_dir=output_dir,
+        image_size=_value(_IMAGE_SIZE, 224),
+        epochs=_EPOCHS.value,
+        batch_size=_value(_BATCH_SIZE, 32),
+        seed=_SEED.value,
+        validation_split=_VALIDATION_SPLIT.value,
+        max_examples=_MAX_EXAMPLES.value,
+        label_smoothing=_LABEL_SMOOTHING.value,
+        measure=_MEASURE.value,
+    )
+    print(compare.markdown(results))
+    print(f"Outputs in {output_dir}/ (results.md, results.json, pareto.png, curves.png)")
 
 
 def main(argv):

@@ -1,0 +1,570 @@
+"""The comparison harness behind `keras-repnet compare`.
+
+`compare()` trains several transfer methods (`keras_repnet.methods`) on the
+same data, split, seed, image size, epochs, batch size and learning-rate
+schedule (Adam, cosine decay to zero, per-method peak rates from
+`methods.default_learning_rates`), and writes a table, a JSON file and two
+plots. Each method's result is written as soon as it finishes, so a rerun
+skips finished methods and resumes an interrupted one from its last epoch.
+"""
+
+import json
+import math
+import os
+import platform
+import statistics
+import time
+
+import keras
+import tensorflow as tf
+
+from keras_repnet import data as data_lib
+from keras_repnet import files
+from keras_repnet import methods as methods_lib
+from keras_repnet import training
+from keras_repnet.plotting import pyplot
+from keras_repnet.version import __version__
+
+# Analytic memory is reported at the paper's batch size, at the run's
+# resolution and at the paper's 224 px.
+MEMORY_BATCH_SIZE = 8
+PAPER_IMAGE_SIZE = 224
+_RESULT_FILE = "result.json"
+
+
+def compare(
+    data,
+    *,
+    backbone: str = "MobileNetV2",
+    weights: str | None = "imagenet",
+    methods: list | tuple | None = None,
+    output_dir: str = "runs/compare",
+    image_size: int = 224,
+    epochs: int = 10,
+    batch_size: int = 32,
+    seed: int = 1337,
+    validation_split: float = 0.2,
+    max_examples: int | None = None,
+    label_smoothing: float = 0.1,
+    measure: bool = False,
+    learning_rates: dict | None = None,
+    verbose="auto",
+) -> dict:
+    """Trains every method on the same data and writes a comparison.
+
+    Writes to `output_dir`: `results.json` and `results.md` (per method: best
+    and final validation accuracy, trainable parameters, analytic training
+    memory at batch 8 at the run's resolution and at 224 px, the measured
+    step peak with `measure=True`, median step time), `pareto.png`
+    (validation accuracy against training memory) and `curves.png`
+    (validation accuracy per epoch, as the paper's Fig. 4). Each method
+    trains in `output_dir/<method>/`, which keeps its `history.csv`, a
+    backup while it trains, and `result.json` once done. Rerunning with the
+    same `output_dir` and settings skips finished methods and resumes an
+    interrupted one from its last finished epoch; other settings are
+    refused.
+
+    Every method starts from the same seed, reads the data in the same order
+    and trains with Adam and a cosine decay to zero over all steps. Peak
+    learning rates differ per method (see
+    `keras_repnet.methods.default_learning_rates`; `learning_rates`
+    overrides them). Memory columns need `keras_repnet.memory`; without it
+    they stay empty.
+
+    Args:
+        data: the dataset (see `keras_repnet.data.load`).
+        backbone: str. A `keras.applications` model name.
+        weights: `"imagenet"`, `None` or a weights file for the backbone.
+        methods: list of str. Names from `keras_repnet.methods.METHODS`.
+            Defaults to all of them.
+        output_dir: str. Where results go.
+        image_size: int. Side of the square input images.
+        epochs: int. Training epochs of every method.
+        batch_size: int. Examples per training step.
+        seed: int. Seed of the split, the data order and the initialisation.
+        validation_split: float. Share held out for validation, when the
+            data has no test split of its own.
+        max_examples: int. Cap on the examples of each split (quick runs).
+        label_smoothing: float. Label smoothing of the cross-entropy.
+        measure: bool. Also measure each method's step peak (batch 8, the
+            run's resolution) in a fresh process.
+        learning_rates: dict. Method name to `(side, head)` peak learning
+            rates, overriding the defaults.
+        verbose: Keras `fit` verbosity (progress bars).
+
+    Returns:
+        The dict written to `results.json`.
+    """
+    methods = _check_methods(methods)
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(
+            "`epochs` and `batch_size` must be at least 1. Received: "
+            f"epochs={epochs}, batch_size={batch_size}"
+        )
+    settings = {
+        "backbone": backbone,
+        "weights": weights,
+        "data": str(data) if isinstance(data, (str, os.PathLike)) else "(arrays)",
+        "image_size": image_size,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "seed": seed,
+        "validation_split": validation_split,
+        "max_examples": max_examples,
+        "label_smoothing": label_smoothing,
+        "schedule": "Adam, cosine decay to 0 over all steps",
+    }
+    _check_settings(output_dir, settings)
+    rows = []
+    for index, method in enumerate(methods, start=1):
+        prefix = f"[{index}/{len(methods)}] {method}"
+        rates = _learning_rates(method, learning_rates)
+        row = _load_result(output_dir, method, settings, rates)
+        if row is not None:
+            print(f"{prefix}: done before, skipped ({_summary(row)})")
+        else:
+            print(
+                f"{prefix}: training {epochs} epochs "
+                f"({methods_lib.DESCRIPTIONS[method]}; peak learning rates "
+                f"side {rates[0]:g}, head {rates[1]:g})"
+            )
+            row = _run_method(
+                method, data, settings, rates, output_dir, measure, verbose
+            )
+            print(f"{prefix}: {_summary(row)}")
+        rows.append(row)
+    results = {
+        "settings": settings,
+        "methods": rows,
+        "versions": {
+            "keras_repnet": __version__,
+            "keras": keras.__version__,
+            "tensorflow": tf.__version__,
+            "python": platform.python_version(),
+        },
+    }
+    files.write_json(results, os.path.join(output_dir, "results.json"))
+    _write_text(markdown(results), os.path.join(output_dir, "results.md"))
+    plot_pareto(rows, os.path.join(output_dir, "pareto.png"), settings)
+    plot_curves(rows, os.path.join(output_dir, "curves.png"), settings)
+    return results
+
+
+# === Checks ===
+
+
+def _check_methods(methods):
+    methods = list(methods_lib.METHODS if methods is None else methods)
+    unknown = [m for m in methods if m not in methods_lib.METHODS]
+    if unknown or not methods:
+        raise ValueError(
+            f"Unknown or no methods: {unknown or methods}. Use names from: "
+            f"{', '.join(methods_lib.METHODS)}."
+        )
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"Methods are listed twice. Received: {methods}")
+    return methods
+
+
+def _check_settings(output_dir, settings):
+    path = os.path.join(output_dir, "settings.json")
+    if os.path.exists(path):
+        saved = _read_json(path)
+        if saved != settings:
+            changed = sorted(
+                k for k in {**saved, **settings} if saved.get(k) != settings.get(k)
+            )
+            raise ValueError(
+                f"{output_dir!r} holds a comparison with other settings "
+                f"({', '.join(f'{k}: {saved.get(k)!r}' for k in changed)}). "
+                f"Received: {', '.join(f'{k}={settings.get(k)!r}' for k in changed)}. "
+                "Use another output folder, or the same settings to resume."
+            )
+    else:
+        files.write_json(settings, path)
+
+
+def _learning_rates(method, overrides):
+    if overrides and method in overrides:
+        side, head = overrides[method]
+    else:
+        rates = methods_lib.default_learning_rates(method)
+        side, head = rates["side_learning_rate"], rates["head_learning_rate"]
+    return float(side), float(head)
+
+
+def _load_result(output_dir, method, settings, rates):
+    path = os.path.join(output_dir, method, _RESULT_FILE)
+    if not os.path.exists(path):
+        return None
+    row = _read_json(path)
+    if row.get("learning_rates") != list(rates):
+        raise ValueError(
+            f"{path} was trained with learning rates {row.get('learning_rates')}"
+            f", not {list(rates)}. Delete it to retrain {method!r}, or use "
+            "another output folder."
+        )
+    return row
+
+
+# === One method ===
+
+
+class _StepTimer(keras.callbacks.Callback):
+    """Wall time of each training step, the first one (tracing) excluded."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds, self._start, self._skip = [], None, True
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._skip:
+            self._skip = False
+        else:
+            self.seconds.append(time.perf_counter() - self._start)
+
+
+def _run_method(method, data, settings, rates, output_dir, measure, verbose):
+    started = time.time()
+    seed = settings["seed"]
+    # Loaded again for every method so that all read the same shuffled and
+    # augmented examples in the same order (a tf.data pipeline draws new
+    # orders each time it is iterated).
+    keras.utils.set_random_seed(seed)
+    splits = data_lib.load(
+        data,
+        image_size=settings["image_size"],
+        batch_size=settings["batch_size"],
+        validation_split=settings["validation_split"],
+        seed=seed,
+        preprocess=data_lib.preprocessing_for(settings["backbone"]),
+        max_examples=settings["max_examples"],
+    )
+    if not splits.num_validation:
+        raise ValueError(
+            "The comparison needs validation examples. Received "
+            f"validation_split={settings['validation_split']} on data with "
+            "no test split: use a validation_split above 0."
+        )
+    size = settings["image_size"]
+    model = methods_lib.build_method(
+        method,
+        settings["backbone"],
+        splits.num_classes,
+        input_shape=(size, size, 3),
+        weights=settings["weights"],
+    )
+    steps_per_epoch = -(-splits.num_train // settings["batch_size"])
+    training.compile_model(
+        model,
+        training.make_optimizer(
+            rates[0], rates[1], settings["epochs"] * steps_per_epoch
+        ),
+        settings["label_smoothing"],
+    )
+    timer = _StepTimer()
+    history = _fit_resumable(
+        model,
+        training.one_hot(splits.train, splits.num_classes),
+        training.one_hot(splits.validation, splits.num_classes),
+        settings["epochs"],
+        os.path.join(output_dir, method),
+        [timer],
+        verbose,
+    )
+    accuracy = history["val_accuracy"]
+    row = {
+        "method": method,
+        "description": methods_lib.DESCRIPTIONS[method],
+        "best_validation_accuracy": max(accuracy),
+        "final_validation_accuracy": accuracy[-1],
+        "trainable_params": _count(model.trainable_weights),
+        "frozen_params": _count(model.non_trainable_weights),
+        "learning_rates": list(rates),
+        "memory": _memory(method, model, settings, splits.num_classes),
+        "measured": (
+            _measured(method, settings, splits.num_classes) if measure else None
+        ),
+        "median_step_ms": (
+            round(1000 * statistics.median(timer.seconds), 1)
+            if timer.seconds
+            else None
+        ),
+        "num_train": splits.num_train,
+        "num_validation": splits.num_validation,
+        "history": history,
+        "wall_time_s": round(time.time() - started, 1),
+    }
+    files.write_json(row, os.path.join(output_dir, method, _RESULT_FILE))
+    return row
+
+
+def _fit_resumable(model, train, validation, epochs, output_dir, callbacks,
+                   verbose):
+    """`fit` with a backup every epoch and a CSV history, as
+    `keras_repnet.training.train` does; returns the per-epoch history."""
+    os.makedirs(output_dir, exist_ok=True)
+    backup_dir = os.path.join(output_dir, "backup")
+    log_path = os.path.join(output_dir, "history.csv")
+    if not os.path.exists(backup_dir) and os.path.exists(log_path):
+        os.remove(log_path)  # A new run, not a resumed one.
+    model.fit(
+        train,
+        validation_data=validation,
+        epochs=epochs,
+        shuffle=False,  # The training pipeline shuffles.
+        callbacks=[
+            keras.callbacks.BackupAndRestore(backup_dir),
+            keras.callbacks.CSVLogger(log_path, append=True),
+            *callbacks,
+        ],
+        verbose=verbose,
+    )
+    return training.read_history(log_path)
+
+
+def _count(weights):
+    return sum(math.prod(w.shape) for w in weights)
+
+
+# === Memory ===
+
+
+def _memory_api():
+    """`(profile, measure)` from `keras_repnet.memory`, each `None` while
+    that module (or the function) is not there."""
+    try:
+        from keras_repnet import memory
+    except ImportError:
+        return None, None
+    return getattr(memory, "profile", None), getattr(memory, "measure", None)
+
+
+def _memory(method, model, settings, num_classes):
+    """Analytic memory at batch 8, at the run's size and at 224 px."""
+    profile, _ = _memory_api()
+    if profile is None:
+        return None
+    size = settings["image_size"]
+    memory = {}
+    for resolution in dict.fromkeys((size, PAPER_IMAGE_SIZE)):
+        try:
+            if resolution != size:
+                # Memory depends on the structure only: no weights needed.
+                model = methods_lib.build_method(
+                    method,
+                    settings["backbone"],
+                    num_classes,
+                    input_shape=(resolution, resolution, 3),
+                    weights=None,
+                )
+            counted = profile(model, batch_size=MEMORY_BATCH_SIZE)
+        except Exception as error:  # An accounting gap must not lose a run.
+            print(f"  memory profile of {method} at {resolution} px failed: {error}")
+            memory[str(resolution)] = {"error": str(error)}
+            continue
+        memory[str(resolution)] = {
+            "ideal_mb": round(counted.ideal_total_bytes / 1e6, 2),
+            "ours_mb": round(counted.ours_total_bytes / 1e6, 2),
+            "profile": counted.to_dict(),
+        }
+    return memory
+
+
+def _measured(method, settings, num_classes):
+    _, measure = _memory_api()
+    if measure is None:
+        return None
+    try:
+        result = measure(
+            method,
+            settings["backbone"],
+            image_size=settings["image_size"],
+            batch_size=MEMORY_BATCH_SIZE,
+            num_classes=num_classes,
+        )
+    except Exception as error:  # Measuring must not lose a finished run.
+        print(f"  measuring {method} failed: {error}")
+        return {"error": str(error)}
+    return {
+        "step_peak_mb": round(result.peak_bytes / 1e6, 2),
+        "step_seconds": result.step_seconds,
+        "batch_size": MEMORY_BATCH_SIZE,
+        "image_size": settings["image_size"],
+    }
+
+
+def _memory_mb(row, resolution, key):
+    entry = (row.get("memory") or {}).get(str(resolution)) or {}
+    return entry.get(key)
+
+
+# === Reports ===
+
+
+def _summary(row):
+    return (
+        f"validation accuracy best {row['best_validation_accuracy']:.3f}, "
+        f"final {row['final_validation_accuracy']:.3f}; "
+        f"{row['trainable_params']:,} trainable parameters; "
+        f"{row['wall_time_s']:.0f} s"
+    )
+
+
+def _cell(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(results: dict) -> str:
+    """The comparison as a markdown table with its settings."""
+    settings = results["settings"]
+    size = settings["image_size"]
+    header = [
+        "method",
+        "best val acc",
+        "final val acc",
+        "trainable params",
+        f"memory MB ideal @{size}",
+        f"memory MB ours @{size}",
+        f"memory MB ideal @{PAPER_IMAGE_SIZE}",
+        f"memory MB ours @{PAPER_IMAGE_SIZE}",
+        f"measured step peak MB @{size}",
+        "median step ms",
+    ]
+    lines = [
+        f"# Transfer methods on {settings['backbone']}",
+        "",
+        f"Data `{settings['data']}`, {size} px, {settings['epochs']} epochs, "
+        f"batch {settings['batch_size']}, seed {settings['seed']}, "
+        f"weights `{settings['weights']}`, label smoothing "
+        f"{settings['label_smoothing']}; {settings['schedule']}. Memory: "
+        f"analytic training memory at batch {MEMORY_BATCH_SIZE} "
+        "(`keras_repnet.memory.profile`): ideal = the TinyTL / Rep-Net "
+        "count (peak activations + trainable fp32 + frozen int8), ours = "
+        "what TensorFlow holds (fp32 parameters, Adam state, step peak).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for row in results["methods"]:
+        measured = (row.get("measured") or {}).get("step_peak_mb")
+        cells = [
+            row["method"],
+            _cell(row["best_validation_accuracy"], ".3f"),
+            _cell(row["final_validation_accuracy"], ".3f"),
+            _cell(row["trainable_params"], ","),
+            _cell(_memory_mb(row, size, "ideal_mb"), ".1f"),
+            _cell(_memory_mb(row, size, "ours_mb"), ".1f"),
+            _cell(_memory_mb(row, PAPER_IMAGE_SIZE, "ideal_mb"), ".1f"),
+            _cell(_memory_mb(row, PAPER_IMAGE_SIZE, "ours_mb"), ".1f"),
+            _cell(measured, ".1f"),
+            _cell(row["median_step_ms"], ".0f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Methods (peak learning rates side / head):", ""]
+    lines += [
+        f"- `{row['method']}`: {row['description']} "
+        f"({row['learning_rates'][0]:g} / {row['learning_rates'][1]:g})"
+        for row in results["methods"]
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _x_axis(rows):
+    """Training memory (ideal, 224 px) when every row has it, else
+    trainable parameters."""
+    memory = [_memory_mb(row, PAPER_IMAGE_SIZE, "ideal_mb") for row in rows]
+    if all(value is not None for value in memory):
+        return memory, (
+            f"training memory, MB (ideal, batch {MEMORY_BATCH_SIZE}, "
+            f"{PAPER_IMAGE_SIZE} px)"
+        )
+    return [max(1, row["trainable_params"]) for row in rows], (
+        "trainable parameters (memory not available)"
+    )
+
+
+def pareto_front(points: list) -> list:
+    """Indices of the `(cost, accuracy)` points that no other point beats
+    on both (lower or equal cost and higher or equal accuracy, one strictly),
+    in order of cost."""
+    front = [
+        i
+        for i, (cost, accuracy) in enumerate(points)
+        if not any(
+            c <= cost and a >= accuracy and (c, a) != (cost, accuracy)
+            for c, a in points
+        )
+    ]
+    return sorted(front, key=lambda i: points[i])
+
+
+def plot_pareto(rows: list, path, settings: dict) -> None:
+    """Best validation accuracy against training memory, with the Pareto
+    front drawn as a line."""
+    costs, label = _x_axis(rows)
+    accuracy = [row["best_validation_accuracy"] for row in rows]
+    figure, axis = pyplot.subplots(figsize=(7, 5))
+    axis.scatter(costs, accuracy, zorder=3)
+    for cost, value, row in zip(costs, accuracy, rows):
+        axis.annotate(
+            row["method"], (cost, value), textcoords="offset points",
+            xytext=(4, 4), fontsize=8,
+        )
+    front = pareto_front(list(zip(costs, accuracy)))
+    axis.plot(
+        [costs[i] for i in front], [accuracy[i] for i in front],
+        linestyle="--", color="grey", label="Pareto front", zorder=2,
+    )
+    axis.set_xscale("log")
+    axis.set_xlabel(label)
+    axis.set_ylabel("best validation accuracy")
+    axis.set_title(_title(settings))
+    axis.grid(alpha=0.3, which="both")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+
+
+def plot_curves(rows: list, path, settings: dict) -> None:
+    """Validation accuracy per epoch, one line per method."""
+    figure, axis = pyplot.subplots(figsize=(7, 5))
+    for row in rows:
+        values = row["history"]["val_accuracy"]
+        axis.plot(range(1, len(values) + 1), values, marker="o",
+                  label=row["method"])
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("validation accuracy")
+    axis.set_title(_title(settings))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+
+
+def _title(settings):
+    return (
+        f"{settings['backbone']}, {settings['image_size']} px, "
+        f"{settings['epochs']} epochs"
+    )
+
+
+# === Files ===
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_text(text, path):
+    directory = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp")
+    with open(temporary, "w") as f:
+        f.write(text)
+    os.replace(temporary, path)

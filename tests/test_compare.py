@@ -1,0 +1,165 @@
+"""End-to-end tests of the comparison harness on tiny data."""
+
+import json
+from pathlib import Path
+
+import keras
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from keras_repnet import cli
+from keras_repnet import compare
+
+SETTINGS = dict(
+    backbone="MobileNetV2",
+    weights=None,
+    image_size=32,
+    epochs=1,
+    batch_size=4,
+    validation_split=0.25,
+    verbose=0,
+)
+
+
+@pytest.fixture
+def images(make_image_folder):
+    return make_image_folder(images_per_class=4)
+
+
+def test_cli_compares_two_methods_and_a_rerun_skips_them(
+    images, tmp_path, capsys
+):
+    output = tmp_path / "compare"
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["keras-repnet"])
+    with flagsaver.flagsaver(
+        data=str(images),
+        weights="none",
+        image_size=32,
+        epochs=1,
+        batch_size=4,
+        validation_split=0.25,
+        methods=["ft-last", "repnet"],
+        output_dir=str(output),
+    ):
+        cli.compare_command()
+    printed = capsys.readouterr().out
+    assert "[1/2] ft-last: validation accuracy best" in printed
+
+    results = json.loads((output / "results.json").read_text())
+    assert [row["method"] for row in results["methods"]] == ["ft-last", "repnet"]
+    for row in results["methods"]:
+        assert len(row["history"]["val_accuracy"]) == 1
+        assert 0 <= row["final_validation_accuracy"] <= 1
+        assert row["median_step_ms"] > 0
+        assert (output / row["method"] / "result.json").exists()
+    head_only, repnet = results["methods"]
+    assert head_only["trainable_params"] == 1280 * 3 + 3
+    assert repnet["trainable_params"] > head_only["trainable_params"]
+    table = (output / "results.md").read_text()
+    assert "| ft-last |" in table and "| repnet |" in table
+    for plot in ("pareto.png", "curves.png"):
+        assert (output / plot).read_bytes()[:4] == b"\x89PNG"
+
+    rerun = compare.compare(
+        str(images), methods=["repnet", "ft-last"], output_dir=str(output),
+        **SETTINGS,
+    )
+    printed = capsys.readouterr().out
+    assert printed.count("done before, skipped") == 2
+    assert [row["method"] for row in rerun["methods"]] == ["repnet", "ft-last"]
+    with pytest.raises(ValueError, match="other settings"):
+        compare.compare(
+            str(images), methods=["ft-last"], output_dir=str(output),
+            **{**SETTINGS, "epochs": 2},
+        )
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_method_resumes_from_its_last_epoch(
+    images, tmp_path, monkeypatch
+):
+    output = str(tmp_path / "compare")
+    settings = {**SETTINGS, "epochs": 2}
+    # The step timer is the last callback: the backup of epoch 1 is written
+    # before it interrupts.
+    monkeypatch.setattr(compare, "_StepTimer", lambda: _Interrupt())
+    with pytest.raises(KeyboardInterrupt):
+        compare.compare(
+            str(images), methods=["ft-last"], output_dir=output, **settings
+        )
+    monkeypatch.undo()
+    epochs_run = []
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            epochs_run.append(epoch)
+
+    original = compare._StepTimer
+
+    class CountingTimer(original, Count):
+        pass
+
+    monkeypatch.setattr(compare, "_StepTimer", CountingTimer)
+    results = compare.compare(
+        str(images), methods=["ft-last"], output_dir=output, **settings
+    )
+    assert epochs_run == [1]
+    assert len(results["methods"][0]["history"]["val_accuracy"]) == 2
+
+
+def test_pareto_front_and_table_without_memory():
+    points = [(10, 0.5), (20, 0.7), (15, 0.4), (30, 0.7), (5, 0.2)]
+    assert compare.pareto_front(points) == [4, 0, 1]
+    row = {
+        "method": "ft-last",
+        "description": "head only",
+        "best_validation_accuracy": 0.5,
+        "final_validation_accuracy": 0.4,
+        "trainable_params": 3843,
+        "learning_rates": [1e-3, 1e-2],
+        "memory": None,
+        "measured": None,
+        "median_step_ms": 12.0,
+    }
+    settings = {
+        "backbone": "MobileNetV2", "data": "x", "image_size": 32,
+        "epochs": 1, "batch_size": 4, "seed": 1, "weights": None,
+        "label_smoothing": 0.1, "schedule": "cosine",
+    }
+    table = compare.markdown({"settings": settings, "methods": [row]})
+    assert "| ft-last | 0.500 | 0.400 | 3,843 | - | - | - | - | - | 12 |" in table
+
+
+def test_unknown_methods_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="Unknown or no methods"):
+        compare.compare("x", methods=["repnet", "lora"], output_dir=str(tmp_path))
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_example_script_compiles():
+    script = EXAMPLES / "transfer_flowers102.py"
+    compile(script.read_text(), str(script), "exec")
+
+
+def test_notebook_is_nbformat_4_and_its_code_compiles():
+    notebook = json.loads((EXAMPLES / "repnet_colab.ipynb").read_text())
+    assert notebook["nbformat"] == 4
+    assert {"cells", "metadata", "nbformat_minor"} <= set(notebook)
+    code = [c for c in notebook["cells"] if c["cell_type"] == "code"]
+    assert code and all(isinstance(c["source"], list) for c in code)
+    for index, cell in enumerate(code):
+        # Shell (`!pip`) and magic (`%`) lines are IPython, not Python.
+        source = "".join(
+            line for line in cell["source"] if not line.lstrip().startswith(("!", "%"))
+        )
+        compile(source, f"repnet_colab.ipynb code cell {index}", "exec")
+    text = json.dumps(notebook)
+    assert 'weights=\\"imagenet\\"' in text and "export_tflite" in text

@@ -1,0 +1,179 @@
+"""Tests for keras_repnet.methods: every method builds, trains what it should
+and nothing else, and survives a `.keras` round trip."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import assert_round_trip
+from helpers import changed
+from helpers import compile_for_test
+from helpers import random_batch
+from helpers import snapshot
+
+from keras_repnet import methods
+from keras_repnet.builder import HEAD_NAME
+from keras_repnet.layers import RepNetModule
+
+SIZE = 32
+
+
+def _weights_of(model, layer_types):
+    """Paths of the variables of the model's layers of `layer_types`."""
+    return {
+        w.path
+        for layer in model.layers
+        if isinstance(layer, layer_types)
+        for w in layer.weights
+    }
+
+
+def _head(model):
+    return {w.path for w in model.get_layer(HEAD_NAME).weights}
+
+
+# Per method: the variables that may change in a step, and a subset that
+# must (a Rep-Net module's convolutions get no gradient in the first step,
+# as its last batch-norm scale starts at zero).
+def _expected(name, model):
+    if name.startswith("repnet"):
+        side = _weights_of(model, RepNetModule)
+        return side | _head(model), _head(model)
+    if name == "ft-full":
+        everything = {w.path for w in model.weights}
+        return everything, {w.path for w in model.trainable_weights}
+    if name == "ft-last":
+        return _head(model), _head(model)
+    if name == "bn-only":
+        norms = _weights_of(model, keras.layers.BatchNormalization)
+        return norms | _head(model), norms | _head(model)
+    if name == "tinytl":
+        shifts = _weights_of(model, methods.ChannelBias)
+        residuals = _weights_of(model, RepNetModule)
+        return shifts | residuals | _head(model), shifts | _head(model)
+    if name == "mobiletl":
+        shifts = _weights_of(model, methods.ChannelBias)
+        return shifts | _head(model), shifts | _head(model)
+    perturbation = _weights_of(model, methods.InputPerturbation)
+    if name == "adv-rep":
+        return perturbation, perturbation
+    return perturbation | _head(model), perturbation | _head(model)
+
+
+# Methods with their own builder, and Rep-Net once (its connect modes are
+# covered by test_builder.py).
+OWN_METHODS = [m for m in methods.METHODS if m not in methods.REPNET_METHODS]
+
+
+def _count(model, layer_type):
+    return sum(isinstance(layer, layer_type) for layer in model.layers)
+
+
+# Structure found by walking MobileNetV2's graph: find_taps(mode="all")
+# gives 16 block boundaries, so 15 blocks get a lite residual; every one of
+# its 52 batch norms gets a shift; the top 5 blocks (4 inverted residuals
+# after the 5th boundary from the end, the 160->320 block, the last 1x1
+# convolution) have 16 norms and 11 ReLUs.
+STRUCTURE = {
+    "tinytl": {RepNetModule: 15, methods.ChannelBias: 52},
+    "mobiletl": {methods.ChannelBias: 16, methods.SignBackward: 11},
+    "adv-rep": {methods.InputPerturbation: 1, methods.LabelMapping: 1},
+    "adv-rep-last": {methods.InputPerturbation: 1},
+}
+
+
+@pytest.mark.parametrize("name", ["repnet", *OWN_METHODS])
+def test_method_starts_from_backbone_trains_its_variables_round_trips(
+    name, tmp_path
+):
+    backbone = keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(SIZE, SIZE, 3)
+    )
+    model = methods.build_method(name, backbone, 3)
+    assert model.output_shape == (None, 3)
+    for layer_type, count in STRUCTURE.get(name, {}).items():
+        assert _count(model, layer_type) == count, layer_type.__name__
+    images, labels = random_batch(model)
+    if name != "adv-rep":  # New modules, shifts, perturbations start at 0.
+        features = keras.Model(
+            model.input, model.get_layer("repnet_pool").input
+        )
+        np.testing.assert_allclose(
+            features(images), backbone(images), rtol=1e-5, atol=1e-5
+        )
+    compile_for_test(model)
+    before = snapshot(model.weights)
+    model.fit(images, labels, epochs=1, batch_size=4, verbose=0)
+    moved = set(changed(before, model.weights))
+    allowed, required = _expected(name, model)
+    assert moved <= allowed, sorted(moved - allowed)[:5]
+    assert required <= moved, sorted(required - moved)[:5]
+    assert_round_trip(model, tmp_path / f"{name}.keras", images)
+
+
+def test_repnet_names_select_the_connect_modes(monkeypatch):
+    received = []
+    monkeypatch.setattr(
+        methods, "build", lambda *args, **kwargs: received.append(kwargs)
+    )
+    for name in methods.REPNET_METHODS:
+        methods.build_method(name, "MobileNetV2", 3, weights=None)
+    assert [kwargs["connect"] for kwargs in received] == [
+        "dual", "none", "down", "up", "all"
+    ]
+    assert received[0]["name"] == "repnet_mobilenetv2"
+
+
+def test_sign_backward_passes_values_forward_and_a_mask_back():
+    x = tf.constant([[-2.0, -0.5, 0.5, 3.0, 8.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = keras.layers.ReLU(max_value=6.0)(x)
+        out = methods.SignBackward()([x, y])
+    np.testing.assert_array_equal(out, y)
+    np.testing.assert_array_equal(tape.gradient(out, x), [[0, 0, 1, 1, 1]])
+
+
+def test_label_mapping_sums_source_probabilities_per_group():
+    logits = np.random.default_rng(0).normal(size=(2, 10)).astype("float32")
+    mapped = methods.LabelMapping(3)(logits)
+    probabilities = keras.ops.softmax(logits)
+    expected = np.stack(
+        [np.sum(probabilities[:, g::3], axis=-1) for g in range(3)], axis=-1
+    )
+    np.testing.assert_allclose(
+        keras.ops.softmax(mapped), expected, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_adv_rep_uses_the_backbone_top_when_the_weights_have_one(tmp_path):
+    shape = (SIZE, SIZE, 3)
+    with_top = tmp_path / "top.weights.h5"
+    keras.applications.MobileNetV2(weights=None, input_shape=shape).save_weights(
+        with_top
+    )
+    model = methods.build_method(
+        "adv-rep", "MobileNetV2", 3, input_shape=shape, weights=str(with_top)
+    )
+    names = {layer.name for layer in model.layers}
+    assert "predictions" in names and "adv_random_top" not in names
+    random = methods.build_method(
+        "adv-rep", "MobileNetV2", 3, input_shape=shape, weights=None
+    )
+    assert "adv_random_top" in {layer.name for layer in random.layers}
+    assert [w.path for w in random.trainable_weights] == [
+        "adv_perturbation/perturbation"
+    ]
+
+
+def test_learning_rates_and_argument_errors():
+    for name in methods.METHODS:
+        rates = methods.default_learning_rates(name)
+        assert set(rates) == {"side_learning_rate", "head_learning_rate"}
+        assert all(value > 0 for value in rates.values())
+    with pytest.raises(ValueError, match="Unknown method 'lora'"):
+        methods.default_learning_rates("lora")
+    with pytest.raises(ValueError, match="has no option"):
+        methods.build_method("ft-last", "MobileNetV2", 3, kernel_size=3)
+    with pytest.raises(ValueError, match="num_classes"):
+        methods.build_method("ft-last", "MobileNetV2", 1)
