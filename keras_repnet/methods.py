@@ -136,8 +136,9 @@ def build_method(
             (`"auto"`, `"backbone"` or `"random"`, default `"auto"`).
 
     Returns:
-        An uncompiled `keras.Model` mapping images (preprocessed for the
-        backbone) to logits.
+        An uncompiled `keras_repnet.models.RepNetModel` (a functional
+        `keras.Model` with the lean backward pass) mapping images,
+        preprocessed for the backbone, to logits.
 
     Example:
 
@@ -161,9 +162,10 @@ def build_method(
             name=model_name,
             **kwargs,
         )
-    builder = _BUILDERS[name]
-    options = _options(name, builder, kwargs)
-    return builder(backbone, num_classes, input_shape, weights, **options)
+    options = _options(name, kwargs)
+    return _BUILDERS[name](
+        backbone, num_classes, input_shape, weights, **options
+    )
 
 
 def _check_name(name):
@@ -184,7 +186,7 @@ _OPTIONS = {
 }
 
 
-def _options(name, builder, kwargs):
+def _options(name, kwargs):
     defaults = _OPTIONS[name]
     unknown = sorted(set(kwargs) - set(defaults) - {"name"})
     if unknown:
