@@ -508,7 +508,14 @@ def plot_pareto(rows: list, path, settings: dict) -> None:
     costs, label = _x_axis(rows)
     accuracy = [row["best_validation_accuracy"] for row in rows]
     figure, axis = pyplot.subplots(figsize=(7, 5))
-    axis.scatter(costs, accuracy, zorder=3)
+    repnet = [row["method"].startswith("repnet") for row in rows]
+    for family, marker, name in ((True, "o", "Rep-Net"), (False, "s", "other")):
+        chosen = [i for i, r in enumerate(repnet) if r == family]
+        if chosen:
+            axis.scatter(
+                [costs[i] for i in chosen], [accuracy[i] for i in chosen],
+                marker=marker, label=name, zorder=3,
+            )
     for cost, value, row in zip(costs, accuracy, rows):
         axis.annotate(
             row["method"], (cost, value), textcoords="offset points",
@@ -531,12 +538,19 @@ def plot_pareto(rows: list, path, settings: dict) -> None:
 
 
 def plot_curves(rows: list, path, settings: dict) -> None:
-    """Validation accuracy per epoch, one line per method."""
+    """Validation accuracy per epoch, one line per method (Rep-Net variants
+    solid, the other methods dashed)."""
     figure, axis = pyplot.subplots(figsize=(7, 5))
-    for row in rows:
+    colors = pyplot.get_cmap("tab20").colors
+    for index, row in enumerate(rows):
         values = row["history"]["val_accuracy"]
-        axis.plot(range(1, len(values) + 1), values, marker="o",
-                  label=row["method"])
+        axis.plot(
+            range(1, len(values) + 1), values, marker="o",
+            color=colors[index % len(colors)],
+            linestyle="-" if row["method"].startswith("repnet") else "--",
+            label=row["method"],
+        )
+    axis.xaxis.get_major_locator().set_params(integer=True)
     axis.set_xlabel("epoch")
     axis.set_ylabel("validation accuracy")
     axis.set_title(_title(settings))
@@ -548,9 +562,10 @@ def plot_curves(rows: list, path, settings: dict) -> None:
 
 
 def _title(settings):
+    epochs = settings["epochs"]
     return (
         f"{settings['backbone']}, {settings['image_size']} px, "
-        f"{settings['epochs']} epochs"
+        f"{epochs} epoch{'s' if epochs != 1 else ''}"
     )
 
 
