@@ -1,0 +1,434 @@
+"""`export_tflite()`: a Keras classifier as a `.tflite` model that trains.
+
+The exported model has four signatures that run with the builtin LiteRT
+operators only (no select-TF "Flex" runtime, which phones do not ship):
+`train` (one optimizer step on a batch of pixels and labels), `infer`,
+`get_weights` and `set_weights` (for checkpoints kept by the app). Only the
+trainable variables (the Rep-Net side network and the head) change on
+device; the frozen backbone becomes constants.
+"""
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from keras_repnet import backbones
+from keras_repnet import data
+from keras_repnet import export_model
+from keras_repnet import gradients
+from keras_repnet import tflite_ops
+
+FORMAT = "keras-repnet-tflite/1"
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
+SIGNATURES = ("train", "infer", "get_weights", "set_weights")
+CHECKPOINT_SIGNATURES = ("save", "restore")
+INPUT_DESCRIPTION = "float32 RGB pixels in [0, 255], NHWC"
+ITERATIONS_NAME = "optimizer_iterations"
+
+
+def export_tflite(
+    model: keras.Model,
+    path: str | os.PathLike,
+    *,
+    batch_size: int = 8,
+    learning_rate: float = 1e-3,
+    optimizer: str = "adam",
+    label_smoothing: float = 0.0,
+    class_names: list[str] | None = None,
+    quantize_backbone: bool = False,
+    flex_checkpoints: bool = False,
+    preprocess="auto",
+):
+    """Writes a `.tflite` model that trains and infers on device.
+
+    The file has the signatures
+    - `train(x: float32[B, H, W, 3], y: int32[B]) -> {"loss"}`: one
+      optimizer step on the trainable variables, with the softmax
+      cross-entropy of the logits (label smoothing optional) plus the model's
+      regularization losses. Layers run as in `fit`: trainable batch norms
+      update their moving statistics, frozen ones stay in inference mode, and
+      `Dropout` layers drop units (with LiteRT's builtin random generator).
+    - `infer(x: float32[N, H, W, 3]) -> {"logits", "probabilities"}` for
+      any `N`.
+    - `get_weights(unused: int32[]) -> {name: tensor}` (the input is ignored:
+      Android cannot call a signature without inputs) and
+      `set_weights(**tensors) -> {"iterations"}` for every trainable variable, every non-trainable
+      variable of a trainable layer (batch norm moving statistics) and every
+      optimizer slot and the step counter (`optimizer_iterations`).
+    - with `flex_checkpoints=True` also `save(checkpoint_path)` and
+      `restore(checkpoint_path)`, which need the select-TF runtime.
+
+    `x` holds pixels in `[0, 255]`: the backbone's preprocessing is part of
+    the model. Beside `path` a sidecar JSON file (same name, `.json`) records
+    the image size, batch size, class names and the weight names.
+
+    The conversion uses the builtin operator set only (plus the select-TF
+    ops of `save`/`restore` when asked for): operators without a builtin
+    form raise an error that names them.
+
+    Example:
+
+    >>> model = keras_repnet.build("MobileNetV3Small", 5,
+    ...     input_shape=(96, 96, 3))
+    >>> keras_repnet.export_tflite(model, "repnet.tflite", batch_size=8)
+    'repnet.tflite'
+
+    Args:
+        model: `keras.Model`. A classifier that maps one image batch
+            `(N, H, W, 3)` to logits `(N, C)` (no softmax at the end), such
+            as the model `keras_repnet.build` returns.
+        path: str or `os.PathLike`. Where the `.tflite` file is written.
+        batch_size: int. Examples per `train` call. Defaults to 8.
+        learning_rate: float. Learning rate of the on-device optimizer,
+            frozen into the file. Defaults to `1e-3`.
+        optimizer: str. `"adam"` or `"sgd"`, with Keras' default settings.
+            Defaults to `"adam"`.
+        label_smoothing: float. In `[0, 1)`. Defaults to 0.
+        class_names: list of str. Stored in the sidecar file. Defaults to
+            `None`.
+        quantize_backbone: bool. Store the frozen weights in int8
+            (dynamic-range quantization): about 4x smaller, with a small
+            accuracy cost. Defaults to `False`.
+        flex_checkpoints: bool. Add the `save` and `restore` signatures that
+            write TensorFlow checkpoints. Defaults to `False`.
+        preprocess: The function that maps pixels in `[0, 255]` to the
+            model's input, `None` when the model takes pixels, or `"auto"`:
+            the `keras.applications` preprocessing of `model.backbone`.
+            Defaults to `"auto"`.
+
+    Returns:
+        `path`.
+    """
+    _check_arguments(batch_size, learning_rate, optimizer, label_smoothing)
+    image_shape, num_classes = _check_model(model)
+    _check_class_names(class_names, num_classes)
+    preprocess = _resolve_preprocess(model, preprocess)
+    trainer = _Trainer(
+        model,
+        OPTIMIZERS[optimizer](learning_rate=learning_rate),
+        preprocess,
+        label_smoothing,
+    )
+    keys = SIGNATURES + (CHECKPOINT_SIGNATURES if flex_checkpoints else ())
+    with tempfile.TemporaryDirectory() as saved_model:
+        # The saved model keeps the first trace of each function, so the
+        # builtin-only gradients must be in place while tracing.
+        with gradients.override(builtins_only=True):
+            module, functions = trainer.module(
+                batch_size, image_shape, flex_checkpoints
+            )
+            tf.saved_model.save(module, saved_model, signatures=functions)
+        content = _convert(saved_model, keys, quantize_backbone, flex_checkpoints)
+    with open(path, "wb") as f:
+        f.write(content)
+    sidecar = {
+        "format": FORMAT,
+        "image_size": list(image_shape[:2]),
+        "batch_size": batch_size,
+        "num_classes": num_classes,
+        "class_names": None if class_names is None else list(class_names),
+        "weights": sorted(trainer.weight_names),  # The signatures' order.
+        "backbone": getattr(model, "backbone", None),
+        "input": INPUT_DESCRIPTION,
+        "optimizer": optimizer,
+        "learning_rate": learning_rate,
+        "label_smoothing": label_smoothing,
+        "quantized_backbone": quantize_backbone,
+        "signatures": list(keys),
+    }
+    with open(sidecar_path(path), "w") as f:
+        json.dump(sidecar, f, indent=2)
+    return path
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The sidecar JSON file of a `.tflite` file: `m.tflite` -> `m.json`."""
+    return Path(path).with_suffix(".json")
+
+
+def weight_name(path: str) -> str:
+    """A signature-safe name: `repnet_module_0/conv/kernel` ->
+    `repnet_module_0_conv_kernel`."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", path)
+
+
+# === Argument checks ===
+
+
+def _check_arguments(batch_size, learning_rate, optimizer, label_smoothing):
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(
+            "`batch_size` must be a positive int. Received: "
+            f"batch_size={batch_size!r}"
+        )
+    if not learning_rate > 0:
+        raise ValueError(
+            "`learning_rate` must be positive. Received: "
+            f"learning_rate={learning_rate!r}"
+        )
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(
+            f"`optimizer` must be one of {sorted(OPTIMIZERS)}. Received: "
+            f"optimizer={optimizer!r}"
+        )
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(
+            "`label_smoothing` must be in [0, 1). Received: "
+            f"label_smoothing={label_smoothing!r}"
+        )
+
+
+def _check_model(model):
+    """Returns `(image_shape, num_classes)` of a logits classifier."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            "`model` must be a keras.Model, such as the one keras_repnet.build "
+            f"returns. Received: model={model!r} of type {type(model).__name__}"
+        )
+    if len(model.inputs or ()) != 1 or len(model.outputs or ()) != 1:
+        raise ValueError(
+            "`model` must be a built model with one image input and one "
+            f"logits output. Received: inputs={model.inputs}, "
+            f"outputs={model.outputs}"
+        )
+    image_shape = tuple(model.inputs[0].shape[1:])
+    output_shape = tuple(model.outputs[0].shape[1:])
+    if len(image_shape) != 3 or None in image_shape or image_shape[-1] != 3:
+        raise ValueError(
+            "`model` must take RGB images of a fixed size, (N, H, W, 3). "
+            f"Received a model with input shape {model.inputs[0].shape}"
+        )
+    if len(output_shape) != 1 or not output_shape[0] or output_shape[0] < 2:
+        raise ValueError(
+            "`model` must output logits of shape (N, num_classes) with at "
+            f"least 2 classes. Received output shape {model.outputs[0].shape}"
+        )
+    last = model.outputs[0]._keras_history.operation
+    if getattr(last, "activation", None) in (
+        keras.activations.softmax,
+        keras.activations.sigmoid,
+    ):
+        raise ValueError(
+            "`model` must output logits, but its last layer "
+            f"{last.name!r} applies {last.activation.__name__}. Build it "
+            "with `activation=None` on the last layer."
+        )
+    if not model.trainable_variables:
+        raise ValueError(
+            f"`model` {model.name!r} has no trainable variables: nothing "
+            "would train on device."
+        )
+    return image_shape, output_shape[0]
+
+
+def _check_class_names(class_names, num_classes):
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(
+            f"Expected {num_classes} class names, one per model output. "
+            f"Received {len(class_names)}: class_names={class_names!r}"
+        )
+
+
+def _resolve_preprocess(model, preprocess):
+    if preprocess is None or callable(preprocess):
+        return preprocess
+    if preprocess != "auto":
+        raise ValueError(
+            '`preprocess` must be "auto", None or a function. Received: '
+            f"preprocess={preprocess!r}"
+        )
+    backbone = getattr(model, "backbone", None)
+    if backbone not in backbones.application_names():
+        raise ValueError(
+            f"Cannot tell which preprocessing model {model.name!r} expects: "
+            "its `backbone` attribute is not a keras.applications name "
+            f"(keras_repnet.build sets it). Received: backbone={backbone!r}. "
+            "Pass `preprocess=` the function that maps pixels in [0, 255] "
+            "to the model's input, or `preprocess=None` if it takes pixels."
+        )
+    return data.preprocessing_for(backbone)
+
+
+def _convert(saved_model, keys, quantize, flex_checkpoints):
+    """Converts with builtin ops (select-TF ops only for checkpoints)."""
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if flex_checkpoints:
+        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    try:
+        content = _converter(saved_model, keys, quantize, ops).convert()
+    except Exception as error:  # The converter raises its own error types.
+        if flex_checkpoints:
+            raise
+        # Convert again with select-TF ops allowed to name the culprits.
+        content = _converter(
+            saved_model, keys, quantize, ops + [tf.lite.OpsSet.SELECT_TF_OPS]
+        ).convert()
+        _check_builtin(content, keys)
+        raise error
+    _check_builtin(content, SIGNATURES)
+    return content
+
+
+def _converter(saved_model, keys, quantize, ops):
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model, signature_keys=list(keys)
+    )
+    converter.target_spec.supported_ops = ops
+    converter.experimental_enable_resource_variables = True
+    # Zero-filled initial values (the optimizer slots) become FILL ops in the
+    # initializer instead of stored zeros.
+    converter._experimental_unfold_large_splat_constant = True
+    if quantize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter
+
+
+def _check_builtin(content, keys):
+    missing = {
+        key: tflite_ops.non_builtin_operators(content, key) for key in keys
+    }
+    missing = {key: ops for key, ops in missing.items() if ops}
+    if missing:
+        raise ValueError(
+            "The model needs operators that are not LiteRT builtins, which "
+            "phones cannot run: "
+            + "; ".join(f"{key}: {', '.join(ops)}" for key, ops in missing.items())
+            + ". Remove the layers that use them (random augmentation, "
+            "unusual activations) or report the operator so that "
+            "keras_repnet.gradients learns a builtin form of it."
+        )
+
+
+# === The traced functions ===
+
+
+class _Trainer:
+    """The Keras pieces of the export and the functions traced from them.
+
+    Nothing here is stored on the `tf.Module` except raw `tf.Variable`s and
+    the traced functions: Keras variables would be saved without their
+    values.
+    """
+
+    def __init__(self, model, optimizer, preprocess, label_smoothing):
+        self.model = model
+        # Folded batch norms and builtin dropout; shares the trainable layers.
+        self.forward, self.folded_variables = export_model.exportable(model)
+        self.optimizer = optimizer
+        self.preprocess = preprocess
+        self.loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=label_smoothing
+        )
+        self.trainable = model.trainable_variables
+        # Slots exist before tracing, so they are saved as variables.
+        optimizer.build(self.trainable)
+        self.state = self._weights()
+        self.weight_names = list(self.state)
+
+    def _weights(self):
+        """Names and variables of everything `train` changes."""
+        pairs = [(v.path, v) for v in self.trainable]
+        for layer in self.model.layers:
+            if layer.trainable and type(layer) is not keras.layers.Dropout:
+                pairs += [(v.path, v) for v in layer.non_trainable_variables]
+        for v in self.optimizer.variables:
+            if v is self.optimizer.iterations:
+                pairs.append((ITERATIONS_NAME, v))
+            elif v is not self.optimizer.learning_rate:  # Frozen: a constant.
+                pairs.append(("optimizer_" + v.name, v))
+        weights = {weight_name(name): v for name, v in pairs}
+        if len(weights) != len(pairs):
+            raise ValueError(
+                "Variable names collide once every character out of "
+                f"[A-Za-z0-9_] is replaced by `_`: {[n for n, _ in pairs]}. "
+                "Give the layers distinct names."
+            )
+        return weights
+
+    def module(self, batch_size, image_shape, flex_checkpoints):
+        """A `tf.Module` and its traced signatures, by key."""
+        module = tf.Module()
+        # Raw variables: read-only ones become constants, the others are
+        # initialised with their current values.
+        module.model_variables = [
+            v.value for v in self.model.variables + self.folded_variables
+        ]
+        module.optimizer_variables = [v.value for v in self.optimizer.variables]
+        images = tf.TensorSpec([batch_size, *image_shape], tf.float32, name="x")
+        labels = tf.TensorSpec([batch_size], tf.int32, name="y")
+        any_images = tf.TensorSpec([None, *image_shape], tf.float32, name="x")
+        state = [
+            tf.TensorSpec(v.shape, v.dtype, name=name)
+            for name, v in self.state.items()
+        ]
+        functions = {
+            "train": tf.function(self.train, input_signature=[images, labels]),
+            "infer": tf.function(self.infer, input_signature=[any_images]),
+            # Android's runSignature refuses an empty input map: an ignored
+            # scalar input makes `get_weights` callable there.
+            "get_weights": tf.function(
+                self.get_weights,
+                input_signature=[tf.TensorSpec([], tf.int32, name="unused")],
+            ),
+            "set_weights": tf.function(self.set_weights, input_signature=state),
+        }
+        if flex_checkpoints:
+            path = tf.TensorSpec([], tf.string, name="checkpoint_path")
+            functions["save"] = tf.function(self.save, input_signature=[path])
+            functions["restore"] = tf.function(self.restore, input_signature=[path])
+        return module, {
+            key: function.get_concrete_function()
+            for key, function in functions.items()
+        }
+
+    def _pixels(self, x):
+        return x if self.preprocess is None else self.preprocess(x)
+
+    def train(self, x, y):
+        with tf.GradientTape() as tape:
+            logits = self.forward(self._pixels(x), training=True)
+            num_classes = logits.shape[-1]
+            loss = self.loss(tf.one_hot(y, num_classes), logits)
+            if self.forward.losses:
+                loss += tf.add_n(self.forward.losses)
+        grads = tape.gradient(loss, self.trainable)
+        self.optimizer.apply_gradients(zip(grads, self.trainable))
+        return {"loss": loss}
+
+    def infer(self, x):
+        logits = self.forward(self._pixels(x), training=False)
+        return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
+
+    def get_weights(self, unused):
+        del unused
+        return {name: tf.identity(v) for name, v in self.state.items()}
+
+    def set_weights(self, *values):
+        for v, value in zip(self.state.values(), values):
+            v.assign(value)
+        return {"iterations": tf.identity(self.optimizer.iterations)}
+
+    def save(self, checkpoint_path):
+        names = list(self.state)
+        tf.raw_ops.Save(
+            filename=checkpoint_path,
+            tensor_names=names,
+            data=[tf.identity(v) for v in self.state.values()],
+        )
+        return {"checkpoint_path": checkpoint_path}
+
+    def restore(self, checkpoint_path):
+        restored = {}
+        for name, v in self.state.items():
+            value = tf.raw_ops.Restore(
+                file_pattern=checkpoint_path, tensor_name=name, dt=v.dtype
+            )
+            # Restore gives an unknown rank, which assign() refuses.
+            v.assign(tf.reshape(value, v.shape))
+            restored[name] = tf.identity(v)
+        return restored

@@ -1,0 +1,101 @@
+"""Reads which operators a `.tflite` flatbuffer uses, per signature."""
+
+import os
+
+from ai_edge_litert import schema_py_generated as schema
+
+_BUILTIN_NAMES = {
+    code: name
+    for name, code in vars(schema.BuiltinOperator).items()
+    if not name.startswith("_")
+}
+
+
+def _read(model):
+    if isinstance(model, (str, os.PathLike)):
+        with open(model, "rb") as f:
+            model = f.read()
+    return schema.Model.GetRootAs(bytes(model), 0)
+
+
+def _operator_names(flatbuffer):
+    """Name of every operator code: the builtin name or the custom code."""
+    names = []
+    for index in range(flatbuffer.OperatorCodesLength()):
+        code = flatbuffer.OperatorCodes(index)
+        # Codes above 127 live in `BuiltinCode`, older ones in the deprecated
+        # byte; the larger of the two is the real one.
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            names.append(code.CustomCode().decode())
+        else:
+            names.append(_BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}"))
+    return names
+
+
+def operators(model, signature=None) -> list[str]:
+    """Sorted names of the operators in a `.tflite` model.
+
+    Builtin operators are named as in the schema (`CONV_2D`); custom
+    operators by their custom code (select TensorFlow ops appear as
+    `FlexConv2DBackpropFilter`, for example).
+
+    Args:
+        model: bytes of a flatbuffer, or a path to a `.tflite` file.
+        signature: str. Only count the operators of the subgraph that runs
+            this signature (not the subgraphs it may call). Defaults to
+            `None`: every subgraph.
+
+    Returns:
+        A sorted list of unique operator names.
+    """
+    flatbuffer = _read(model)
+    names = _operator_names(flatbuffer)
+    if signature is None:
+        subgraphs = range(flatbuffer.SubgraphsLength())
+    else:
+        subgraphs = [_signature_subgraph(flatbuffer, signature)]
+    used = set()
+    for index in subgraphs:
+        subgraph = flatbuffer.Subgraphs(index)
+        for op in range(subgraph.OperatorsLength()):
+            used.add(names[subgraph.Operators(op).OpcodeIndex()])
+    return sorted(used)
+
+
+def non_builtin_operators(model, signature=None) -> list[str]:
+    """Sorted names of the custom and select-TF (Flex) operators of a model.
+
+    Args:
+        model: bytes of a flatbuffer, or a path to a `.tflite` file.
+        signature: str. As in `operators`. Defaults to `None`.
+
+    Returns:
+        The names among `operators(model, signature)` that a runtime with
+        only the builtin operators cannot run (e.g. `FlexReluGrad`).
+    """
+    builtin = set(_BUILTIN_NAMES.values())
+    return [name for name in operators(model, signature) if name not in builtin]
+
+
+def signatures(model) -> list[str]:
+    """Keys of the signatures of a `.tflite` model, in file order."""
+    return _signature_keys(_read(model))
+
+
+def _signature_subgraph(flatbuffer, key):
+    for index in range(flatbuffer.SignatureDefsLength()):
+        signature = flatbuffer.SignatureDefs(index)
+        if signature.SignatureKey().decode() == key:
+            return signature.SubgraphIndex()
+    raise ValueError(
+        f"No signature {key!r} in the model. Received a model with "
+        f"signatures {_signature_keys(flatbuffer)}."
+    )
+
+
+def _signature_keys(flatbuffer):
+    return [
+        flatbuffer.SignatureDefs(i).SignatureKey().decode()
+        for i in range(flatbuffer.SignatureDefsLength())
+    ]

@@ -1,0 +1,236 @@
+"""export_tflite: builtin-only training signatures that match Keras."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+from helpers import random_batch
+
+import keras_repnet
+from keras_repnet import export
+from keras_repnet import tflite_ops
+
+SIZE = 32
+CLASSES = 3
+BATCH_SIZE = 4
+# Keras' default Adam rate. At 1e-2, Adam turns float-noise-sized gradients
+# (of the side batch norms behind 1x1 feature maps) into full-size steps and
+# the two runs drift apart chaotically after ~8 steps, as two TensorFlow runs
+# with different op orders would.
+LEARNING_RATE = 1e-3
+LABEL_SMOOTHING = 0.1
+CLASS_NAMES = ["ant", "bee", "cat"]
+
+
+def _pixels(model, seed):
+    """A batch of pixels in [0, 255] and labels."""
+    images, labels = random_batch(model, BATCH_SIZE, seed)
+    return (images + 1) * 127.5, labels.astype("int32")
+
+
+def _runners(path):
+    interpreter = Interpreter(model_path=str(path), num_threads=2)
+    return SimpleNamespace(
+        **{key: interpreter.get_signature_runner(key) for key in export.SIGNATURES}
+    )
+
+
+@pytest.fixture(scope="module")
+def v3_small(tmp_path_factory):
+    """A MobileNetV3Small Rep-Net without dropout (so that LiteRT and Keras
+    draw no random numbers) and its export, before any training."""
+    model = keras_repnet.build(
+        "MobileNetV3Small",
+        CLASSES,
+        input_shape=(SIZE, SIZE, 3),
+        weights=None,
+        dropout=0.0,
+    )
+    path = tmp_path_factory.mktemp("v3") / "v3.tflite"
+    returned = keras_repnet.export.export_tflite(
+        model,
+        path,
+        batch_size=BATCH_SIZE,
+        learning_rate=LEARNING_RATE,
+        label_smoothing=LABEL_SMOOTHING,
+        class_names=CLASS_NAMES,
+    )
+    assert returned == path
+    return SimpleNamespace(model=model, path=path, initial=model.get_weights())
+
+
+@pytest.fixture(scope="module")
+def v2_cli(tmp_path_factory):
+    """A MobileNetV2 Rep-Net (with dropout) exported by the console script
+    with an int8 backbone."""
+    folder = tmp_path_factory.mktemp("v2")
+    model = keras_repnet.build(
+        "MobileNetV2", CLASSES, input_shape=(SIZE, SIZE, 3), weights=None
+    )
+    model.save(folder / "model.keras")
+    (folder / "results.json").write_text(json.dumps({"class_names": CLASS_NAMES}))
+    command = [
+        str(Path(sys.executable).parent / "keras-repnet"),
+        "export",
+        f"--model={folder / 'model.keras'}",
+        f"--out={folder / 'model.tflite'}",
+        f"--batch-size={BATCH_SIZE}",
+        "--learning_rate=0.01",
+        "--quantize_backbone",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "builtin LiteRT ops only" in result.stdout
+    return SimpleNamespace(model=model, path=folder / "model.tflite")
+
+
+@pytest.fixture(params=["v3_small", "v2_cli"])
+def exported(request):
+    return request.getfixturevalue(request.param)
+
+
+def test_signatures_use_builtin_operators_only(exported):
+    assert tflite_ops.non_builtin_operators(exported.path) == []
+    assert set(tflite_ops.signatures(exported.path)) == set(export.SIGNATURES)
+    operators = tflite_ops.operators(exported.path)
+    assert "TRANSPOSE_CONV" in operators or "BATCH_MATMUL" in operators
+
+
+def test_loss_falls_on_a_fixed_batch(exported):
+    runners = _runners(exported.path)
+    images, labels = _pixels(exported.model, seed=0)
+    losses = [float(runners.train(x=images, y=labels)["loss"]) for _ in range(8)]
+    assert np.all(np.isfinite(losses))
+    assert losses[-1] < losses[0] - 0.01, losses
+
+
+def test_sidecar_describes_the_model(v3_small):
+    sidecar = json.loads(export.sidecar_path(v3_small.path).read_text())
+    runners = _runners(v3_small.path)
+    assert sidecar["format"] == export.FORMAT
+    assert sidecar["image_size"] == [SIZE, SIZE]
+    assert sidecar["batch_size"] == BATCH_SIZE
+    assert sidecar["num_classes"] == CLASSES
+    assert sidecar["class_names"] == CLASS_NAMES
+    assert sidecar["backbone"] == "MobileNetV3Small"
+    assert sidecar["weights"] == list(runners.get_weights(unused=np.int32(0)))
+    expected = {v.path.replace("/", "_") for v in v3_small.model.trainable_variables}
+    assert expected < set(sidecar["weights"])
+    assert "optimizer_iterations" in sidecar["weights"]
+    assert "repnet_module_0_norm_moving_mean" in sidecar["weights"]
+
+
+def test_training_matches_keras(v3_small):
+    """20 steps of Adam with label smoothing, in LiteRT and in Keras, from
+    the same weights on the same batches."""
+    model = v3_small.model
+    model.set_weights(v3_small.initial)
+    batches = [_pixels(model, seed) for seed in range(20)]
+    runners = _runners(v3_small.path)
+    litert = [float(runners.train(x=x, y=y)["loss"]) for x, y in batches]
+
+    model.lean_backward = False  # The reference: TensorFlow's own gradients.
+    model.compile(
+        optimizer=keras.optimizers.Adam(LEARNING_RATE),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=LABEL_SMOOTHING
+        ),
+        run_eagerly=True,
+    )
+    # MobileNetV3's preprocessing is inside the model: pixels go in as is.
+    expected = [
+        float(model.train_on_batch(x, keras.ops.one_hot(y, CLASSES)))
+        for x, y in batches
+    ]
+    np.testing.assert_allclose(litert, expected, rtol=1e-3)
+
+    images = batches[0][0]
+    np.testing.assert_allclose(
+        runners.infer(x=images)["logits"],
+        model.predict(images, verbose=0),
+        rtol=1e-3,
+        atol=1e-4,
+    )
+
+
+def test_infer_matches_predict(v3_small):
+    model = v3_small.model
+    model.set_weights(v3_small.initial)
+    images, _ = _pixels(model, seed=3)
+    runners = _runners(v3_small.path)
+    outputs = runners.infer(x=images[:3])  # Any batch size.
+    expected = model.predict(images[:3], verbose=0)
+    np.testing.assert_allclose(outputs["logits"], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        outputs["probabilities"], keras.ops.softmax(expected), rtol=1e-4, atol=1e-6
+    )
+
+
+def test_weights_round_trip(v3_small):
+    runners = _runners(v3_small.path)
+    images, labels = _pixels(v3_small.model, seed=1)
+    for _ in range(2):
+        runners.train(x=images, y=labels)
+    trained = runners.get_weights(unused=np.int32(0))
+    assert int(trained["optimizer_iterations"]) == 2
+    logits = runners.infer(x=images)["logits"]
+
+    fresh = _runners(v3_small.path)
+    assert not np.allclose(fresh.infer(x=images)["logits"], logits)
+    assert int(fresh.set_weights(**trained)["iterations"]) == 2
+    np.testing.assert_array_equal(fresh.infer(x=images)["logits"], logits)
+    restored = fresh.get_weights(unused=np.int32(0))
+    for name, value in trained.items():
+        np.testing.assert_array_equal(restored[name], value, err_msg=name)
+
+    shifted = {name: value + 1 for name, value in trained.items()}
+    fresh.set_weights(**shifted)
+    for name, value in fresh.get_weights(unused=np.int32(0)).items():
+        np.testing.assert_array_equal(value, shifted[name], err_msg=name)
+
+
+def test_int8_backbone_is_smaller(v2_cli):
+    counts = keras_repnet.parameter_counts(v2_cli.model)
+    float_bytes = 4 * (counts["frozen"] + counts["trainable"])
+    assert v2_cli.path.stat().st_size < 0.5 * float_bytes
+    sidecar = json.loads(export.sidecar_path(v2_cli.path).read_text())
+    assert sidecar["quantized_backbone"] is True
+    assert sidecar["class_names"] == CLASS_NAMES  # From results.json.
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"class_names": ["a"]}, "class names"),
+        ({"preprocess": "caffe"}, "preprocess"),
+    ],
+)
+def test_bad_arguments(tmp_path, kwargs, message):
+    model = keras_repnet.build(
+        "MobileNetV3Small", CLASSES, input_shape=(SIZE, SIZE, 3), weights=None
+    )
+    with pytest.raises(ValueError, match=message):
+        export.export_tflite(model, tmp_path / "m.tflite", **kwargs)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_bad_models(tmp_path):
+    with pytest.raises(ValueError, match="must be a keras.Model"):
+        export.export_tflite("model.keras", tmp_path / "m.tflite")
+    inputs = keras.Input((8, 8, 3))
+    features = keras.layers.GlobalAveragePooling2D()(inputs)
+    softmax = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(features))
+    with pytest.raises(ValueError, match="must output logits"):
+        export.export_tflite(softmax, tmp_path / "m.tflite", preprocess=None)
+    with pytest.raises(ValueError, match="preprocessing"):
+        logits = keras.Model(inputs, keras.layers.Dense(3)(features))
+        export.export_tflite(logits, tmp_path / "m.tflite")
