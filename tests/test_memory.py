@@ -1,0 +1,171 @@
+"""Tests of the analytic memory profile, the measured peak and the CLI."""
+
+import concurrent.futures
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+from helpers import tiny_model
+
+import keras_repnet
+from keras_repnet import memory
+from keras_repnet import methods
+
+CLI = Path(sys.executable).parent / "keras-repnet"
+
+
+def _method(name, size=32):
+    return methods.build_method(
+        name, "MobileNetV2", 3, input_shape=(size, size, 3), weights=None
+    )
+
+
+@pytest.fixture(scope="module")
+def repnet():
+    return tiny_model()
+
+
+def test_profile_counts_are_consistent(repnet):
+    model = repnet
+    profile = memory.profile(model, batch_size=2)
+    counts = keras_repnet.parameter_counts(model)
+    assert profile.trainable_params == counts["trainable"]
+    assert profile.frozen_int8_bytes * 4 == profile.frozen_bytes
+    assert profile.frozen_bytes == 4 * profile.frozen_params
+    assert profile.trainable_bytes == 4 * profile.trainable_params
+    assert profile.gradient_bytes == profile.trainable_bytes
+    assert profile.optimizer_bytes == 2 * profile.trainable_bytes
+    for lean in (True, False):
+        ours = memory.profile(model, 2, lean_backward=lean).ours
+        assert 0 < profile.ideal.stored_bytes <= ours.stored_bytes
+        assert 0 < profile.ideal.peak_bytes <= ours.peak_bytes
+        assert ours.stored_bytes <= ours.peak_bytes
+
+
+def test_activations_scale_with_the_batch(repnet):
+    one, four = memory.profile(repnet, 1), memory.profile(repnet, 4)
+    assert four.ideal.stored_bytes == 4 * one.ideal.stored_bytes
+    assert four.trainable_bytes == one.trainable_bytes
+
+
+def test_lean_backward_keeps_less_than_plain_autodiff(repnet):
+    assert repnet.lean_backward  # build()'s default, read by profile().
+    lean = memory.profile(repnet, 2)
+    plain = memory.profile(repnet, 2, lean_backward=False)
+    assert lean.lean_backward and not plain.lean_backward
+    assert lean.ours.stored_bytes < plain.ours.stored_bytes
+
+
+def test_repnet_stores_less_than_full_fine_tuning(repnet):
+    ours = memory.profile(repnet, 2, lean_backward=False)
+    full = memory.profile(_method("ft-full"), 2, lean_backward=False)
+    assert ours.ideal.stored_bytes < full.ideal.stored_bytes
+    assert ours.ours.stored_bytes < full.ours.stored_bytes
+    assert ours.trainable_params < full.trainable_params
+
+
+def test_frozen_backbone_stores_only_the_head_input():
+    last = memory.profile(_method("ft-last"), 2, lean_backward=False)
+    head_input = 2 * 4 * 1280  # Pooled MobileNetV2 features, fp32.
+    assert last.ideal.stored_bytes == head_input
+    assert last.ours.stored_bytes == head_input
+
+
+@pytest.mark.parametrize(
+    "name", ["repnet-none", "repnet-all", "bn-only", "tinytl", "mobiletl"]
+)
+def test_other_connect_modes_and_methods_profile(name):
+    profile = memory.profile(_method(name), 2)
+    assert profile.ours.peak_bytes > 0
+    assert profile.ideal.peak_bytes <= profile.ours.peak_bytes
+
+
+def test_profile_after_keras_load(repnet, tmp_path):
+    repnet.save(tmp_path / "model.keras")
+    restored = keras.models.load_model(tmp_path / "model.keras")
+    assert memory.profile(restored, 2).to_dict() == (
+        memory.profile(repnet, 2).to_dict()
+    )
+
+
+def test_nested_and_sequential_models_are_walked_through():
+    backbone = keras_repnet.backbones.resolve("MobileNetV2", (32, 32, 3), None)
+    backbone.trainable = False
+    head = [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)]
+    nested = keras.Sequential([keras.Input((32, 32, 3)), backbone, *head])
+    flat = keras.Model(backbone.input, head[1](head[0](backbone.output)))
+    assert memory.profile(nested, 2).ours == memory.profile(flat, 2).ours
+
+
+def test_format_shows_the_breakdown(repnet):
+    text = str(memory.profile(repnet, 2))
+    for part in ("frozen parameters", "optimizer state", "ideal / ours"):
+        assert part in text
+
+
+def test_bad_input_errors(repnet):
+    with pytest.raises(ValueError, match="batch_size"):
+        memory.profile(repnet, 0)
+    with pytest.raises(ValueError, match="functional"):
+        memory.profile(keras.layers.Dense(3), 2)
+    with pytest.raises(ValueError, match="Unknown method 'sgd'"):
+        memory.measure("sgd", "MobileNetV2", image_size=32, batch_size=2)
+    with pytest.raises(ValueError, match="batch_size"):
+        memory.measure("repnet", "MobileNetV2", image_size=32, batch_size=0)
+    with pytest.raises(ValueError, match="Unknown backbone"):
+        memory.measure("repnet", "MobileNet9", image_size=32, batch_size=2)
+
+
+@pytest.mark.slow
+def test_measure_runs_in_a_fresh_process():
+    # Two processes at once: each reads its own peak. MobileNet (v1) is the
+    # quickest named backbone to build and trace.
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        training, floor = pool.map(
+            lambda method: memory.measure(
+                method, "MobileNet", image_size=64, batch_size=2, steps=1
+            ),
+            ["repnet", memory.INFERENCE],
+        )
+    assert training.peak_bytes > floor.peak_bytes > 0
+    assert training.step_seconds > 0
+    assert training.lean_backward
+    assert training.profile["trainable_params"] > 0
+    assert floor.profile["trainable_params"] == 0
+
+
+def test_measure_refuses_other_platforms(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(RuntimeError, match="needs Linux"):
+        memory.measure("repnet", "MobileNetV2", image_size=32, batch_size=2)
+
+
+def _cli(*args):
+    completed = subprocess.run(
+        [str(CLI), "memory", *args], capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return completed.stdout
+
+
+def test_cli_prints_the_analytic_breakdown():
+    out = _cli("--backbone", "MobileNet", "--image-size", "32")
+    assert "batch 8, lean backward" in out
+    assert "step peak, ideal / ours" in out
+    assert "with plain autodiff" in out
+    assert "Measured" not in out
+
+
+@pytest.mark.slow
+def test_cli_measures():
+    out = _cli(
+        "--backbone=MobileNet",
+        "--image-size=32",
+        "--batch-size=2",
+        "--method=ft-last",
+        "--measure",
+    )
+    assert "Measured step peak" in out
+    assert "Inference floor" in out
