@@ -14,7 +14,7 @@ for the duration of a `with` block:
   incoming gradient, so TensorFlow schedules it during the forward pass and
   a full float tensor is kept after all.
 - Builtin rules (`builtins_only=True`): gradients of `Conv2D`,
-  `DepthwiseConv2dNative`, `AvgPool`, `Rsqrt` and `ResizeBilinear` written
+  `DepthwiseConv2dNative`, `AvgPool` and `ResizeBilinear` written
   with ops that TFLite has as builtins, so that a traced training step
   converts with `TFLITE_BUILTINS` only (no Flex delegate, which phones do not
   have). Cases a rule does not cover fall back to TensorFlow's function.
@@ -36,6 +36,7 @@ import contextlib
 import functools
 import threading
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops
@@ -54,19 +55,157 @@ _calls = collections.Counter()  # op type -> times a rule built a gradient
 
 def _relu_grad(op, grad):
     """`ReluGrad` without the float output: a bool mask, selected."""
-    return _select(op.outputs[0] > 0, grad)
+    mask = _forward(op.outputs[0], lambda y: y > 0)
+    return _select(mask, grad)
 
 
 def _relu6_grad(op, grad):
     """`Relu6Grad` (also hard-swish's) from a bool mask of `0 < y < 6`."""
-    y = op.outputs[0]
-    return _select(tf.logical_and(y > 0, y < 6), grad)
+    mask = _forward(
+        op.outputs[0], lambda y: tf.logical_and(y > 0, y < 6)
+    )
+    return _select(mask, grad)
 
 
 def _select(mask, grad):
     # `tf.where` reads the bool mask directly; multiplying by a float copy of
     # it would keep a float tensor per ReLU alive (see the module docstring).
     return tf.where(mask, grad, tf.zeros((), grad.dtype))
+
+
+def _forward(x, fn):
+    """`fn(x)`, a small summary of the forward tensor `x` that the backward
+    pass keeps instead of `x`, computed before `x`'s forward consumers run.
+
+    The summary does not depend on the incoming gradient, so it is part of
+    the forward pass, but as a side branch that nothing waits for the
+    executor may postpone it (always, with one inter-op thread), keeping the
+    float `x` alive until the backward pass. Control edges from the summary
+    to `x`'s other consumers make them wait for it instead.
+    """
+    summary = fn(x)
+    if __import__("os").environ.get("NO_ORDER") or tf.executing_eagerly() or summary.graph is not x.graph:
+        return summary
+    new_ops = _ops_between(x, summary)
+    for consumer in x.consumers():
+        if consumer not in new_ops:
+            consumer._add_control_input(summary.op)
+    return summary
+
+
+def _ops_between(x, summary):
+    """The ops on paths from `x` to `summary` (those `fn` created)."""
+    found, stack = set(), [summary.op]
+    while stack:
+        op = stack.pop()
+        if op in found or op is x.op:
+            continue
+        found.add(op)
+        stack.extend(t.op for t in op.inputs)
+    return found
+
+
+def _shape(x):
+    """The shape of `x`, as a constant when static: reading it from `x`
+    would keep `x` alive for the backward pass (see `_forward`)."""
+    if x.shape.is_fully_defined():
+        return tf.constant(x.shape.as_list(), tf.int32)
+    return _forward(x, tf.shape)
+
+
+def _lean_conv2d_grad(op, grad):
+    """Conv2D: TensorFlow's backprop ops, with the shapes not read from the
+    forward tensors (TensorFlow's `ShapeN` keeps the input alive)."""
+    x, kernel = op.inputs
+    attrs = {
+        name: op.get_attr(name)
+        for name in (
+            "dilations", "strides", "padding", "explicit_paddings",
+            "data_format",
+        )
+    }
+    return (
+        tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=_shape(x), filter=kernel, out_backprop=grad, **attrs
+        ),
+        tf.raw_ops.Conv2DBackpropFilter(
+            input=x, filter_sizes=_shape(kernel), out_backprop=grad, **attrs
+        ),
+    )
+
+
+def _lean_depthwise_grad(op, grad):
+    """DepthwiseConv2dNative: as `_lean_conv2d_grad`; after a zero `Pad`
+    (MobileNet's stride-2 blocks) the input gradient is computed for the
+    unpadded tensor directly (EXPLICIT padding), see `_lean_pad_grad`."""
+    x, kernel = op.inputs
+    attrs = {
+        name: op.get_attr(name)
+        for name in (
+            "dilations", "strides", "padding", "explicit_paddings",
+            "data_format",
+        )
+    }
+    filter_grad = tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
+        input=x, filter_sizes=_shape(kernel), out_backprop=grad, **attrs
+    )
+    paddings = _spatial_zero_padding(x, attrs)
+    if paddings is None:
+        input_grad = tf.raw_ops.DepthwiseConv2dNativeBackpropInput(
+            input_sizes=_shape(x), filter=kernel, out_backprop=grad, **attrs
+        )
+        return input_grad, filter_grad
+    unpadded = x.op.inputs[0]
+    attrs.update(
+        padding="EXPLICIT", explicit_paddings=paddings.reshape(-1).tolist()
+    )
+    input_grad = tf.raw_ops.DepthwiseConv2dNativeBackpropInput(
+        input_sizes=_shape(unpadded), filter=kernel, out_backprop=grad, **attrs
+    )
+    # Pad's gradient (a slice) recognises this pad and returns `input_grad`;
+    # the pad itself is then unused and pruned from the graph.
+    padded_grad = tf.pad(input_grad, paddings)
+    _PADDED_GRADS[_key(padded_grad.op)] = _pad_signature(x.op)
+    return padded_grad, filter_grad
+
+
+def _spatial_zero_padding(x, attrs):
+    """The constant `[4, 2]` paddings of `x` if `x` is a graph-mode zero
+    `Pad` of height and width only feeding a VALID NHWC op, else None."""
+    if (
+        tf.executing_eagerly()
+        or x.op.type != "Pad"
+        or attrs["padding"] not in (b"VALID", "VALID")
+        or attrs["data_format"] not in (b"NHWC", "NHWC")
+        or not x.op.inputs[0].shape.is_fully_defined()
+    ):
+        return None
+    paddings = tf.get_static_value(x.op.inputs[1])
+    if paddings is None or paddings[0].any() or paddings[3].any():
+        return None
+    return np.asarray(paddings)
+
+
+_PADDED_GRADS = {}  # our gradient pad op -> `_pad_signature` of the Pad
+
+
+def _pad_signature(op):
+    # Gradient functions get a stand-in for the op without its name or
+    # outputs (TensorFlow drops what Pad's gradient does not need).
+    paddings = tf.get_static_value(op.inputs[1])
+    return op.inputs[0].name, None if paddings is None else paddings.tobytes()
+
+
+def _key(op):
+    return id(op.graph), op.name
+
+
+def _lean_pad_grad(op, grad):
+    """Pad: returns the unpadded gradient a rule computed directly instead
+    of slicing its padded copy (which keeps both alive)."""
+    if _PADDED_GRADS.pop(_key(grad.op), None) == _pad_signature(op):
+        return grad.op.inputs[0], None
+    return _original("Pad")(op, grad)
 
 
 # === Builtin rules ===
@@ -247,13 +386,6 @@ def _avg_pool_grad(op, grad):
     return depthwise_input_grad(grad, ones, size, strides[1], padding)
 
 
-def _rsqrt_grad(op, grad):
-    """Rsqrt (batch norm in training mode): `-0.5 * y**3 * grad` instead of
-    the `RsqrtGrad` op."""
-    y = op.outputs[0]
-    return grad * -0.5 * y * y * y
-
-
 def _resize_bilinear_grad(op, grad):
     """ResizeBilinear: the resize is `A_h @ x @ A_w^T` for fixed matrices,
     so its gradient is `A_h^T @ grad @ A_w`, two matmuls."""
@@ -353,28 +485,41 @@ def _interpolation_matrix(size, out_size, half_pixel_centers):
 
 # === Registry swapping ===
 
-LEAN_RULES = {"Relu": _relu_grad, "Relu6": _relu6_grad}
+LEAN_RULES = {
+    "Relu": _relu_grad,
+    "Relu6": _relu6_grad,
+    "DepthwiseConv2dNative": _lean_depthwise_grad,
+    "Pad": _lean_pad_grad,
+}
+for _t in filter(None, __import__("os").environ.get("NO_LEAN", "").split(",")):
+    del LEAN_RULES[_t]
 BUILTIN_RULES = {
     **LEAN_RULES,
     "Conv2D": _conv2d_grad,
     "DepthwiseConv2dNative": _depthwise_grad,
     "AvgPool": _avg_pool_grad,
-    "Rsqrt": _rsqrt_grad,
     "ResizeBilinear": _resize_bilinear_grad,
 }
+_builtin_entries = 0  # open `override(builtins_only=True)` entries
 
 
-def _counted(op_type, rule):
-    @functools.wraps(rule)
+def _dispatcher(op_type):
+    """The function installed for `op_type`: the builtin rule while any
+    builtins-only entry is open, else the lean rule."""
+
     def gradient(op, *grads):
         with _lock:
-            _calls[op_type] += 1
-        return rule(op, *grads)
+            rules = BUILTIN_RULES if _builtin_entries else LEAN_RULES
+            rule = rules.get(op_type)
+            if rule is not None:
+                _calls[op_type] += 1
+        return (rule or _original(op_type))(op, *grads)
 
+    gradient.__name__ = f"keras_repnet_{op_type}_grad"
     return gradient
 
 
-_WRAPPED = {t: _counted(t, r) for t, r in BUILTIN_RULES.items()}
+_DISPATCHERS = {op_type: _dispatcher(op_type) for op_type in BUILTIN_RULES}
 
 
 def _original(op_type):
@@ -393,17 +538,19 @@ def override(builtins_only: bool = False):
     Entries may nest and overlap across threads (e.g. the replicas of
     `tf.distribute.MirroredStrategy`): each op type is swapped at its first
     entry and TensorFlow's function restored at its last exit. While any
-    entry is open the replacements apply process-wide, which is harmless as
-    they compute the same gradients.
+    entry is open the replacements apply process-wide (the builtin rules
+    while any builtins-only entry is open), which is harmless as all rules
+    compute the same gradients.
 
     Args:
         builtins_only: bool. Also replace the gradients whose TensorFlow ops
             are not TFLite builtins (for on-device training export).
-            Defaults to `False`: only the memory-lean ReLU rules.
+            Defaults to `False`: only the memory-lean rules.
 
     Yields:
         The op types overridden by this entry.
     """
+    global _builtin_entries
     op_types = list(BUILTIN_RULES if builtins_only else LEAN_RULES)
     with _lock:
         for op_type in op_types:
@@ -411,13 +558,15 @@ def override(builtins_only: bool = False):
                 _originals[op_type] = _REGISTRY[op_type]
                 _REGISTRY[op_type] = {
                     **_REGISTRY[op_type],
-                    _TYPE_TAG: _WRAPPED[op_type],
+                    _TYPE_TAG: _DISPATCHERS[op_type],
                 }
             _active[op_type] += 1
+        _builtin_entries += builtins_only
     try:
         yield tuple(op_types)
     finally:
         with _lock:
+            _builtin_entries -= builtins_only
             for op_type in op_types:
                 _active[op_type] -= 1
                 if not _active[op_type]:
@@ -447,3 +596,44 @@ def is_active(op_type: str = "Relu") -> bool:
     """Whether `op_type`'s gradient is currently overridden."""
     with _lock:
         return bool(_active[op_type])
+
+
+def recompute(fn):
+    """Wraps `fn(x) -> y` so that its backward pass recomputes `fn`.
+
+    The forward pass keeps only `x`; the backward pass runs `fn(x)` again,
+    once the gradient of `y` is available, and differentiates it. Variable
+    updates during the recomputation (batch norm moving statistics) are
+    discarded: they already happened in the forward pass. For cheap layers
+    with large activations, such as the side modules of a Rep-Net at high
+    resolution.
+
+    Args:
+        fn: callable. A function of one tensor, e.g. a Keras layer call;
+            deterministic (no dropout).
+
+    Returns:
+        A callable with the same values and gradients as `fn`.
+    """
+
+    def wrapped(x):
+        @tf.custom_gradient
+        def forward(x):
+            def backward(dy, variables=None):
+                variables = list(variables or ())
+                with tf.control_dependencies([dy]):
+                    again = tf.identity(x)
+                with tf.GradientTape() as tape:
+                    tape.watch(again)
+                    with keras.StatelessScope():
+                        y_again = fn(again)
+                dx, dvars = tape.gradient(
+                    y_again, (again, variables), output_gradients=dy
+                )
+                return dx, dvars
+
+            return fn(x), backward
+
+        return forward(x)
+
+    return wrapped

@@ -1,8 +1,13 @@
 """`RepNetModel`: the functional model `build()` returns."""
 
+import threading
+
 import keras
 
 from keras_repnet import gradients
+from keras_repnet.layers import RepNetModule
+
+_training_call = threading.local()  # per replica thread
 
 
 @keras.saving.register_keras_serializable(package="keras_repnet")
@@ -57,6 +62,27 @@ class RepNetModel(keras.Model):
             return super().train_step(*args, **kwargs)
         with gradients.override():
             return super().train_step(*args, **kwargs)
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        lean = bool(training) and self.lean_backward
+        previous = getattr(_training_call, "lean", False)
+        _training_call.lean = lean
+        try:
+            return super().call(inputs, training=training, mask=mask, **kwargs)
+        finally:
+            _training_call.lean = previous
+
+    def _run_through_graph(self, inputs, operation_fn=lambda op: op, **kwargs):
+        if getattr(_training_call, "lean", False):
+            plain_fn = operation_fn
+
+            def operation_fn(operation):
+                call = plain_fn(operation)
+                if isinstance(operation, RepNetModule):
+                    return gradients.recompute(call)
+                return call
+
+        return super()._run_through_graph(inputs, operation_fn, **kwargs)
 
     # === Config ===
 
