@@ -141,7 +141,7 @@ def test_training_matches_keras(v3_small):
         loss=keras.losses.CategoricalCrossentropy(
             from_logits=True, label_smoothing=LABEL_SMOOTHING
         ),
-        run_eagerly=True,
+        jit_compile=False,
     )
     # MobileNetV3's preprocessing is inside the model: pixels go in as is.
     expected = [
@@ -198,7 +198,9 @@ def test_weights_round_trip(v3_small):
 def test_int8_backbone_is_smaller(v2_cli):
     counts = keras_repnet.parameter_counts(v2_cli.model)
     float_bytes = 4 * (counts["frozen"] + counts["trainable"])
-    assert v2_cli.path.stat().st_size < 0.5 * float_bytes
+    # Two int8 copies of the backbone (the forward filters and TRANSPOSE_CONV's
+    # transposed ones) plus the float side network: about 0.65x.
+    assert v2_cli.path.stat().st_size < 0.75 * float_bytes
     sidecar = json.loads(export.sidecar_path(v2_cli.path).read_text())
     assert sidecar["quantized_backbone"] is True
     assert sidecar["class_names"] == CLASS_NAMES  # From results.json.
@@ -234,3 +236,31 @@ def test_bad_models(tmp_path):
     with pytest.raises(ValueError, match="preprocessing"):
         logits = keras.Model(inputs, keras.layers.Dense(3)(features))
         export.export_tflite(logits, tmp_path / "m.tflite")
+
+
+def _tiny_classifier(*middle):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    for layer in middle:
+        x = layer(x)
+    features = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3)(features))
+
+
+def test_non_builtin_operators_fail_loudly(tmp_path):
+    model = _tiny_classifier(keras.layers.GaussianNoise(0.1))  # Stateless RNG.
+    with pytest.raises(ValueError, match="train: FlexStatelessRandom"):
+        export.export_tflite(model, tmp_path / "m.tflite", preprocess=None)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_flex_checkpoints_add_save_and_restore(tmp_path):
+    model = _tiny_classifier(keras.layers.BatchNormalization())
+    path = tmp_path / "m.tflite"
+    export.export_tflite(
+        model, path, batch_size=2, preprocess=None, flex_checkpoints=True
+    )
+    assert set(tflite_ops.signatures(path)) == {*export.SIGNATURES, "save", "restore"}
+    assert tflite_ops.non_builtin_operators(path) == ["FlexRestore", "FlexSave"]
+    for key in export.SIGNATURES:
+        assert tflite_ops.non_builtin_operators(path, key) == []
