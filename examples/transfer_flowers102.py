@@ -25,7 +25,6 @@ import os
 import keras
 
 import keras_repnet
-from keras_repnet import compare
 from keras_repnet import methods
 from keras_repnet import training
 
@@ -50,7 +49,7 @@ def main():
     args = parse_args()
     data = f"tfds:{args.dataset}"
     if args.compare:
-        compare.compare(
+        keras_repnet.compare(
             data,
             backbone=args.backbone,
             weights="imagenet",

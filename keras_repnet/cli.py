@@ -222,7 +222,9 @@ def export_command():
 
 
 def compare_command():
-    from keras_repnet import compare
+    # `keras_repnet.compare` is also the exported function: import names.
+    from keras_repnet.compare import compare
+    from keras_repnet.compare import markdown
 
     if _DATA.value is None:
         raise app.UsageError(
@@ -231,7 +233,7 @@ def compare_command():
     output_dir = _OUTPUT_DIR.value
     if output_dir == _OUTPUT_DIR.default:
         output_dir = "runs/compare"
-    results = compare.compare(
+    results = compare(
         _DATA.value,
         backbone=_BACKBONE.value,
         weights=_weights(_WEIGHTS.value),
@@ -246,7 +248,7 @@ def compare_command():
         label_smoothing=_LABEL_SMOOTHING.value,
         measure=_MEASURE.value,
     )
-    print(compare.markdown(results))
+    print(markdown(results))
     print(f"Outputs in {output_dir}/ (results.md, results.json, pareto.png, curves.png)")
 
 
