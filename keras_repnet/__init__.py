@@ -5,7 +5,7 @@ from keras_repnet import gradients
 from keras_repnet import memory
 from keras_repnet import methods
 from keras_repnet.builder import build
-from keras_repnet.compare import compare
+from keras_repnet.comparison import compare
 from keras_repnet.export import export_tflite
 from keras_repnet.layers import ActivationConnector
 from keras_repnet.layers import RepNetModule

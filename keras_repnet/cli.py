@@ -222,9 +222,8 @@ def export_command():
 
 
 def compare_command():
-    # `keras_repnet.compare` is also the exported function: import names.
-    from keras_repnet.compare import compare
-    from keras_repnet.compare import markdown
+    from keras_repnet.comparison import compare
+    from keras_repnet.comparison import markdown
 
     if _DATA.value is None:
         raise app.UsageError(

@@ -1,6 +1,5 @@
 """End-to-end tests of the comparison harness on tiny data."""
 
-import importlib
 import json
 from pathlib import Path
 
@@ -10,9 +9,8 @@ from absl import flags
 from absl.testing import flagsaver
 
 from keras_repnet import cli
+from keras_repnet import comparison
 
-# The module, not the function `keras_repnet.compare` exported beside it.
-compare = importlib.import_module("keras_repnet.compare")
 
 SETTINGS = dict(
     backbone="MobileNetV2",
@@ -65,7 +63,7 @@ def test_cli_compares_two_methods_and_a_rerun_skips_them(
     for plot in ("pareto.png", "curves.png"):
         assert (output / plot).read_bytes()[:4] == b"\x89PNG"
 
-    rerun = compare.compare(
+    rerun = comparison.compare(
         str(images), methods=["repnet", "ft-last"], output_dir=str(output),
         **SETTINGS,
     )
@@ -73,7 +71,7 @@ def test_cli_compares_two_methods_and_a_rerun_skips_them(
     assert printed.count("done before, skipped") == 2
     assert [row["method"] for row in rerun["methods"]] == ["repnet", "ft-last"]
     with pytest.raises(ValueError, match="other settings"):
-        compare.compare(
+        comparison.compare(
             str(images), methods=["ft-last"], output_dir=str(output),
             **{**SETTINGS, "epochs": 2},
         )
@@ -93,7 +91,7 @@ def test_an_interrupted_method_resumes_from_its_last_epoch(
     # before it interrupts.
     monkeypatch.setattr(compare, "_StepTimer", lambda: _Interrupt())
     with pytest.raises(KeyboardInterrupt):
-        compare.compare(
+        comparison.compare(
             str(images), methods=["ft-last"], output_dir=output, **settings
         )
     monkeypatch.undo()
@@ -103,13 +101,13 @@ def test_an_interrupted_method_resumes_from_its_last_epoch(
         def on_epoch_begin(self, epoch, logs=None):
             epochs_run.append(epoch)
 
-    original = compare._StepTimer
+    original = comparison._StepTimer
 
     class CountingTimer(original, Count):
         pass
 
     monkeypatch.setattr(compare, "_StepTimer", CountingTimer)
-    results = compare.compare(
+    results = comparison.compare(
         str(images), methods=["ft-last"], output_dir=output, **settings
     )
     assert epochs_run == [1]
@@ -118,7 +116,7 @@ def test_an_interrupted_method_resumes_from_its_last_epoch(
 
 def test_pareto_front_and_table_without_memory():
     points = [(10, 0.5), (20, 0.7), (15, 0.4), (30, 0.7), (5, 0.2)]
-    assert compare.pareto_front(points) == [4, 0, 1]
+    assert comparison.pareto_front(points) == [4, 0, 1]
     row = {
         "method": "ft-last",
         "description": "head only",
@@ -135,13 +133,13 @@ def test_pareto_front_and_table_without_memory():
         "epochs": 1, "batch_size": 4, "seed": 1, "weights": None,
         "label_smoothing": 0.1, "schedule": "cosine",
     }
-    table = compare.markdown({"settings": settings, "methods": [row]})
+    table = comparison.markdown({"settings": settings, "methods": [row]})
     assert "| ft-last | 0.500 | 0.400 | 3,843 | - | - | - | - | - | 12 |" in table
 
 
 def test_unknown_methods_are_refused(tmp_path):
     with pytest.raises(ValueError, match="Unknown or no methods"):
-        compare.compare("x", methods=["repnet", "lora"], output_dir=str(tmp_path))
+        comparison.compare("x", methods=["repnet", "lora"], output_dir=str(tmp_path))
 
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
