@@ -1,27 +1,37 @@
 """How gradients pass through a frozen backbone: one set of rewrites, two uses.
 
-TensorFlow builds a gradient by looking up, for every op type on the path,
-the function in `tensorflow.python.framework.ops._gradient_registry` (both
-`tf.GradientTape` and graph-mode `tf.gradients` do the lookup when the
-backward pass is constructed). `override()` swaps some of those functions
-for the duration of a `with` block:
+TensorFlow builds a backward pass by looking up, for every op on the path,
+the gradient function of its type in
+`tensorflow.python.framework.ops._gradient_registry` (`tf.GradientTape`, in
+`backprop._gradient_function`, and graph-mode `tf.gradients` both look up
+when the backward pass is constructed). `override()` swaps some of those
+functions while a `with` block runs:
 
-- Lean rules (always): `Relu` and `Relu6` take their gradient from a bool
-  mask of the op's output, `tf.where(mask, grad, 0)`. TensorFlow's own
-  `ReluGrad`/`Relu6Grad` keep the float output of every ReLU behind a
-  trainable connector alive until the backward pass; a bool mask is 4x
-  smaller. The mask is never cast to float: a cast does not depend on the
-  incoming gradient, so TensorFlow schedules it during the forward pass and
-  a full float tensor is kept after all.
-- Builtin rules (`builtins_only=True`): gradients of `Conv2D`,
-  `DepthwiseConv2dNative`, `AvgPool` and `ResizeBilinear` written
-  with ops that TFLite has as builtins, so that a traced training step
-  converts with `TFLITE_BUILTINS` only (no Flex delegate, which phones do not
-  have). Cases a rule does not cover fall back to TensorFlow's function.
+- Lean rules, for a memory-lean Keras training step (MobileNetV2 224,
+  batch 8: step peak 207 -> 97 MB, see `RepNetModel`):
+  - `Relu`, `Relu6` (also inside hard-swish): `tf.where(mask, grad, 0)` on a
+    bool mask of the output instead of `ReluGrad(grad, output)`, which keeps
+    the float output of every frozen ReLU alive. Never a float mask: a cast
+    does not depend on `grad`, so it runs in the forward pass and the float
+    copy is kept after all. The mask is computed before the output's
+    forward consumers run (control edges, `_forward`): as a side branch the
+    executor may postpone it to the backward pass, keeping the float alive
+    (with one inter-op thread it always does: 181 MB instead of 97).
+  - `DepthwiseConv2dNative` after a zero `Pad` and `Pad`: the input gradient
+    of the unpadded tensor in one op, not the padded gradient and its slice
+    (two 39 MB tensors at MobileNetV2's step peak: 113 -> 97 MB).
+- Builtin rules (`builtins_only=True`) for on-device training: gradients of
+  `Conv2D`, `DepthwiseConv2dNative`, `AvgPool` and `ResizeBilinear` written
+  with TFLite builtin ops, so that a traced training step converts with
+  `TFLITE_BUILTINS` only (phones have no Flex delegate). Cases a rule does
+  not cover fall back to TensorFlow's function.
 
-Every rule gives the same gradient as TensorFlow's (checked by
-`tests/test_gradients.py`). `counts()` tells how often each rule ran, so that
-a caller can prove an override took effect.
+`recompute()` is the third piece: a layer whose backward pass runs its
+forward again (the Rep-Net side modules; their rules still apply inside).
+
+Every rule gives TensorFlow's gradient (`tests/test_gradients.py`: lean
+rules bit-exact, builtin rules within 1e-5). `counts()` says how often each
+rule ran, so that a caller can prove an override took effect.
 
 Example:
 
@@ -33,7 +43,6 @@ Example:
 
 import collections
 import contextlib
-import functools
 import threading
 
 import keras
@@ -84,7 +93,7 @@ def _forward(x, fn):
     to `x`'s other consumers make them wait for it instead.
     """
     summary = fn(x)
-    if __import__("os").environ.get("NO_ORDER") or tf.executing_eagerly() or summary.graph is not x.graph:
+    if tf.executing_eagerly() or summary.graph is not x.graph:
         return summary
     new_ops = _ops_between(x, summary)
     for consumer in x.consumers():
@@ -113,31 +122,12 @@ def _shape(x):
     return _forward(x, tf.shape)
 
 
-def _lean_conv2d_grad(op, grad):
-    """Conv2D: TensorFlow's backprop ops, with the shapes not read from the
-    forward tensors (TensorFlow's `ShapeN` keeps the input alive)."""
-    x, kernel = op.inputs
-    attrs = {
-        name: op.get_attr(name)
-        for name in (
-            "dilations", "strides", "padding", "explicit_paddings",
-            "data_format",
-        )
-    }
-    return (
-        tf.raw_ops.Conv2DBackpropInput(
-            input_sizes=_shape(x), filter=kernel, out_backprop=grad, **attrs
-        ),
-        tf.raw_ops.Conv2DBackpropFilter(
-            input=x, filter_sizes=_shape(kernel), out_backprop=grad, **attrs
-        ),
-    )
-
-
 def _lean_depthwise_grad(op, grad):
-    """DepthwiseConv2dNative: as `_lean_conv2d_grad`; after a zero `Pad`
-    (MobileNet's stride-2 blocks) the input gradient is computed for the
-    unpadded tensor directly (EXPLICIT padding), see `_lean_pad_grad`."""
+    """DepthwiseConv2dNative after a zero `Pad` (MobileNet's stride-2
+    blocks): the input gradient of the unpadded tensor in one op (EXPLICIT
+    padding) instead of the padded one and a slice of it, which are both
+    alive at the step's peak (see `_lean_pad_grad`). Shapes are constants,
+    not read from the forward tensors."""
     x, kernel = op.inputs
     attrs = {
         name: op.get_attr(name)
@@ -203,7 +193,9 @@ def _key(op):
 def _lean_pad_grad(op, grad):
     """Pad: returns the unpadded gradient a rule computed directly instead
     of slicing its padded copy (which keeps both alive)."""
-    if _PADDED_GRADS.pop(_key(grad.op), None) == _pad_signature(op):
+    if not tf.executing_eagerly() and (
+        _PADDED_GRADS.pop(_key(grad.op), None) == _pad_signature(op)
+    ):
         return grad.op.inputs[0], None
     return _original("Pad")(op, grad)
 
@@ -231,7 +223,7 @@ def _conv2d_grad(op, grad):
     ):
         return _original("Conv2D")(op, grad)
     input_grad = tf.nn.conv2d_transpose(
-        grad, kernel, tf.shape(x), strides, padding=padding
+        grad, kernel, _shape(x), strides, padding=padding
     )
     return input_grad, conv2d_filter_grad(
         x, grad, kernel.shape, strides[1:3], padding
@@ -491,8 +483,6 @@ LEAN_RULES = {
     "DepthwiseConv2dNative": _lean_depthwise_grad,
     "Pad": _lean_pad_grad,
 }
-for _t in filter(None, __import__("os").environ.get("NO_LEAN", "").split(",")):
-    del LEAN_RULES[_t]
 BUILTIN_RULES = {
     **LEAN_RULES,
     "Conv2D": _conv2d_grad,
