@@ -1,0 +1,62 @@
+"""Times an exported model in a process that imports LiteRT only, as a device.
+
+    python bench/litert_worker.py --model=m.tflite [--repeats=10] [--threads=2]
+
+Prints one JSON line: the median `train` step and batch-1 `infer` in ms, and
+the peak RSS the interpreter added (MiB over the process before it existed).
+Run it with `MALLOC_MMAP_THRESHOLD_=65536` so that freed memory is returned.
+Used by bench/tflite.py.
+"""
+
+import ctypes
+import json
+from pathlib import Path
+
+import numpy as np
+from absl import app
+from absl import flags
+from ai_edge_litert.interpreter import Interpreter
+from common import median_seconds
+
+_MODEL = flags.DEFINE_string("model", None, "An exported .tflite file.", required=True)
+_REPEATS = flags.DEFINE_integer("repeats", 10, "Timed calls (after a warm-up).")
+_THREADS = flags.DEFINE_integer("threads", 2, "Interpreter threads.")
+
+
+def _status_mib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def main(_):
+    sidecar = json.loads(Path(_MODEL.value).with_suffix(".json").read_text())
+    size, batch = sidecar["image_size"], sidecar["batch_size"]
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (batch, *size, 3)).astype("float32")
+    labels = rng.integers(0, sidecar["num_classes"], batch).astype("int32")
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # Resets VmHWM to the current RSS.
+    before = _status_mib("VmRSS")
+    interpreter = Interpreter(model_path=_MODEL.value, num_threads=_THREADS.value)
+    train = interpreter.get_signature_runner("train")
+    infer = interpreter.get_signature_runner("infer")
+    train_seconds = median_seconds(lambda: train(x=images, y=labels), _REPEATS.value)
+    peak = _status_mib("VmHWM") - before
+    infer_seconds = median_seconds(lambda: infer(x=images[:1]), _REPEATS.value)
+    print(
+        json.dumps(
+            {
+                "train_ms": round(train_seconds * 1000, 1),
+                "infer_ms": round(infer_seconds * 1000, 2),
+                "peak_rss_mib": round(peak, 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)

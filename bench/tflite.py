@@ -1,0 +1,288 @@
+"""On-device training with LiteRT: file sizes, speed, memory, accuracy.
+
+    python bench/tflite.py                 # full run (see below)
+    python bench/tflite.py --short         # a smoke run of a few minutes
+
+For each backbone (MobileNetV2 with the offline ImageNet weights,
+MobileNetV3Small with random weights: sizes and speed do not depend on them)
+it exports a Rep-Net with `keras_repnet.export_tflite` (float, and with an
+int8 backbone) and compares the file sizes with the float inference-only
+model; then, in a fresh process that imports only `ai_edge_litert` (as on a
+device: bench/litert_worker.py), it times `train` and `infer` with 2 threads
+and measures the interpreter's memory (peak RSS over the process before the
+interpreter existed). The Keras train step on the same batch is timed too.
+
+The accuracy check trains MobileNetV2 on the flower photos, from the same
+initial weights on the same (augmented, shuffled) batches, with Keras
+(`train_on_batch`) and with the exported model in LiteRT (float and int8
+backbone), and compares the final validation accuracies. The models have no
+dropout, so both sides see exactly the same computation; any gap comes from
+numerics. Full run: all 3454 training images (863 validation), 2 epochs at
+128 px; `--short`: 400 training and 400 validation images, 1 epoch at 96 px.
+
+Prints markdown tables and writes bench/results/tflite{,_accuracy}.{json,md}
+(`--short` writes tflite_short*).
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app
+from absl import flags
+from common import FLOWERS
+from common import MOBILENET_V2_WEIGHTS
+from common import median_seconds
+from common import write_results
+
+import keras_repnet
+from keras_repnet import data
+from keras_repnet import export
+
+_SHORT = flags.DEFINE_bool("short", False, "A quick smoke run (small sizes).")
+_BACKBONES = flags.DEFINE_list(
+    "backbones", ["MobileNetV2", "MobileNetV3Small"], "keras.applications names."
+)
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 128, "Input side in pixels.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per train step.")
+_THREADS = flags.DEFINE_integer("threads", 2, "LiteRT interpreter threads.")
+_REPEATS = flags.DEFINE_integer("repeats", 10, "Timed calls (after a warm-up).")
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+_EPOCHS = flags.DEFINE_integer("epochs", 2, "Epochs of the accuracy check.")
+_MAX_EXAMPLES = flags.DEFINE_integer(
+    "max_examples", None, "Training images of the accuracy check (all if unset)."
+)
+_ACCURACY = flags.DEFINE_bool("accuracy", True, "Run the flower accuracy check.")
+
+CLASSES = 5
+MIB = 2**20
+
+
+def main(_):
+    short = _SHORT.value
+    size = 96 if short else _IMAGE_SIZE.value
+    repeats = 3 if short else _REPEATS.value
+    suffix = "_short" if short else ""
+    settings = {
+        "image_size": size,
+        "batch_size": _BATCH_SIZE.value,
+        "threads": _THREADS.value,
+        "repeats": repeats,
+        "learning_rate": _LEARNING_RATE.value,
+    }
+    rows = [speed_row(name, size, repeats) for name in _BACKBONES.value]
+    write_results("tflite" + suffix, rows, list(rows[0]), settings)
+    if _ACCURACY.value:
+        epochs = 1 if short else _EPOCHS.value
+        max_examples = 400 if short else _MAX_EXAMPLES.value
+        rows = accuracy_rows(size, epochs, max_examples)
+        write_results(
+            "tflite_accuracy" + suffix,
+            rows,
+            list(rows[0]),
+            {**settings, "epochs": epochs, "max_examples": max_examples},
+        )
+
+
+# === Sizes, speed and memory ===
+
+
+def build(name, size, dropout=0.2):
+    weights = MOBILENET_V2_WEIGHTS if name == "MobileNetV2" else None
+    return keras_repnet.build(
+        name, CLASSES, input_shape=(size, size, 3), weights=weights, dropout=dropout
+    )
+
+
+def speed_row(name, size, repeats):
+    model = build(name, size)
+    batch = _BATCH_SIZE.value
+    with tempfile.TemporaryDirectory() as folder:
+        paths = {
+            "float": os.path.join(folder, "float.tflite"),
+            "int8": os.path.join(folder, "int8.tflite"),
+        }
+        start = time.perf_counter()
+        export.export_tflite(model, paths["float"], batch_size=batch)
+        export_seconds = time.perf_counter() - start
+        export.export_tflite(
+            model, paths["int8"], batch_size=batch, quantize_backbone=True
+        )
+        inference_bytes = inference_only_size(model, folder)
+        litert = {key: run_worker(path, repeats) for key, path in paths.items()}
+        float_bytes = os.path.getsize(paths["float"])
+        int8_bytes = os.path.getsize(paths["int8"])
+    keras_ms = keras_step_ms(model, name, size, repeats)
+    counts = keras_repnet.parameter_counts(model)
+    return {
+        "backbone": name,
+        "trainable params": f"{counts['trainable']:,}",
+        "inference-only MiB": round(inference_bytes / MIB, 2),
+        "train float MiB": round(float_bytes / MIB, 2),
+        "x inference": round(float_bytes / inference_bytes, 3),
+        "train int8-backbone MiB": round(int8_bytes / MIB, 2),
+        "export s": round(export_seconds),
+        "LiteRT train ms": litert["float"]["train_ms"],
+        "LiteRT train ms (int8)": litert["int8"]["train_ms"],
+        "Keras train ms": keras_ms,
+        "LiteRT infer ms (batch 1)": litert["float"]["infer_ms"],
+        "LiteRT infer ms (int8, batch 1)": litert["int8"]["infer_ms"],
+        "LiteRT peak RSS MiB": litert["float"]["peak_rss_mib"],
+        "LiteRT peak RSS MiB (int8)": litert["int8"]["peak_rss_mib"],
+    }
+
+
+def inference_only_size(model, folder):
+    """Bytes of the plain float inference model (Keras export, converter)."""
+    saved_model = os.path.join(folder, "inference")
+    model.export(saved_model, verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    return len(converter.convert())
+
+
+def keras_step_ms(model, name, size, repeats):
+    """Median Keras train step (graph mode) on one batch, in ms."""
+    images, labels = _batch(size, _BATCH_SIZE.value)
+    preprocess = data.preprocessing_for(name)
+    images = preprocess(images.copy())
+    model.compile(
+        optimizer=keras.optimizers.Adam(_LEARNING_RATE.value),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        jit_compile=False,
+    )
+    one_hot = np.eye(CLASSES, dtype="float32")[labels]
+    seconds = median_seconds(lambda: model.train_on_batch(images, one_hot), repeats)
+    return round(seconds * 1000, 1)
+
+
+def _batch(size, batch_size, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 255, (batch_size, size, size, 3)).astype("float32")
+    return images, rng.integers(0, CLASSES, batch_size).astype("int32")
+
+
+def run_worker(path, repeats):
+    """Runs bench/litert_worker.py on `path` in a fresh process."""
+    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "litert_worker.py")
+    result = subprocess.run(
+        [
+            sys.executable,
+            worker,
+            f"--model={path}",
+            f"--repeats={repeats}",
+            f"--threads={_THREADS.value}",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
+        check=False,
+    )
+    if result.returncode:
+        raise RuntimeError(f"LiteRT worker failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# === Accuracy on the flower photos ===
+
+
+def accuracy_rows(size, epochs, max_examples):
+    """Final validation accuracy of Keras vs LiteRT training (MobileNetV2)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    batch = _BATCH_SIZE.value
+    splits = data.load(
+        FLOWERS,
+        image_size=size,
+        batch_size=batch,
+        preprocess=None,
+        max_examples=max_examples,
+    )
+    # The same shuffled, augmented batches for both sides (uint8 to save
+    # memory); LiteRT's train signature takes full batches only.
+    batches = [
+        (np.uint8(np.clip(np.round(x), 0, 255)), y.astype("int32"))
+        for _ in range(epochs)
+        for x, y in splits.train.as_numpy_iterator()
+        if len(y) == batch
+    ]
+    val_x = np.concatenate([x for x, _ in splits.validation.as_numpy_iterator()])
+    val_y = np.concatenate([y for _, y in splits.validation.as_numpy_iterator()])
+    model = build("MobileNetV2", size, dropout=0.0)
+    preprocess = data.preprocessing_for("MobileNetV2")
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for quantize in (False, True):
+            path = os.path.join(folder, f"{quantize}.tflite")
+            export.export_tflite(
+                model,
+                path,
+                batch_size=batch,
+                learning_rate=_LEARNING_RATE.value,
+                quantize_backbone=quantize,
+                class_names=splits.class_names,
+            )
+            interpreter = Interpreter(model_path=path, num_threads=_THREADS.value)
+            train = interpreter.get_signature_runner("train")
+            infer = interpreter.get_signature_runner("infer")
+            start = time.perf_counter()
+            losses = [float(train(x=np.float32(x), y=y)["loss"]) for x, y in batches]
+            seconds = time.perf_counter() - start
+            logits = np.concatenate(
+                [
+                    infer(x=val_x[i : i + 64])["logits"]
+                    for i in range(0, len(val_x), 64)
+                ]
+            )
+            rows.append(
+                _accuracy_row(
+                    "LiteRT, int8 backbone" if quantize else "LiteRT, float",
+                    logits,
+                    val_y,
+                    losses,
+                    seconds,
+                )
+            )
+    model.compile(
+        optimizer=keras.optimizers.Adam(_LEARNING_RATE.value),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        jit_compile=False,
+    )
+    start = time.perf_counter()
+    losses = [
+        float(
+            model.train_on_batch(
+                preprocess(np.float32(x)), np.eye(CLASSES, dtype="float32")[y]
+            )
+        )
+        for x, y in batches
+    ]
+    seconds = time.perf_counter() - start
+    logits = model.predict(preprocess(val_x.copy()), verbose=0)
+    rows.insert(0, _accuracy_row("Keras", logits, val_y, losses, seconds))
+    for row in rows:
+        row["train images"] = splits.num_train
+        row["validation images"] = splits.num_validation
+        row["steps"] = len(batches)
+    return rows
+
+
+def _accuracy_row(name, logits, labels, losses, seconds):
+    tail = max(1, len(losses) // 10)
+    return {
+        "trained with": name,
+        "validation accuracy": round(float((logits.argmax(-1) == labels).mean()), 4),
+        "first loss": round(losses[0], 4),
+        "mean loss, last 10% of steps": round(statistics.mean(losses[-tail:]), 4),
+        "train s": round(seconds, 1),
+    }
+
+
+if __name__ == "__main__":
+    app.run(main)
