@@ -91,9 +91,11 @@ def export_tflite(
         label_smoothing: float. In `[0, 1)`. Defaults to 0.
         class_names: list of str. Stored in the sidecar file. Defaults to
             `None`.
-        quantize_backbone: bool. Store the frozen weights in int8
-            (dynamic-range quantization): about 4x smaller, with a small
-            accuracy cost. Defaults to `False`.
+        quantize_backbone: bool. Store the frozen weights in int8 with the
+            converter's dynamic-range quantization (hybrid kernels that also
+            quantize activations and gradients on the fly): a smaller file
+            and interpreter, but slower steps and a small accuracy cost
+            (`bench/tflite.py` measures both). Defaults to `False`.
         flex_checkpoints: bool. Add the `save` and `restore` signatures that
             write TensorFlow checkpoints. Defaults to `False`.
         preprocess: The function that maps pixels in `[0, 255]` to the
