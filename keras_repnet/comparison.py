@@ -144,7 +144,7 @@ def compare(
         },
     }
     files.write_json(results, os.path.join(output_dir, "results.json"))
-    _write_text(markdown(results), os.path.join(output_dir, "results.md"))
+    files.write_text(markdown(results), os.path.join(output_dir, "results.md"))
     plot_pareto(rows, os.path.join(output_dir, "pareto.png"), settings)
     plot_curves(rows, os.path.join(output_dir, "curves.png"), settings)
     return results
@@ -266,14 +266,14 @@ def _run_method(method, data, settings, rates, output_dir, measure, verbose):
         settings["label_smoothing"],
     )
     timer = _StepTimer()
-    history = _fit_resumable(
+    history = training.fit_resumable(
         model,
         training.one_hot(splits.train, splits.num_classes),
         training.one_hot(splits.validation, splits.num_classes),
-        settings["epochs"],
-        os.path.join(output_dir, method),
-        [timer],
-        verbose,
+        epochs=settings["epochs"],
+        output_dir=os.path.join(output_dir, method),
+        callbacks=[timer],
+        verbose=verbose,
     )
     accuracy = history["val_accuracy"]
     row = {
@@ -300,30 +300,6 @@ def _run_method(method, data, settings, rates, output_dir, measure, verbose):
     }
     files.write_json(row, os.path.join(output_dir, method, _RESULT_FILE))
     return row
-
-
-def _fit_resumable(model, train, validation, epochs, output_dir, callbacks,
-                   verbose):
-    """`fit` with a backup every epoch and a CSV history, as
-    `keras_repnet.training.train` does; returns the per-epoch history."""
-    os.makedirs(output_dir, exist_ok=True)
-    backup_dir = os.path.join(output_dir, "backup")
-    log_path = os.path.join(output_dir, "history.csv")
-    if not os.path.exists(backup_dir) and os.path.exists(log_path):
-        os.remove(log_path)  # A new run, not a resumed one.
-    model.fit(
-        train,
-        validation_data=validation,
-        epochs=epochs,
-        shuffle=False,  # The training pipeline shuffles.
-        callbacks=[
-            keras.callbacks.BackupAndRestore(backup_dir),
-            keras.callbacks.CSVLogger(log_path, append=True),
-            *callbacks,
-        ],
-        verbose=verbose,
-    )
-    return training.read_history(log_path)
 
 
 def _count(weights):
@@ -576,10 +552,3 @@ def _read_json(path):
     with open(path) as f:
         return json.load(f)
 
-
-def _write_text(text, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp")
-    with open(temporary, "w") as f:
-        f.write(text)
-    os.replace(temporary, path)

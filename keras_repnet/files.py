@@ -34,6 +34,14 @@ def write_json(data, path):
     _replace(temporary, path)
 
 
+def write_text(text, path):
+    """Writes `text` to `path` atomically."""
+    temporary = _temporary_path(path)
+    with open(temporary, "w") as f:
+        f.write(text)
+    _replace(temporary, path)
+
+
 def save_model(model: keras.Model, path):
     """Saves `model` to a `.keras` file atomically."""
     temporary = _temporary_path(path, suffix=".keras")

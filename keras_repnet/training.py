@@ -149,24 +149,15 @@ def train(
     )
     train_ds = one_hot(splits.train, splits.num_classes)
     validation_ds = one_hot(splits.validation, splits.num_classes)
-    os.makedirs(output_dir, exist_ok=True)
-    backup_dir = os.path.join(output_dir, "backup")
-    log_path = os.path.join(output_dir, "history.csv")
-    if not os.path.exists(backup_dir) and os.path.exists(log_path):
-        os.remove(log_path)  # A new run, not a resumed one.
-    model.fit(
+    history = fit_resumable(
+        model,
         train_ds,
-        validation_data=validation_ds,
+        validation_ds,
         epochs=epochs,
-        shuffle=False,  # The training pipeline shuffles.
-        callbacks=[
-            keras.callbacks.BackupAndRestore(backup_dir),
-            keras.callbacks.CSVLogger(log_path, append=True),
-            *(callbacks or []),
-        ],
+        output_dir=output_dir,
+        callbacks=callbacks,
         verbose=verbose,
     )
-    history = read_history(log_path)
     _, accuracy = model.evaluate(validation_ds, verbose=0)
     files.save_model(model, os.path.join(output_dir, "model.keras"))
     results = {
@@ -207,6 +198,33 @@ def train(
         title=f"Rep-Net ({connect}) on {backbone}, {image_size} px",
     )
     return results
+
+
+def fit_resumable(
+    model, train, validation, *, epochs, output_dir, callbacks=(), verbose="auto"
+) -> dict:
+    """`model.fit` that resumes: a backup every epoch in `output_dir/backup`
+    (`keras.callbacks.BackupAndRestore`) and every epoch's metrics in
+    `output_dir/history.csv`, also across a resume. Returns the history as
+    `read_history` does."""
+    os.makedirs(output_dir, exist_ok=True)
+    backup_dir = os.path.join(output_dir, "backup")
+    log_path = os.path.join(output_dir, "history.csv")
+    if not os.path.exists(backup_dir) and os.path.exists(log_path):
+        os.remove(log_path)  # A new run, not a resumed one.
+    model.fit(
+        train,
+        validation_data=validation,
+        epochs=epochs,
+        shuffle=False,  # The training pipeline shuffles.
+        callbacks=[
+            keras.callbacks.BackupAndRestore(backup_dir),
+            keras.callbacks.CSVLogger(log_path, append=True),
+            *(callbacks or []),
+        ],
+        verbose=verbose,
+    )
+    return read_history(log_path)
 
 
 def read_history(path) -> dict:
