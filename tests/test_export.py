@@ -107,7 +107,7 @@ def test_loss_falls_on_a_fixed_batch(exported):
     images, labels = _pixels(exported.model, seed=0)
     losses = [float(runners.train(x=images, y=labels)["loss"]) for _ in range(8)]
     assert np.all(np.isfinite(losses))
-    assert losses[-1] < losses[0] - 0.01, losses
+    assert losses[-1] < 0.995 * losses[0], losses
 
 
 def test_sidecar_describes_the_model(v3_small):
