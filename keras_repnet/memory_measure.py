@@ -39,7 +39,7 @@ class Measurement:
         backbone: str. The `keras.applications` model name.
         image_size: int. Side of the square input, in pixels.
         batch_size: int. Examples per step.
-        lean_backward: bool. Whether a Rep-Net model used keras-repnet's
+        lean_backward: bool. Whether the step used keras-repnet's
             memory-lean backward pass.
         peak_bytes: int. Peak resident memory of one step above the memory
             held before it (model, optimizer state, runtime).
@@ -93,9 +93,9 @@ def measure(
         image_size: int. Side of the square input, in pixels.
         batch_size: int. Examples per step.
         num_classes: int. Classes of the head. Defaults to 10.
-        lean_backward: bool. For Rep-Net models: use keras-repnet's
-            memory-lean backward pass instead of plain autodiff. Defaults to
-            `True`.
+        lean_backward: bool. Train with keras-repnet's memory-lean
+            backward pass (`RepNetModel.lean_backward`, the default of every
+            method) instead of plain autodiff. Defaults to `True`.
         steps: int. Timed steps after the measured one (median). Defaults
             to 3.
         timeout: float. Seconds before the process is stopped. Defaults to
@@ -111,7 +111,7 @@ def measure(
         image_size=image_size,
         batch_size=batch_size,
         num_classes=num_classes,
-        lean_backward=bool(lean_backward),
+        lean_backward=bool(lean_backward) and method != INFERENCE,
         steps=steps,
     )
     environment = {**os.environ, **_ENVIRONMENT}
@@ -262,7 +262,7 @@ def _child(spec):
         backbone=spec["backbone"],
         image_size=size,
         batch_size=batch,
-        lean_backward=spec["lean_backward"],
+        lean_backward=bool(getattr(model, "lean_backward", False)),
         peak_bytes=peak,
         baseline_bytes=baseline,
         step_seconds=statistics.median(times),

@@ -11,15 +11,17 @@ two rule sets:
   resizing, padding and additions store nothing. The peak is the largest
   (stored so far + the layer's inputs and outputs) over the layers.
 - `ours`: what TensorFlow keeps, modelled op by op (e.g. `Relu6Grad` reads
-  the fp32 ReLU6 output, a batch norm in training mode keeps its input, a
-  bilinear resize keeps its input, hard-swish keeps its input, its gate and
-  its ReLU6 output), or, for a model trained with keras-repnet's lean
-  backward (`keras_repnet.gradients`), a bool mask per ReLU. Its peak
-  follows each tensor's lifetime through the forward and the backward pass,
-  with the gradients, so that it estimates the peak that
-  `keras_repnet.memory.measure` reads. The stored tensors agree with the
-  ones the backward ops of TensorFlow's optimised training graph read, and
-  the peak with measurements within a few percent (`bench/memory.py`).
+  the fp32 ReLU6 output, a batch norm in training mode keeps its input,
+  hard-swish keeps its input, its gate and its ReLU6 output). For a model
+  that trains with keras-repnet's lean backward (`RepNetModel`,
+  `keras_repnet.gradients`): a bool mask per ReLU, no padded gradient
+  before a depthwise convolution, and `RepNetModule`s recomputed in the
+  backward pass. Its peak follows the lifetime of every tensor, kept tensor
+  and gradient through the forward and the backward pass (with buffer
+  reuse by elementwise ops), from the start of the step: it estimates what
+  `keras_repnet.memory.measure` reads. The kept tensors match those that
+  the backward ops of TensorFlow's optimised training graph read, and the
+  peak the measurements of `bench/memory.py` within a few percent.
 
 Only the graph's structure is used: layer types, trainable flags, shapes,
 and which tensors lie on a path from a trainable weight to the loss. A layer
@@ -59,17 +61,22 @@ _TF_ACTIVATIONS = {
 _PIECEWISE_LINEAR = ("relu", "relu6", "leaky_relu")
 _NAME_ALIASES = {"swish": "silu", "hard_swish": "hard_silu"}
 
-# Operations that keep nothing for their gradient (shapes at most).
+# Elementwise operations that keep nothing for their gradient.
+_ELEMENTWISE = (keras.layers.Add, keras.layers.Subtract, keras.layers.Rescaling)
+_ELEMENTWISE_OPS = {
+    "Add", "Subtract", "Negative", "Multiply", "TrueDivide", "Divide"
+}
+# Activations that are one TensorFlow op, which can write its result into
+# its input's buffer.
+_ONE_OP_ACTIVATIONS = ("relu", "relu6", "leaky_relu", "sigmoid", "tanh", "elu")
+# Other operations that keep nothing for their gradient (shapes at most).
 _FREE = (
-    keras.layers.Add,
-    keras.layers.Subtract,
     keras.layers.Average,
     keras.layers.Concatenate,
     keras.layers.Reshape,
     keras.layers.Flatten,
     keras.layers.Permute,
     keras.layers.ZeroPadding1D,
-    keras.layers.ZeroPadding2D,
     keras.layers.ZeroPadding3D,
     keras.layers.Cropping1D,
     keras.layers.Cropping2D,
@@ -80,15 +87,11 @@ _FREE = (
     keras.layers.GlobalAveragePooling1D,
     keras.layers.GlobalAveragePooling2D,
     keras.layers.GlobalAveragePooling3D,
-    keras.layers.Rescaling,
     keras.layers.Identity,
     keras.layers.InputLayer,
 )
 # `keras.ops` functions met in functional graphs (e.g. `x + 3.0`), by class.
 _FREE_OPS = {
-    "Add",
-    "Subtract",
-    "Negative",
     "Reshape",
     "Transpose",
     "ExpandDims",
@@ -99,7 +102,6 @@ _FREE_OPS = {
     "Cast",
     "Pad",
 }
-_SCALING_OPS = {"Multiply", "TrueDivide", "Divide"}
 
 
 @dataclasses.dataclass
@@ -230,8 +232,9 @@ def profile(
             `.keras` file). Nested functional models are walked through.
         batch_size: int. Examples per step. Defaults to 8.
         lean_backward: bool. Whether the model trains with keras-repnet's
-            lean backward pass. Defaults to the model's own `lean_backward`
-            attribute, else `False`.
+            lean backward pass, as a `RepNetModel` with `lean_backward=True`
+            does. Defaults to the model's own `lean_backward` attribute,
+            else `False`.
         optimizer_slots: int. Optimizer state per trainable scalar. Defaults
             to 2 (Adam).
 
@@ -279,8 +282,9 @@ class _Node:
     outputs: list
     trainable_bytes: int = 0  # Its trainable weights, fp32.
     stores_input: bool = False  # A trainable kernel: needs its input.
-    detail: object = None  # Activation name for "activation".
+    detail: object = None  # E.g. the activation's name.
     name: str = ""  # The layer's name, for reports.
+    module: int = -1  # Index of the first node of its `RepNetModule`.
 
 
 @dataclasses.dataclass
@@ -384,7 +388,7 @@ class _Graph:
                  module.project, module.project_norm, module.resize]
         steps = [s for s in steps if s is not None]
         shape = (1, *self.shapes[source])
-        current = source
+        current, first = source, len(self.nodes)
         for index, step in enumerate(steps):
             if index == len(steps) - 1:
                 following = result
@@ -405,6 +409,8 @@ class _Graph:
             else:
                 self._add_layer(step, [current], [following], trainable_ids)
             current = following
+        for node in self.nodes[first:]:
+            node.module = first
 
 
 def _topological_nodes(model):
@@ -467,16 +473,33 @@ def _classify(operation, num_inputs):
         return "resize", None
     if isinstance(operation, keras.layers.Dropout):
         return "dropout", None
-    if isinstance(operation, _FREE) or isinstance(
-        operation, keras.layers.UpSampling2D
-    ):
-        return "free", None
+    if isinstance(operation, keras.layers.ZeroPadding2D):
+        return "pad", None
+    if isinstance(operation, keras.layers.DepthwiseConv2D):
+        return "weighted", "depthwise"
     name = type(operation).__name__
-    if name in _FREE_OPS or (name in _SCALING_OPS and num_inputs == 1):
+    if isinstance(operation, _ELEMENTWISE) or name in _ELEMENTWISE_OPS:
+        return "add", None  # Two-operand products were matched above.
+    if isinstance(operation, (_FREE, keras.layers.UpSampling2D)):
+        return "free", None
+    if name in _FREE_OPS:
         return "free", None
     if getattr(operation, "weights", None):
         return "weighted", None
     return "unknown", None
+
+
+def _fused_pads(graph, flow):
+    """With the lean rules, a zero padding read only by a depthwise
+    convolution gets no gradient of its own: the convolution's input
+    gradient is the unpadded tensor's. Returns {padding index: consumer}."""
+    fused = {}
+    for index, node in enumerate(graph.nodes):
+        users = flow.consumers.get(node.outputs[0], []) if node.outputs else []
+        if node.kind == "pad" and len(users) == 1:
+            if graph.nodes[users[0]].detail == "depthwise":
+                fused[index] = users[0]
+    return fused
 
 
 def _has_trainable_kernel(layer, trainable_ids):
@@ -498,18 +521,18 @@ class _Flow:
     """Which nodes run and which tensors carry a gradient."""
 
     producer: dict  # Tensor key -> node index.
-    last_use: dict  # Tensor key -> index of its last consuming node.
+    consumers: dict  # Tensor key -> indices of the nodes that read it.
     runs: list  # Node index -> whether its result reaches the loss.
     needs_grad: dict  # Tensor key -> on a path from a trainable weight.
 
     @classmethod
     def of(cls, graph):
-        producer, last_use = {}, {}
+        producer, consumers = {}, {}
         for index, node in enumerate(graph.nodes):
             for key in node.outputs:
                 producer[key] = index
             for key in node.inputs:
-                last_use[key] = index
+                consumers.setdefault(key, []).append(index)
         reaches = {graph.output}
         runs = [False] * len(graph.nodes)
         for index in reversed(range(len(graph.nodes))):
@@ -522,7 +545,10 @@ class _Flow:
             if node.trainable_bytes or any(k in depends for k in node.inputs):
                 depends.update(node.outputs)
         needs_grad = {key: key in depends and key in reaches for key in producer}
-        return cls(producer, last_use, runs, needs_grad)
+        return cls(producer, consumers, runs, needs_grad)
+
+    def last_use(self, key, default):
+        return self.consumers.get(key, [default])[-1]
 
 
 def _kept(graph, flow, index, rules):
@@ -628,33 +654,67 @@ def _ideal_memory(graph, flow, batch_size):
 
 def _tf_memory(graph, flow, batch_size, lean_backward):
     """Lifetimes of tensors, kept tensors and gradients through the forward
-    (times 0..n-1) and the backward pass (times n..2n-1), and the peak."""
+    (times 0..n-1) and the backward pass (times n..2n-1), and the peak.
+
+    Counted from the start of the step: the input batch exists before it.
+    An elementwise op writes its result into an input's buffer when nothing
+    else reads that input later (TensorFlow's buffer forwarding). With the
+    lean rules, `RepNetModel` recomputes each `RepNetModule` in the backward
+    pass: the forward keeps only the module's input, and what the module's
+    backward needs lives from the module's backward on.
+    """
     rules = "lean" if lean_backward else "tf"
     n = len(graph.nodes)
     backward = lambda index: 2 * n - 1 - index  # noqa: E731
+    modules = {}  # First node of a recomputed module -> its last node.
+    if lean_backward:
+        for index, node in enumerate(graph.nodes):
+            if node.module >= 0:
+                modules[node.module] = index
+    fused = _fused_pads(graph, flow) if lean_backward else {}
+    # What each node keeps: (item, bytes, from, to).
+    kept = []
+    for index, node in enumerate(graph.nodes):
+        if node.module == index and index in modules:
+            source = node.inputs[0]  # Kept to run the module again.
+            start = flow.producer.get(source, -1)
+            kept.append((("fp32", source), graph.nbytes(source, 1), start,
+                         backward(index)))
+        for (form, what), nbytes in _kept(graph, flow, index, rules).items():
+            item, end = (form, what), backward(index)
+            if form == "temp":
+                start, end = index, index
+            elif node.module in modules:  # Made again in the backward pass.
+                item, start = ("again", item), backward(modules[node.module])
+            elif form == "fp32":
+                start = flow.producer.get(what, -1)
+            else:
+                start = index
+            kept.append((item, nbytes, start, end))
+    # Held from the forward into the backward pass (the input aside).
+    stored = {
+        item: nbytes for item, nbytes, start, end in kept if 0 <= start < n <= end
+    }
+    forwarded = _forwarded_inputs(
+        graph, flow, {item[1] for item, _, start, _ in kept if item[0] == "fp32"}
+    )
     live = {}  # Item -> [start, end, bytes per example]
 
     def hold(item, start, end, nbytes):
+        if start < 0:
+            return  # The model's input: memory held before the step.
         if item in live:
             live[item][0] = min(live[item][0], start)
             live[item][1] = max(live[item][1], end)
         else:
             live[item] = [start, end, nbytes]
 
-    stored = {}
     for index, node in enumerate(graph.nodes):
         if not flow.runs[index]:
             continue
         for key in node.outputs:
-            end = flow.last_use.get(key, n)
+            end = flow.last_use(key, n) - (key in forwarded)
             hold(("fp32", key), index, end, graph.nbytes(key, 1))
-        for (form, what), nbytes in _kept(graph, flow, index, rules).items():
-            if form == "temp":
-                hold((form, what), index, index, nbytes)
-                continue
-            stored[(form, what)] = nbytes
-            start = flow.producer.get(what, 0) if form == "fp32" else index
-            hold((form, what), start, backward(index), nbytes)
         if node.trainable_bytes:
             # The weight gradients wait for the optimizer at the end.
             hold(
@@ -663,11 +723,16 @@ def _tf_memory(graph, flow, batch_size, lean_backward):
                 2 * n,
                 node.trainable_bytes / batch_size,
             )
+    for item, nbytes, start, end in kept:
+        hold(item, start, end, nbytes)
     for key, needs in flow.needs_grad.items():
-        if needs:
-            start = n if key == graph.output else backward(flow.last_use[key])
-            end = backward(flow.producer[key])
-            hold(("dy", key), start, end, graph.nbytes(key, 1))
+        if not needs or flow.producer[key] in fused:
+            continue
+        reader = flow.last_use(key, n)
+        reader = fused.get(reader, reader)  # The gradient skips a padding.
+        start = n if key == graph.output else backward(reader)
+        end = backward(flow.producer[key])
+        hold(("dy", key), start, end, graph.nbytes(key, 1))
     changes = [0.0] * (2 * n + 2)
     for start, end, nbytes in live.values():
         changes[start] += nbytes
@@ -677,3 +742,26 @@ def _tf_memory(graph, flow, batch_size, lean_backward):
         stored_bytes=batch_size * sum(stored.values()),
         peak_bytes=int(batch_size * max(timeline)),
     )
+
+
+def _forwarded_inputs(graph, flow, kept):
+    """Tensors whose buffer an elementwise op reuses for its result: the
+    first input of the op's shape that nothing reads later or keeps."""
+    forwarded = set()
+    for index, node in enumerate(graph.nodes):
+        elementwise = node.kind in ("add", "multiply", "norm") or (
+            node.kind == "activation" and node.detail in _ONE_OP_ACTIVATIONS
+        )
+        if not elementwise or not node.outputs:
+            continue
+        for key in node.inputs:
+            if (
+                graph.shapes[key] == graph.shapes[node.outputs[0]]
+                and graph.itemsize[key] == graph.itemsize[node.outputs[0]]
+                and flow.last_use(key, -1) == index
+                and key not in kept
+                and key in flow.producer
+            ):
+                forwarded.add(key)
+                break
+    return forwarded
