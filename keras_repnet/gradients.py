@@ -182,7 +182,7 @@ def _lean_depthwise_grad(op, grad):
     not read from the forward tensors."""
     x, kernel = op.inputs
     attrs = {
-        name: op.get_attr(name)
+        name: _attr(op, name)
         for name in (
             "dilations", "strides", "padding", "explicit_paddings",
             "data_format",
@@ -263,11 +263,11 @@ def _conv2d_grad(op, grad):
     becomes a dilation ("swap"); 1x1 stride-1 kernels use a matmul.
     """
     x, kernel = op.inputs
-    strides, dilations = op.get_attr("strides"), op.get_attr("dilations")
+    strides, dilations = _attr(op, "strides"), _attr(op, "dilations")
     padding = _padding_name(op)
     groups = x.shape[-1] // kernel.shape[2] if x.shape[-1] else None
     if (
-        op.get_attr("data_format") != b"NHWC"
+        _attr(op, "data_format") != b"NHWC"
         or padding not in ("SAME", "VALID")
         or list(dilations) != [1, 1, 1, 1]
         or groups != 1
@@ -317,10 +317,10 @@ def _depthwise_grad(op, grad):
     """DepthwiseConv2dNative: zero insertion and a depthwise conv for the
     input, strided slices times the gradient for the filter."""
     x, kernel = op.inputs
-    strides, dilations = op.get_attr("strides"), op.get_attr("dilations")
+    strides, dilations = _attr(op, "strides"), _attr(op, "dilations")
     padding = _padding_name(op)
     if (
-        op.get_attr("data_format") != b"NHWC"
+        _attr(op, "data_format") != b"NHWC"
         or padding not in ("SAME", "VALID")
         or list(dilations) != [1, 1, 1, 1]
         or strides[1] != strides[2]
@@ -410,10 +410,10 @@ def _avg_pool_grad(op, grad):
     """AvgPool: the depthwise input gradient with a kernel of ones, after
     dividing by how many input pixels each window averaged."""
     (x,) = op.inputs
-    ksize, strides = op.get_attr("ksize"), op.get_attr("strides")
+    ksize, strides = _attr(op, "ksize"), _attr(op, "strides")
     padding = _padding_name(op)
     if (
-        op.get_attr("data_format") != b"NHWC"
+        _attr(op, "data_format") != b"NHWC"
         or strides[1] != strides[2]
         or None in x.shape[1:]
     ):
@@ -434,9 +434,9 @@ def _resize_bilinear_grad(op, grad):
     """ResizeBilinear: the resize is `A_h @ x @ A_w^T` for fixed matrices,
     so its gradient is `A_h^T @ grad @ A_w`, two matmuls."""
     x = op.inputs[0]
-    if None in x.shape[1:] or op.get_attr("align_corners"):
+    if None in x.shape[1:] or _attr(op, "align_corners"):
         return None  # Not covered: TensorFlow's function.
-    half = op.get_attr("half_pixel_centers")
+    half = _attr(op, "half_pixel_centers")
     rows = _interpolation_matrix(x.shape[1], grad.shape[1], half)
     cols = _interpolation_matrix(x.shape[2], grad.shape[2], half)
     rows = tf.constant(rows.T, grad.dtype)  # [H, OH]
@@ -450,8 +450,28 @@ def _resize_bilinear_grad(op, grad):
 # === Helpers of the builtin rules ===
 
 
+_ATTR_DEFAULTS = {
+    "data_format": b"NHWC",
+    "dilations": [1, 1, 1, 1],
+    "explicit_paddings": [],
+    "align_corners": False,
+    "half_pixel_centers": False,
+}
+
+
+def _attr(op, name):
+    """An attribute of `op`; its default where the eager tape's stand-in
+    op left it out (it reports None)."""
+    value = op.get_attr(name)
+    if value is None:
+        return _ATTR_DEFAULTS.get(name)
+    if name == "data_format" and isinstance(value, str):
+        return value.encode()
+    return value
+
+
 def _padding_name(op):
-    padding = op.get_attr("padding")
+    padding = _attr(op, "padding")
     return padding.decode() if isinstance(padding, bytes) else padding
 
 
