@@ -21,7 +21,9 @@ from common import write_results
 from keras_repnet import memory
 
 _BACKBONES = flags.DEFINE_list(
-    "backbones", ["MobileNetV2", "MobileNetV3Small"], "keras.applications names."
+    "backbones",
+    ["MobileNetV2", "MobileNetV3Small"],
+    "keras.applications names.",
 )
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Input side in pixels.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per step.")

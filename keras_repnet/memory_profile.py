@@ -58,6 +58,9 @@ _TF_ACTIVATIONS = {
     "hard_silu": ("in", "extra", "relu6"),
     "gelu": ("in", "extra"),
 }
+# With the lean rules, hard-swish keeps only its input (the gate is
+# recomputed in the backward pass).
+_LEAN_ACTIVATIONS = {"hard_silu": ("in", "gate")}
 _PIECEWISE_LINEAR = ("relu", "relu6", "leaky_relu")
 _NAME_ALIASES = {"swish": "silu", "hard_swish": "hard_silu"}
 
@@ -160,7 +163,9 @@ class MemoryProfile:
         """The papers' total: peak activations, trainable parameters at
         fp32 and frozen parameters at 8 bits."""
         return (
-            self.ideal.peak_bytes + self.trainable_bytes + self.frozen_int8_bytes
+            self.ideal.peak_bytes
+            + self.trainable_bytes
+            + self.frozen_int8_bytes
         )
 
     @property
@@ -187,7 +192,7 @@ class MemoryProfile:
             ("frozen parameters (fp32 / int8)",
              f"{_mb(self.frozen_bytes)} / {_mb(self.frozen_int8_bytes)}"),
             ("trainable parameters", _mb(self.trainable_bytes)),
-            ("gradients", _mb(self.gradient_bytes)),
+            ("gradients (in ours' step peak)", _mb(self.gradient_bytes)),
             ("optimizer state (Adam)", _mb(self.optimizer_bytes)),
             ("stored activations, ideal / ours",
              f"{_mb(self.ideal.stored_bytes)} / {_mb(self.ours.stored_bytes)}"),
@@ -240,6 +245,11 @@ def profile(
 
     Returns:
         A `MemoryProfile`; `print(profile)` shows the breakdown.
+
+    Example:
+
+    >>> model = keras_repnet.build("MobileNetV2", 10, weights=None)
+    >>> print(keras_repnet.memory.profile(model, batch_size=8))
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(
@@ -342,7 +352,9 @@ class _Graph:
                 continue
             outputs = [self._key(keys, t) for t in node.outputs]
             if isinstance(operation, RepNetModule):
-                self._add_module(operation, inputs[0], outputs[0], trainable_ids)
+                self._add_module(
+                    operation, inputs[0], outputs[0], trainable_ids
+                )
             else:
                 self._add_layer(operation, inputs, outputs, trainable_ids)
 
@@ -353,9 +365,8 @@ class _Graph:
         fused = kind == "weighted" and activation not in (None, "linear")
         pre = outputs
         if fused:  # The layer's result before its activation.
-            pre = [
-                self._new_key(self.shapes[outputs[0]], self.itemsize[outputs[0]])
-            ]
+            result = outputs[0]
+            pre = [self._new_key(self.shapes[result], self.itemsize[result])]
         self.nodes.append(
             _Node(
                 kind,
@@ -464,7 +475,9 @@ def _classify(operation, num_inputs):
         type(operation).__name__ == "Multiply" and num_inputs > 1
     ):
         return "multiply", None
-    if isinstance(operation, (keras.layers.MaxPooling2D, keras.layers.MaxPooling1D)):
+    if isinstance(
+        operation, (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D)
+    ):
         return "maxpool", None
     if isinstance(operation, keras.layers.Resizing) or (
         isinstance(operation, keras.layers.UpSampling2D)
@@ -544,7 +557,7 @@ class _Flow:
         for index, node in enumerate(graph.nodes):
             if node.trainable_bytes or any(k in depends for k in node.inputs):
                 depends.update(node.outputs)
-        needs_grad = {key: key in depends and key in reaches for key in producer}
+        needs_grad = {k: k in depends and k in reaches for k in producer}
         return cls(producer, consumers, runs, needs_grad)
 
     def last_use(self, key, default):
@@ -582,7 +595,8 @@ def _kept(graph, flow, index, rules):
                 kept.update(whole(key))
     if not any(grad_in):
         return kept
-    mask = {("bit", source): math.ceil(graph.nbytes(source, 1) / 32)}
+    elements = graph.nbytes(source, 1) // graph.itemsize[source]
+    mask = {("bit", source): math.ceil(elements / 8)}
     if node.kind == "activation":
         if rules != "ideal":
             kept.update(_activation_kept(graph, node, index, rules == "lean"))
@@ -610,11 +624,17 @@ def _activation_kept(graph, node, index, lean):
     nbytes = graph.nbytes(source, 1)
     booleans = nbytes // graph.itemsize[source]
     kept = {}
-    for position, part in enumerate(_TF_ACTIVATIONS.get(node.detail, ("in",))):
+    parts = _TF_ACTIVATIONS.get(node.detail, ("in",))
+    if lean:
+        parts = _LEAN_ACTIVATIONS.get(node.detail, parts)
+    for position, part in enumerate(parts):
         if part == "in":
             kept[("fp32", source)] = nbytes
         elif part == "out" or (part == node.detail and not lean):
-            kept[("fp32", result)] = nbytes  # The activation is the ReLU.
+            # The output (for a ReLU itself: what `ReluGrad` reads).
+            kept[("fp32", result)] = nbytes
+        elif part == "gate":  # Made again while the node's gradient runs.
+            kept[("again", (index, position))] = nbytes
         elif part in ("relu", "relu6") and lean:
             kept[("bool", source)] = booleans
             if part == "relu6":  # `0 < y` and `y < 6`, then their `and`.
@@ -675,15 +695,17 @@ def _tf_memory(graph, flow, batch_size, lean_backward):
     # What each node keeps: (item, bytes, from, to).
     kept = []
     for index, node in enumerate(graph.nodes):
-        if node.module == index and index in modules:
+        if index in modules and node.module == index and flow.runs[index]:
             source = node.inputs[0]  # Kept to run the module again.
             start = flow.producer.get(source, -1)
-            kept.append((("fp32", source), graph.nbytes(source, 1), start,
-                         backward(index)))
+            nbytes = graph.nbytes(source, 1)
+            kept.append((("fp32", source), nbytes, start, backward(index)))
         for (form, what), nbytes in _kept(graph, flow, index, rules).items():
             item, end = (form, what), backward(index)
             if form == "temp":
                 start, end = index, index
+            elif form == "again":
+                start = end
             elif node.module in modules:  # Made again in the backward pass.
                 item, start = ("again", item), backward(modules[node.module])
             elif form == "fp32":
@@ -692,11 +714,9 @@ def _tf_memory(graph, flow, batch_size, lean_backward):
                 start = index
             kept.append((item, nbytes, start, end))
     # Held from the forward into the backward pass (the input aside).
-    stored = {
-        item: nbytes for item, nbytes, start, end in kept if 0 <= start < n <= end
-    }
+    stored = {item: b for item, b, start, end in kept if 0 <= start < n <= end}
     forwarded = _forwarded_inputs(
-        graph, flow, {item[1] for item, _, start, _ in kept if item[0] == "fp32"}
+        graph, flow, {item[1] for item, *_ in kept if item[0] == "fp32"}
     )
     live = {}  # Item -> [start, end, bytes per example]
 

@@ -1,15 +1,22 @@
 """Tests of the analytic memory profile, the measured peak and the CLI."""
 
+import collections
 import concurrent.futures
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
 
 import keras
 import pytest
+import tensorflow as tf
 from helpers import tiny_model
+from tensorflow.core.protobuf import config_pb2
+from tensorflow.python.framework import meta_graph
+from tensorflow.python.grappler import tf_optimizer
 
 import keras_repnet
+from keras_repnet import gradients
 from keras_repnet import memory
 from keras_repnet import methods
 
@@ -85,6 +92,87 @@ def test_other_connect_modes_and_methods_profile(name):
     plain = memory.profile(model, 2, lean_backward=False)
     assert 0 < plain.ideal.peak_bytes <= plain.ours.peak_bytes
     assert 0 < memory.profile(model, 2).ours.peak_bytes
+
+
+def _tensorflow_kept_bytes(model, batch_size):
+    """Bytes of the forward tensors that the backward ops of TensorFlow's
+    optimised (grappler) training graph read: the ground truth of `ours`.
+
+    Backward ops are those that depend on the loss gradient, i.e. on the
+    softmax cross-entropy op; tensors without a batch axis are weights.
+    Relies on TensorFlow's private grappler binding (pinned TF version).
+    """
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        return [loss, *tape.gradient(loss, model.trainable_variables)]
+
+    lean = model.lean_backward
+    with gradients.override() if lean else contextlib.nullcontext():
+        function = step.get_concrete_function(
+            tf.TensorSpec((batch_size, *model.input_shape[1:])),
+            tf.TensorSpec((batch_size,), tf.int32),
+        )
+    sizes = {
+        t.name: t.shape.num_elements() * t.dtype.size
+        for op in function.graph.get_operations()
+        for t in op.outputs
+        if t.shape.is_fully_defined()
+        and t.shape.rank
+        and t.shape[0] == batch_size
+    }
+    graph_def = meta_graph.create_meta_graph_def(graph=function.graph)
+    graph_def.collection_def["train_op"].node_list.value.extend(
+        t.name for t in function.outputs
+    )
+    config = config_pb2.ConfigProto()
+    config.graph_options.rewrite_options.min_graph_nodes = -1
+    nodes = tf_optimizer.OptimizeGraph(config, graph_def).node
+    source = lambda name: name.lstrip("^").split(":")[0]  # noqa: E731
+    consumers = collections.defaultdict(list)
+    for node in nodes:
+        for name in node.input:
+            consumers[source(name)].append(node.name)
+    (loss,) = [
+        n.name for n in nodes if n.op == "SparseSoftmaxCrossEntropyWithLogits"
+    ]
+    backward, stack = set(), list(consumers[loss])
+    while stack:
+        name = stack.pop()
+        if name not in backward:
+            backward.add(name)
+            stack.extend(consumers[name])
+    inputs = {n.name for n in nodes if n.op in ("Placeholder", "_Arg")}
+    kept = {}
+    for node in nodes:
+        if node.name not in backward or node.op in ("Shape", "ShapeN"):
+            continue
+        for name in node.input:
+            tensor = name if ":" in name else name + ":0"
+            if not name.startswith("^") and source(name) not in (
+                backward | inputs  # The batch exists before the step.
+            ):
+                kept[tensor] = sizes.get(tensor, 0)
+    return sum(kept.values())
+
+
+@pytest.mark.parametrize(
+    "backbone, lean",
+    [
+        ("MobileNetV2", True),
+        ("MobileNetV3Small", True),
+        ("MobileNetV3Small", False),
+    ],
+)
+def test_ours_keeps_what_tensorflow_keeps(backbone, lean):
+    model = tiny_model(backbone=backbone)
+    model.lean_backward = lean
+    ours = memory.profile(model, 2).ours.stored_bytes
+    # The profile also counts the head's inputs (a few KB).
+    assert ours == pytest.approx(_tensorflow_kept_bytes(model, 2), abs=16_000)
 
 
 def test_profile_after_keras_load(repnet, tmp_path):
