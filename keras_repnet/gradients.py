@@ -206,9 +206,7 @@ def _lean_depthwise_grad(op, grad):
     )
     # Pad's gradient (a slice) recognises this pad and returns `input_grad`;
     # the pad itself is then unused and pruned from the graph.
-    padded_grad = tf.pad(input_grad, paddings)
-    _PADDED_GRADS[_key(padded_grad.op)] = _pad_signature(x.op)
-    return padded_grad, filter_grad
+    return tf.pad(input_grad, paddings), filter_grad
 
 
 def _spatial_zero_padding(x, attrs):
@@ -228,28 +226,19 @@ def _spatial_zero_padding(x, attrs):
     return np.asarray(paddings)
 
 
-_PADDED_GRADS = {}  # our gradient pad op -> `_pad_signature` of the Pad
-
-
-def _pad_signature(op):
-    # Gradient functions get a stand-in for the op without its name or
-    # outputs (TensorFlow drops what Pad's gradient does not need).
-    paddings = tf.get_static_value(op.inputs[1])
-    return op.inputs[0].name, None if paddings is None else paddings.tobytes()
-
-
-def _key(op):
-    return id(op.graph), op.name
-
-
 def _lean_pad_grad(op, grad):
-    """Pad: returns the unpadded gradient a rule computed directly instead
-    of slicing its padded copy (which keeps both alive)."""
-    if not tf.executing_eagerly() and (
-        _PADDED_GRADS.pop(_key(grad.op), None) == _pad_signature(op)
-    ):
-        return grad.op.inputs[0], None
-    return None  # Not covered: TensorFlow's function.
+    """Pad: if the incoming gradient is itself a zero pad by the same
+    amounts (see `_lean_depthwise_grad`), its input is the answer; slicing
+    the padded copy would keep both alive."""
+    if tf.executing_eagerly() or grad.op.type != "Pad":
+        return None  # Not covered: TensorFlow's function.
+    forward = tf.get_static_value(op.inputs[1])
+    backward = tf.get_static_value(grad.op.inputs[1])
+    if forward is None or backward is None:
+        return None
+    if not np.array_equal(forward, backward):
+        return None
+    return grad.op.inputs[0], None
 
 
 # === Builtin rules ===
