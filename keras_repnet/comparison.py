@@ -11,19 +11,16 @@ skips finished methods and resumes an interrupted one from its last epoch.
 import json
 import math
 import os
-import platform
 import statistics
 import time
 
 import keras
-import tensorflow as tf
 
 from keras_repnet import data as data_lib
 from keras_repnet import files
 from keras_repnet import methods as methods_lib
 from keras_repnet import training
 from keras_repnet.plotting import pyplot
-from keras_repnet.version import __version__
 
 # Analytic memory is reported at the paper's batch size, at the run's
 # resolution and at the paper's 224 px.
@@ -136,12 +133,7 @@ def compare(
     results = {
         "settings": settings,
         "methods": rows,
-        "versions": {
-            "keras_repnet": __version__,
-            "keras": keras.__version__,
-            "tensorflow": tf.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": training.versions(),
     }
     files.write_json(results, os.path.join(output_dir, "results.json"))
     files.write_text(markdown(results), os.path.join(output_dir, "results.md"))

@@ -184,12 +184,7 @@ def train(
             "seed": seed,
             "max_examples": max_examples,
         },
-        "versions": {
-            "keras_repnet": __version__,
-            "keras": keras.__version__,
-            "tensorflow": tf.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": versions(),
     }
     files.write_json(results, os.path.join(output_dir, "results.json"))
     plotting.plot_history(
@@ -198,6 +193,16 @@ def train(
         title=f"Rep-Net ({connect}) on {backbone}, {image_size} px",
     )
     return results
+
+
+def versions() -> dict:
+    """The versions a result was produced with."""
+    return {
+        "keras_repnet": __version__,
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def fit_resumable(
