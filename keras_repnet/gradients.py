@@ -317,8 +317,10 @@ def _depthwise_grad(op, grad):
     ):
         return None  # Not covered: TensorFlow's function.
     stride = strides[1]
-    input_grad = depthwise_input_grad(grad, kernel, x.shape[1:3], stride, padding)
-    return input_grad, depthwise_filter_grad(x, grad, kernel.shape, stride, padding)
+    return (
+        depthwise_input_grad(grad, kernel, x.shape[1:3], stride, padding),
+        depthwise_filter_grad(x, grad, kernel.shape, stride, padding),
+    )
 
 
 def depthwise_input_grad(grad, kernel, input_size, stride, padding):
@@ -476,7 +478,8 @@ def _pad_for_windows(x, out_size, kernel, strides, padding):
     """Pads (SAME) and crops `x` to exactly the rows and columns its
     convolution windows read."""
     edges = []
-    for axis, (n, o, k, s) in enumerate(zip(x.shape[1:3], out_size, kernel, strides), 1):
+    sizes = zip(x.shape[1:3], out_size, kernel, strides)
+    for axis, (n, o, k, s) in enumerate(sizes, 1):
         before, _ = _same_or_valid_pads(n, o, k, s, padding)
         after = (o - 1) * s + k - before - n
         x = _crop(x, axis, 0, -min(after, 0))
@@ -666,30 +669,31 @@ def recompute(fn):
     resolution.
 
     Args:
-        fn: callable. A function of one tensor, e.g. a Keras layer call;
-            deterministic (no dropout).
+        fn: callable. A function of one tensor (and constant arguments), e.g.
+            a Keras layer; deterministic (no dropout).
 
     Returns:
         A callable with the same values and gradients as `fn`.
     """
 
-    def wrapped(x):
+    def wrapped(x, *args, **kwargs):
+        # Further arguments (e.g. `training`) are constants of the call.
         @tf.custom_gradient
         def forward(x):
             def backward(dy, variables=None):
                 variables = list(variables or ())
                 with tf.control_dependencies([dy]):
-                    again = tf.identity(x)
+                    again = tf.identity(x)  # Not before `dy` exists.
                 with tf.GradientTape() as tape:
                     tape.watch(again)
                     with keras.StatelessScope():
-                        y_again = fn(again)
+                        y_again = fn(again, *args, **kwargs)
                 dx, dvars = tape.gradient(
                     y_again, (again, variables), output_gradients=dy
                 )
                 return dx, dvars
 
-            return fn(x), backward
+            return fn(x, *args, **kwargs), backward
 
         return forward(x)
 

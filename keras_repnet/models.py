@@ -12,14 +12,28 @@ _training_call = threading.local()  # per replica thread
 
 @keras.saving.register_keras_serializable(package="keras_repnet")
 class RepNetModel(keras.Model):
-    """A functional Rep-Net model that trains with a memory-lean backward.
+    """A functional Rep-Net model that trains with a memory-lean backward pass.
 
-    It is an ordinary functional `keras.Model` (built as
-    `RepNetModel(inputs, outputs, ...)`) whose `train_step` builds its
-    gradients inside `keras_repnet.gradients.override()` when
-    `lean_backward` is true: the frozen backbone's ReLUs then keep bool masks
-    instead of float activations for the backward pass, with identical
-    gradients.
+    An ordinary functional `keras.Model` (`RepNetModel(inputs, outputs,
+    ...)`), as `keras_repnet.build()` returns it. With `lean_backward`
+    (the default), training keeps far less for the backward pass, with the
+    same gradients:
+
+    - `train_step` builds its gradients inside
+      `keras_repnet.gradients.override()`: the frozen backbone's ReLUs keep
+      bool masks instead of float activations, hard-swish keeps only its
+      input, MobileNet's padded depthwise convolutions need no padded copy
+      of their gradient.
+    - Calls with `training=True` run the side modules (`RepNetModule`)
+      through `keras_repnet.gradients.recompute()`: their activations, large
+      at the first taps, are recomputed in the backward pass.
+
+    Measured by `bench/memory.py` at 224x224, batch 8: the step peak falls
+    from 207 to 97 MB on MobileNetV2 (the frozen backbone's inference alone:
+    78 MB) and from 112 to 45 MB on MobileNetV3Small (15 MB), at about the
+    same step time.
+    Works with `fit` in graph or eager mode and under `tf.distribute`
+    strategies.
 
     `lean_backward` takes effect when the train function is traced, i.e. at
     the first `fit`. To change it afterwards, call
@@ -78,7 +92,7 @@ class RepNetModel(keras.Model):
 
             def operation_fn(operation):
                 call = plain_fn(operation)
-                if isinstance(operation, RepNetModule):
+                if isinstance(operation, RepNetModule):  # side modules
                     return gradients.recompute(call)
                 return call
 
