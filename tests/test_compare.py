@@ -89,7 +89,7 @@ def test_an_interrupted_method_resumes_from_its_last_epoch(
     settings = {**SETTINGS, "epochs": 2}
     # The step timer is the last callback: the backup of epoch 1 is written
     # before it interrupts.
-    monkeypatch.setattr(compare, "_StepTimer", lambda: _Interrupt())
+    monkeypatch.setattr(comparison, "_StepTimer", lambda: _Interrupt())
     with pytest.raises(KeyboardInterrupt):
         comparison.compare(
             str(images), methods=["ft-last"], output_dir=output, **settings
@@ -106,7 +106,7 @@ def test_an_interrupted_method_resumes_from_its_last_epoch(
     class CountingTimer(original, Count):
         pass
 
-    monkeypatch.setattr(compare, "_StepTimer", CountingTimer)
+    monkeypatch.setattr(comparison, "_StepTimer", CountingTimer)
     results = comparison.compare(
         str(images), methods=["ft-last"], output_dir=output, **settings
     )
