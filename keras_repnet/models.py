@@ -30,8 +30,9 @@ class RepNetModel(keras.Model):
 
     Measured by `bench/memory.py` at 224x224, batch 8: the step peak falls
     from 207 to 97 MB on MobileNetV2 (the frozen backbone's inference alone:
-    78 MB) and from 112 to 45 MB on MobileNetV3Small (15 MB), at about the
-    same step time.
+    78 MB) and from 112 to 45 MB on MobileNetV3Small (15 MB); the step takes
+    1.0-1.05x (MobileNetV2) and 1.15-1.25x (MobileNetV3Small, where the
+    recomputed side modules weigh more) the time of plain autodiff.
     Works with `fit` in graph or eager mode and under `tf.distribute`
     strategies.
 
