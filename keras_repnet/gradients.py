@@ -555,8 +555,6 @@ BUILTIN_RULES = {
     "AvgPool": _avg_pool_grad,
     "ResizeBilinear": _resize_bilinear_grad,
 }
-for _t in filter(None, __import__("os").environ.get("NO_LEAN", "").split(",")):
-    del LEAN_RULES[_t]
 _builtin_entries = 0  # open `override(builtins_only=True)` entries
 
 
