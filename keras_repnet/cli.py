@@ -100,6 +100,22 @@ def _value(flag, default):
     return default if flag.value is None else flag.value
 
 
+def _training_arguments():
+    """The data, backbone and schedule flags `train` and `compare` share."""
+    return dict(
+        data=_DATA.value,
+        backbone=_BACKBONE.value,
+        weights=_weights(_WEIGHTS.value),
+        image_size=_value(_IMAGE_SIZE, 224),
+        epochs=_EPOCHS.value,
+        batch_size=_value(_BATCH_SIZE, 32),
+        label_smoothing=_LABEL_SMOOTHING.value,
+        validation_split=_VALIDATION_SPLIT.value,
+        seed=_SEED.value,
+        max_examples=_MAX_EXAMPLES.value,
+    )
+
+
 def _weights(value):
     return None if value.lower() == "none" else value
 
@@ -110,20 +126,11 @@ def train_command():
     if _DATA.value is None:
         raise app.UsageError("`train` needs --data (an image folder, for example).")
     results = training.train(
-        _DATA.value,
-        backbone=_BACKBONE.value,
-        weights=_weights(_WEIGHTS.value),
+        **_training_arguments(),
         output_dir=_OUTPUT_DIR.value,
-        image_size=_value(_IMAGE_SIZE, 224),
-        epochs=_EPOCHS.value,
-        batch_size=_value(_BATCH_SIZE, 32),
         side_learning_rate=_SIDE_LR.value,
         head_learning_rate=_HEAD_LR.value,
-        label_smoothing=_LABEL_SMOOTHING.value,
         connect=_CONNECT.value,
-        validation_split=_VALIDATION_SPLIT.value,
-        seed=_SEED.value,
-        max_examples=_MAX_EXAMPLES.value,
     )
     params = results["parameters"]
     print(
@@ -233,18 +240,9 @@ def compare_command():
     if output_dir == _OUTPUT_DIR.default:
         output_dir = "runs/compare"
     results = compare(
-        _DATA.value,
-        backbone=_BACKBONE.value,
-        weights=_weights(_WEIGHTS.value),
+        **_training_arguments(),
         methods=_METHODS.value,
         output_dir=output_dir,
-        image_size=_value(_IMAGE_SIZE, 224),
-        epochs=_EPOCHS.value,
-        batch_size=_value(_BATCH_SIZE, 32),
-        seed=_SEED.value,
-        validation_split=_VALIDATION_SPLIT.value,
-        max_examples=_MAX_EXAMPLES.value,
-        label_smoothing=_LABEL_SMOOTHING.value,
         measure=_MEASURE.value,
     )
     print(markdown(results))
