@@ -12,7 +12,7 @@ from absl import flags
 from common import write_results
 
 import keras_repnet
-from keras_repnet import backbones
+from keras_repnet.core import backbones
 
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Input side in pixels.")
 

@@ -26,7 +26,7 @@ import keras
 
 import keras_repnet
 from keras_repnet import methods
-from keras_repnet import training
+from keras_repnet.apps import training
 
 
 def parse_args():

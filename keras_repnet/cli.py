@@ -13,7 +13,7 @@ import sys
 from absl import app
 from absl import flags
 
-from keras_repnet.builder import CONNECT_MODES
+from keras_repnet.core.builder import CONNECT_MODES
 
 COMMANDS = ("train", "memory", "export", "compare")
 
@@ -121,7 +121,7 @@ def _weights(value):
 
 
 def train_command():
-    from keras_repnet import training
+    from keras_repnet.apps import training
 
     if _DATA.value is None:
         raise app.UsageError("`train` needs --data (an image folder, for example).")
@@ -229,8 +229,8 @@ def export_command():
 
 
 def compare_command():
-    from keras_repnet.comparison import compare
-    from keras_repnet.comparison import markdown
+    from keras_repnet.apps.comparison import compare
+    from keras_repnet.apps.comparison import markdown
 
     if _DATA.value is None:
         raise app.UsageError(

@@ -9,7 +9,7 @@ from absl import flags
 from absl.testing import flagsaver
 
 from keras_repnet import cli
-from keras_repnet import comparison
+from keras_repnet.apps import comparison
 
 
 SETTINGS = dict(

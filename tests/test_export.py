@@ -14,7 +14,7 @@ from helpers import random_batch
 
 import keras_repnet
 from keras_repnet import export
-from keras_repnet import tflite_ops
+from keras_repnet.export import ops as tflite_ops
 
 SIZE = 32
 CLASSES = 3

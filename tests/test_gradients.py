@@ -10,7 +10,7 @@ from tensorflow.python.framework import ops as tf_ops
 
 import keras_repnet
 from keras_repnet import gradients
-from keras_repnet.models import RepNetModel
+from keras_repnet.core.models import RepNetModel
 import helpers
 
 RULE_TOLERANCE = 1e-5

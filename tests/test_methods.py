@@ -12,8 +12,8 @@ from helpers import random_batch
 from helpers import snapshot
 
 from keras_repnet import methods
-from keras_repnet.builder import HEAD_NAME
-from keras_repnet.layers import RepNetModule
+from keras_repnet.core.builder import HEAD_NAME
+from keras_repnet.core.layers import RepNetModule
 
 SIZE = 32
 
@@ -114,7 +114,9 @@ def test_method_starts_from_backbone_trains_its_variables_round_trips(
 def test_repnet_names_select_the_connect_modes(monkeypatch):
     received = []
     monkeypatch.setattr(
-        methods, "build", lambda *args, **kwargs: received.append(kwargs)
+        methods.registry,
+        "build",
+        lambda *args, **kwargs: received.append(kwargs),
     )
     for name in methods.REPNET_METHODS:
         methods.build_method(name, "MobileNetV2", 3, weights=None)

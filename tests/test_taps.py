@@ -3,7 +3,7 @@ import pytest
 from helpers import NAMED_BACKBONES
 
 import keras_repnet
-from keras_repnet import taps
+from keras_repnet.core import taps
 
 
 def application(name, size=224, **kwargs):

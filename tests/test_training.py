@@ -10,7 +10,7 @@ from helpers import FLOWERS
 from helpers import MOBILENET_V2_WEIGHTS
 from helpers import requires
 
-from keras_repnet import training
+from keras_repnet.apps import training
 
 CLI = str(Path(sys.executable).parent / "keras-repnet")
 

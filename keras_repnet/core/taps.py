@@ -11,6 +11,8 @@ import dataclasses
 
 import keras
 
+from keras_repnet.core import graph as graph_lib
+
 # A new resolution level starts where the main path becomes at least this much
 # smaller than the current level (a stride-2 block or a pooling layer), so
 # that padding and the 2-pixel shrink of "valid" convolutions are ignored.
@@ -51,33 +53,6 @@ class _Graph:
     main_path: list  # Cut-point tensors in topological order.
 
 
-def _producer_node(tensor):
-    operation, node_index, _ = tensor._keras_history
-    return operation._inbound_nodes[node_index]
-
-
-def _walk(model):
-    """Returns the model's tensors in topological order with their nodes."""
-    producer, consumers, order, seen = {}, {}, [], set()
-    stack = [(tensor, False) for tensor in model.outputs]
-    while stack:
-        tensor, expanded = stack.pop()
-        if expanded:
-            order.append(tensor)
-            continue
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        stack.append((tensor, True))
-        node = _producer_node(tensor)
-        producer[id(tensor)] = node
-        for parent in node.input_tensors:
-            consumers.setdefault(id(parent), []).append(node)
-            if id(parent) not in seen:
-                stack.append((parent, False))
-    return order, producer, consumers
-
-
 def _analyse(model) -> _Graph:
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(
@@ -85,7 +60,7 @@ def _analyse(model) -> _Graph:
             f"Received: a model with {len(model.inputs)} inputs and "
             f"{len(model.outputs)} outputs."
         )
-    order, producer, consumers = _walk(model)
+    order, producer, consumers = graph_lib.walk(model)
     # Count paths from the input and to the output: a tensor is on every
     # input-output path exactly when the product of its counts equals the
     # total. Python integers keep the counts exact on densely wired graphs.

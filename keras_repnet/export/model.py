@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_repnet import taps as taps_lib
+from keras_repnet.core import graph as graph_lib
 
 FOLDABLE_CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
@@ -71,7 +71,7 @@ def foldable_pairs(model: keras.Model) -> list[tuple]:
     `DepthwiseConv2D`, channels-last, no activation) feeds only the batch
     norm, and the batch norm normalizes the last axis.
     """
-    order, producer, consumers = taps_lib._walk(model)
+    order, producer, consumers = graph_lib.walk(model)
     nodes = {id(node): node for node in producer.values()}.values()
     calls = collections.Counter(id(node.operation) for node in nodes)
     outputs = {id(tensor) for tensor in model.outputs}

@@ -4,8 +4,8 @@ import math
 
 import keras
 
-from keras_repnet.layers import ActivationConnector
-from keras_repnet.layers import RepNetModule
+from keras_repnet.core.layers import ActivationConnector
+from keras_repnet.core.layers import RepNetModule
 
 
 def count_params(weights) -> int:

@@ -5,7 +5,7 @@ import os
 
 import keras
 
-from keras_repnet import taps as taps_lib
+from keras_repnet.core import taps as taps_lib
 
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
 

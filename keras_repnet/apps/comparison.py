@@ -9,7 +9,6 @@ skips finished methods and resumes an interrupted one from its last epoch.
 """
 
 import json
-import math
 import os
 import statistics
 import time
@@ -17,15 +16,17 @@ import time
 import keras
 
 from keras_repnet import data as data_lib
-from keras_repnet import files
+from keras_repnet.apps import files
 from keras_repnet import methods as methods_lib
-from keras_repnet import training
-from keras_repnet.plotting import pyplot
-
-# Analytic memory is reported at the paper's batch size, at the run's
-# resolution and at the paper's 224 px.
-MEMORY_BATCH_SIZE = 8
-PAPER_IMAGE_SIZE = 224
+from keras_repnet.apps import training
+from keras_repnet.apps.reports import MEMORY_BATCH_SIZE
+from keras_repnet.apps.reports import PAPER_IMAGE_SIZE
+from keras_repnet.apps.reports import markdown
+from keras_repnet.apps.reports import pareto_front
+from keras_repnet.apps.reports import plot_curves
+from keras_repnet.apps.reports import plot_pareto
+from keras_repnet.apps.reports import summary
+from keras_repnet.core.plan import count_params
 _RESULT_FILE = "result.json"
 
 
@@ -118,7 +119,7 @@ def compare(
         rates = _learning_rates(method, learning_rates)
         row = _load_result(output_dir, method, settings, rates)
         if row is not None:
-            print(f"{prefix}: done before, skipped ({_summary(row)})")
+            print(f"{prefix}: done before, skipped ({summary(row)})")
         else:
             print(
                 f"{prefix}: training {epochs} epochs "
@@ -128,7 +129,7 @@ def compare(
             row = _run_method(
                 method, data, settings, rates, output_dir, measure, verbose
             )
-            print(f"{prefix}: {_summary(row)}")
+            print(f"{prefix}: {summary(row)}")
         rows.append(row)
     results = {
         "settings": settings,
@@ -273,8 +274,8 @@ def _run_method(method, data, settings, rates, output_dir, measure, verbose):
         "description": methods_lib.DESCRIPTIONS[method],
         "best_validation_accuracy": max(accuracy),
         "final_validation_accuracy": accuracy[-1],
-        "trainable_params": _count(model.trainable_weights),
-        "frozen_params": _count(model.non_trainable_weights),
+        "trainable_params": count_params(model.trainable_weights),
+        "frozen_params": count_params(model.non_trainable_weights),
         "learning_rates": list(rates),
         "memory": _memory(method, model, settings, splits.num_classes),
         "measured": (
@@ -292,10 +293,6 @@ def _run_method(method, data, settings, rates, output_dir, measure, verbose):
     }
     files.write_json(row, os.path.join(output_dir, method, _RESULT_FILE))
     return row
-
-
-def _count(weights):
-    return sum(math.prod(w.shape) for w in weights)
 
 
 # === Memory ===
@@ -363,178 +360,6 @@ def _measured(method, settings, num_classes):
         "batch_size": MEMORY_BATCH_SIZE,
         "image_size": settings["image_size"],
     }
-
-
-def _memory_mb(row, resolution, key):
-    entry = (row.get("memory") or {}).get(str(resolution)) or {}
-    return entry.get(key)
-
-
-# === Reports ===
-
-
-def _summary(row):
-    return (
-        f"validation accuracy best {row['best_validation_accuracy']:.3f}, "
-        f"final {row['final_validation_accuracy']:.3f}; "
-        f"{row['trainable_params']:,} trainable parameters; "
-        f"{row['wall_time_s']:.0f} s"
-    )
-
-
-def _cell(value, spec):
-    return "-" if value is None else format(value, spec)
-
-
-def markdown(results: dict) -> str:
-    """The comparison as a markdown table with its settings."""
-    settings = results["settings"]
-    size = settings["image_size"]
-    header = [
-        "method",
-        "best val acc",
-        "final val acc",
-        "trainable params",
-        f"memory MB ideal @{size}",
-        f"memory MB ours @{size}",
-        f"memory MB ideal @{PAPER_IMAGE_SIZE}",
-        f"memory MB ours @{PAPER_IMAGE_SIZE}",
-        f"measured step peak MB @{size}",
-        "median step ms",
-    ]
-    lines = [
-        f"# Transfer methods on {settings['backbone']}",
-        "",
-        f"Data `{settings['data']}`, {size} px, {settings['epochs']} epochs, "
-        f"batch {settings['batch_size']}, seed {settings['seed']}, "
-        f"weights `{settings['weights']}`, label smoothing "
-        f"{settings['label_smoothing']}; {settings['schedule']}. Memory: "
-        f"analytic training memory at batch {MEMORY_BATCH_SIZE} "
-        "(`keras_repnet.memory.profile`): ideal = the TinyTL / Rep-Net "
-        "count (peak activations + trainable fp32 + frozen int8), ours = "
-        "what TensorFlow holds (fp32 parameters, Adam state, step peak).",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    for row in results["methods"]:
-        measured = (row.get("measured") or {}).get("step_peak_mb")
-        cells = [
-            row["method"],
-            _cell(row["best_validation_accuracy"], ".3f"),
-            _cell(row["final_validation_accuracy"], ".3f"),
-            _cell(row["trainable_params"], ","),
-            _cell(_memory_mb(row, size, "ideal_mb"), ".1f"),
-            _cell(_memory_mb(row, size, "ours_mb"), ".1f"),
-            _cell(_memory_mb(row, PAPER_IMAGE_SIZE, "ideal_mb"), ".1f"),
-            _cell(_memory_mb(row, PAPER_IMAGE_SIZE, "ours_mb"), ".1f"),
-            _cell(measured, ".1f"),
-            _cell(row["median_step_ms"], ".0f"),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Methods (peak learning rates side / head):", ""]
-    lines += [
-        f"- `{row['method']}`: {row['description']} "
-        f"({row['learning_rates'][0]:g} / {row['learning_rates'][1]:g})"
-        for row in results["methods"]
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _x_axis(rows):
-    """Training memory (ideal, 224 px) when every row has it, else
-    trainable parameters."""
-    memory = [_memory_mb(row, PAPER_IMAGE_SIZE, "ideal_mb") for row in rows]
-    if all(value is not None for value in memory):
-        return memory, (
-            f"training memory, MB (ideal, batch {MEMORY_BATCH_SIZE}, "
-            f"{PAPER_IMAGE_SIZE} px)"
-        )
-    return [max(1, row["trainable_params"]) for row in rows], (
-        "trainable parameters (memory not available)"
-    )
-
-
-def pareto_front(points: list) -> list:
-    """Indices of the `(cost, accuracy)` points that no other point beats
-    on both (lower or equal cost and higher or equal accuracy, one strictly),
-    in order of cost."""
-    front = [
-        i
-        for i, (cost, accuracy) in enumerate(points)
-        if not any(
-            c <= cost and a >= accuracy and (c, a) != (cost, accuracy)
-            for c, a in points
-        )
-    ]
-    return sorted(front, key=lambda i: points[i])
-
-
-def plot_pareto(rows: list, path, settings: dict) -> None:
-    """Best validation accuracy against training memory, with the Pareto
-    front drawn as a line."""
-    costs, label = _x_axis(rows)
-    accuracy = [row["best_validation_accuracy"] for row in rows]
-    figure, axis = pyplot.subplots(figsize=(7, 5))
-    repnet = [row["method"].startswith("repnet") for row in rows]
-    for family, marker, name in ((True, "o", "Rep-Net"), (False, "s", "other")):
-        chosen = [i for i, r in enumerate(repnet) if r == family]
-        if chosen:
-            axis.scatter(
-                [costs[i] for i in chosen], [accuracy[i] for i in chosen],
-                marker=marker, label=name, zorder=3,
-            )
-    for cost, value, row in zip(costs, accuracy, rows):
-        axis.annotate(
-            row["method"], (cost, value), textcoords="offset points",
-            xytext=(4, 4), fontsize=8,
-        )
-    front = pareto_front(list(zip(costs, accuracy)))
-    axis.plot(
-        [costs[i] for i in front], [accuracy[i] for i in front],
-        linestyle="--", color="grey", label="Pareto front", zorder=2,
-    )
-    axis.set_xscale("log")
-    axis.set_xlabel(label)
-    axis.set_ylabel("best validation accuracy")
-    axis.set_title(_title(settings))
-    axis.grid(alpha=0.3, which="both")
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
-
-
-def plot_curves(rows: list, path, settings: dict) -> None:
-    """Validation accuracy per epoch, one line per method (Rep-Net variants
-    solid, the other methods dashed)."""
-    figure, axis = pyplot.subplots(figsize=(7, 5))
-    colors = pyplot.get_cmap("tab20").colors
-    for index, row in enumerate(rows):
-        values = row["history"]["val_accuracy"]
-        axis.plot(
-            range(1, len(values) + 1), values, marker="o",
-            color=colors[index % len(colors)],
-            linestyle="-" if row["method"].startswith("repnet") else "--",
-            label=row["method"],
-        )
-    axis.xaxis.get_major_locator().set_params(integer=True)
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("validation accuracy")
-    axis.set_title(_title(settings))
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
-
-
-def _title(settings):
-    epochs = settings["epochs"]
-    return (
-        f"{settings['backbone']}, {settings['image_size']} px, "
-        f"{epochs} epoch{'s' if epochs != 1 else ''}"
-    )
 
 
 # === Files ===

@@ -1,21 +1,34 @@
-"""Reads which operators a `.tflite` flatbuffer uses, per signature."""
+"""Reads which operators a `.tflite` flatbuffer uses, per signature.
 
+`ai_edge_litert` (its flatbuffer schema) is imported on first use, not
+with `keras_repnet`.
+"""
+
+import functools
 import os
 
-from ai_edge_litert import schema_py_generated as schema
 
-_BUILTIN_NAMES = {
-    code: name
-    for name, code in vars(schema.BuiltinOperator).items()
-    if not name.startswith("_")
-}
+@functools.cache
+def _schema():
+    from ai_edge_litert import schema_py_generated
+
+    return schema_py_generated
+
+
+@functools.cache
+def _builtin_names():
+    return {
+        code: name
+        for name, code in vars(_schema().BuiltinOperator).items()
+        if not name.startswith("_")
+    }
 
 
 def _read(model):
     if isinstance(model, (str, os.PathLike)):
         with open(model, "rb") as f:
             model = f.read()
-    return schema.Model.GetRootAs(bytes(model), 0)
+    return _schema().Model.GetRootAs(bytes(model), 0)
 
 
 def _operator_names(flatbuffer):
@@ -26,10 +39,10 @@ def _operator_names(flatbuffer):
         # Codes above 127 live in `BuiltinCode`, older ones in the deprecated
         # byte; the larger of the two is the real one.
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        if builtin == schema.BuiltinOperator.CUSTOM:
+        if builtin == _schema().BuiltinOperator.CUSTOM:
             names.append(code.CustomCode().decode())
         else:
-            names.append(_BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}"))
+            names.append(_builtin_names().get(builtin, f"BUILTIN_{builtin}"))
     return names
 
 
@@ -74,7 +87,7 @@ def non_builtin_operators(model, signature=None) -> list[str]:
         The names among `operators(model, signature)` that a runtime with
         only the builtin operators cannot run (e.g. `FlexReluGrad`).
     """
-    builtin = set(_BUILTIN_NAMES.values())
+    builtin = set(_builtin_names().values())
     return [name for name in operators(model, signature) if name not in builtin]
 
 

@@ -4,10 +4,18 @@ import threading
 
 import keras
 
-from keras_repnet import gradients
-from keras_repnet.layers import RepNetModule
+from keras_repnet import backward
+from keras_repnet.core.layers import RepNetModule
 
 _training_call = threading.local()  # per replica thread
+
+
+def recomputed(operation) -> bool:
+    """Whether a lean training call of `RepNetModel` recomputes `operation`
+    in the backward pass (`keras_repnet.backward.recompute`): the side
+    modules, cheap layers with large activations at the first taps. The
+    memory profiler reads this policy too."""
+    return isinstance(operation, RepNetModule)
 
 
 @keras.saving.register_keras_serializable(package="keras_repnet")
@@ -20,12 +28,12 @@ class RepNetModel(keras.Model):
     same gradients:
 
     - `train_step` builds its gradients inside
-      `keras_repnet.gradients.override()`: the frozen backbone's ReLUs keep
+      `keras_repnet.backward.override()`: the frozen backbone's ReLUs keep
       bool masks instead of float activations, hard-swish keeps only its
       input, MobileNet's padded depthwise convolutions need no padded copy
       of their gradient.
     - Calls with `training=True` run the side modules (`RepNetModule`)
-      through `keras_repnet.gradients.recompute()`: their activations, large
+      through `keras_repnet.backward.recompute()`: their activations, large
       at the first taps, are recomputed in the backward pass.
 
     Measured by `bench/memory.py` at 224x224, batch 8: the step peak falls
@@ -75,7 +83,7 @@ class RepNetModel(keras.Model):
     def train_step(self, *args, **kwargs):
         if not self.lean_backward:
             return super().train_step(*args, **kwargs)
-        with gradients.override():
+        with backward.override():
             return super().train_step(*args, **kwargs)
 
     def call(self, inputs, training=None, mask=None, **kwargs):
@@ -93,8 +101,8 @@ class RepNetModel(keras.Model):
 
             def operation_fn(operation):
                 call = plain_fn(operation)
-                if isinstance(operation, RepNetModule):  # side modules
-                    return gradients.recompute(call)
+                if recomputed(operation):
+                    return backward.recompute(call)
                 return call
 
         return super()._run_through_graph(inputs, operation_fn, **kwargs)

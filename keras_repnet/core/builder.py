@@ -2,14 +2,15 @@
 
 import keras
 
-from keras_repnet import backbones
-from keras_repnet import taps as taps_lib
-from keras_repnet.layers import ActivationConnector
-from keras_repnet.layers import RepNetModule
-from keras_repnet.models import RepNetModel
+from keras_repnet.core import backbones
+from keras_repnet.core import heads
+from keras_repnet.core import taps as taps_lib
+from keras_repnet.core.layers import ActivationConnector
+from keras_repnet.core.layers import RepNetModule
+from keras_repnet.core.models import RepNetModel
 
 CONNECT_MODES = ("dual", "down", "up", "none", "all")
-HEAD_NAME = "repnet_head"
+HEAD_NAME = heads.HEAD_NAME
 
 
 def build(
@@ -83,34 +84,18 @@ def build(
     frozen.trainable = False
 
     # === Functional Model ===
-    image = keras.Input(
-        batch_shape=frozen.inputs[0].shape, name=frozen.inputs[0].name
-    )
+    image = heads.new_input(frozen)
     side = _SidePath(
         image, plan, connect, side_kernel_size, side_groups, side_width
     )
-    trunk = keras.models.clone_model(
-        frozen,
-        input_tensors=keras.tree.map_structure(lambda _: image, frozen.input),
-        clone_function=lambda layer: layer,
-        call_function=side.call_layer,
-    )
+    features = heads.replay(frozen, image, side.call_layer)
     side.check_complete()
-    features = keras.layers.GlobalAveragePooling2D(name="repnet_pool")(
-        trunk.outputs[0]
+    logits = heads.classifier_head(
+        features,
+        num_classes,
+        dropout,
+        side_features=side.features if connect in ("none", "up") else None,
     )
-    if connect in ("none", "up"):
-        side_features = keras.layers.GlobalAveragePooling2D(
-            name="repnet_side_pool"
-        )(side.features)
-        features = keras.layers.Concatenate(name="repnet_join")(
-            [features, side_features]
-        )
-    if dropout:
-        features = keras.layers.Dropout(dropout, name="repnet_dropout")(
-            features
-        )
-    logits = keras.layers.Dense(num_classes, name=HEAD_NAME)(features)
     name = name or f"repnet_{backbones.backbone_name(backbone).lower()}"
     return RepNetModel(
         image, logits, name=name, backbone=backbones.backbone_name(backbone)

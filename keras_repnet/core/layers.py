@@ -106,13 +106,28 @@ class RepNetModule(keras.layers.Layer):
                 *self.output_size, interpolation="bilinear", name="resize"
             )
 
+    def steps(self) -> list:
+        """The module's operations in the order `call` runs them: its
+        sublayers, and `keras.activations.relu` between the two convolutions
+        (read by `keras_repnet.memory.profile` as well)."""
+        steps = [
+            self.pool,
+            self.conv,
+            self.norm,
+            keras.activations.relu,
+            self.project,
+            self.project_norm,
+            self.resize,
+        ]
+        return [step for step in steps if step is not None]
+
     def call(self, inputs, training=None):
-        x = inputs if self.pool is None else self.pool(inputs)
-        x = self.conv(x)
-        x = keras.ops.relu(self.norm(x, training=training))
-        x = self.project_norm(self.project(x), training=training)
-        if self.resize is not None:
-            x = self.resize(x)
+        x = inputs
+        for step in self.steps():
+            if isinstance(step, keras.layers.BatchNormalization):
+                x = step(x, training=training)
+            else:
+                x = step(x)
         return x
 
     def compute_output_shape(self, input_shape):

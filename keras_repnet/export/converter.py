@@ -17,11 +17,11 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_repnet import backbones
+from keras_repnet.core import backbones
 from keras_repnet import data
-from keras_repnet import export_model
-from keras_repnet import gradients
-from keras_repnet import tflite_ops
+from keras_repnet.export import model as export_model
+from keras_repnet import backward
+from keras_repnet.export import ops as tflite_ops
 
 FORMAT = "keras-repnet-tflite/1"
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
@@ -120,7 +120,7 @@ def export_tflite(
     with tempfile.TemporaryDirectory() as saved_model:
         # The saved model keeps the first trace of each function, so the
         # builtin-only gradients must be in place while tracing.
-        with gradients.override(builtins_only=True):
+        with backward.override(builtins_only=True):
             module, functions = trainer.module(
                 batch_size, image_shape, flex_checkpoints
             )

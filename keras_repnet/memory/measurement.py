@@ -62,7 +62,8 @@ class Measurement:
 
     @property
     def peak_mb(self) -> float:
-        return self.peak_bytes / 2**20
+        """`peak_bytes` in MB (10^6 bytes, as everywhere in keras-repnet)."""
+        return self.peak_bytes / 1e6
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -151,7 +152,7 @@ def _check_platform():
 
 
 def _check_spec(**spec):
-    from keras_repnet import backbones
+    from keras_repnet.core import backbones
     from keras_repnet import methods
 
     known = (INFERENCE, *methods.METHODS)
@@ -208,7 +209,7 @@ def _peak_of(step):
 def _build(spec):
     import keras
 
-    from keras_repnet import backbones
+    from keras_repnet.core import backbones
     from keras_repnet import methods
 
     shape = (spec["image_size"], spec["image_size"], 3)
@@ -235,7 +236,7 @@ def _build(spec):
 def _child(spec):
     import tensorflow as tf
 
-    from keras_repnet import memory_profile
+    from keras_repnet.memory import profiler
 
     model = _build(spec)
     batch, size = spec["batch_size"], spec["image_size"]
@@ -248,7 +249,7 @@ def _child(spec):
         step = lambda: forward(images).numpy()  # noqa: E731
     else:
         step = lambda: model.train_on_batch(images, labels)  # noqa: E731
-    profile = memory_profile.profile(model, batch).to_dict()
+    profile = profiler.profile(model, batch).to_dict()
     step()
     step()
     peak, baseline = _peak_of(step)

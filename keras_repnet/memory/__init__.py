@@ -3,10 +3,10 @@
 - `profile(model, batch_size)` counts parameters, gradients, optimizer state
   and the activations kept for the backward pass, under the TinyTL / Rep-Net
   accounting (`ideal`) and as TensorFlow keeps them (`ours`), without
-  training (see `keras_repnet.memory_profile`).
+  training (see `keras_repnet.memory.profiler`).
 - `measure(method, backbone, image_size=..., batch_size=...)` runs training
   steps in a fresh process and reads the peak resident memory of one step
-  (see `keras_repnet.memory_measure`); `method="inference"` gives the frozen
+  (see `keras_repnet.memory.measurement`); `method="inference"` gives the frozen
   backbone's forward pass, the floor of any training step.
 
 Example:
@@ -17,12 +17,12 @@ Example:
 ...     "repnet", "MobileNetV2", image_size=224, batch_size=8).peak_mb
 """
 
-from keras_repnet.memory_measure import INFERENCE
-from keras_repnet.memory_measure import Measurement
-from keras_repnet.memory_measure import measure
-from keras_repnet.memory_profile import ActivationMemory
-from keras_repnet.memory_profile import MemoryProfile
-from keras_repnet.memory_profile import profile
+from keras_repnet.memory.measurement import INFERENCE
+from keras_repnet.memory.measurement import Measurement
+from keras_repnet.memory.measurement import measure
+from keras_repnet.memory.profiler import ActivationMemory
+from keras_repnet.memory.profiler import MemoryProfile
+from keras_repnet.memory.profiler import profile
 
 __all__ = [
     "INFERENCE",

@@ -1,0 +1,203 @@
+"""Image classification datasets as batched, preprocessed `tf.data` pipelines.
+
+`load()` reads an image folder, MNIST-style idx files, a `.npz` file, numpy
+arrays or a TensorFlow Datasets name, and returns a `DatasetSplits` whose
+`train` and `validation` datasets yield `(images, labels)` batches ready for
+`model.fit()`.
+"""
+
+import dataclasses
+import functools
+import importlib
+import inspect
+import os
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_repnet.core import backbones
+from keras_repnet.data import pipeline
+from keras_repnet.data import sources
+from keras_repnet.data.sources import load_idx_folder
+from keras_repnet.data.sources import read_idx
+
+
+@dataclasses.dataclass
+class DatasetSplits:
+    """Training and validation pipelines of one image classification dataset.
+
+    Both datasets yield `(images, labels)` batches: `images` is a float32
+    tensor of shape `(batch, height, width, 3)` already passed through the
+    `preprocess` function given to `load()`, and `labels` is int32 of shape
+    `(batch,)`. `validation` is never augmented and always in the same order.
+
+    Args:
+        train: `tf.data.Dataset`. Shuffled (and augmented) training batches.
+        validation: `tf.data.Dataset`. Validation batches; empty when
+            `num_validation` is 0.
+        class_names: list of str. Name of each class, indexed by label.
+        num_train: int. Number of training examples.
+        num_validation: int. Number of validation examples.
+    """
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    class_names: list[str]
+    num_train: int
+    num_validation: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def preprocessing_for(backbone) -> Callable | None:
+    """Returns the `preprocess_input` function of a `keras.applications` model.
+
+    Example:
+
+    >>> preprocess = preprocessing_for(keras.applications.MobileNetV2)
+    >>> preprocess is keras.applications.mobilenet_v2.preprocess_input
+    True
+
+    Args:
+        backbone: a `keras.applications` constructor (e.g.
+            `keras.applications.ResNet50`), its name as a string
+            (`"ResNet50"`), or anything else, such as a built `keras.Model`.
+
+    Returns:
+        The `preprocess_input` function of the module that defines the
+        constructor, which expects float images in `[0, 255]`; `None` when
+        `backbone` is not a constructor or its module has no such function.
+    """
+    if isinstance(backbone, str):
+        backbone = backbones.constructor_for(backbone)
+    if not inspect.isfunction(backbone):
+        return None
+    module = importlib.import_module(backbone.__module__)
+    return getattr(module, "preprocess_input", None)
+
+
+def load(
+    source: str | os.PathLike | tuple[np.ndarray, np.ndarray],
+    *,
+    image_size: int | tuple[int, int],
+    batch_size: int = 32,
+    validation_split: float = 0.2,
+    seed: int = 1337,
+    preprocess: Callable | None = None,
+    augment: bool = True,
+    max_examples: int | None = None,
+) -> DatasetSplits:
+    """Loads an image classification dataset as training and validation batches.
+
+    Images are decoded once and cached as uint8, converted to RGB and resized
+    to `image_size` (bilinear). Training examples are reshuffled every epoch
+    and, with `augment=True`, randomly cropped (25-100% of the area, aspect
+    ratio 3/4-4/3), resized back and randomly flipped left-right. Batches of
+    float32 images in `[0, 255]` then go through `preprocess`.
+
+    Example:
+
+    ```python
+    splits = keras_repnet.data.load(
+        "flowers/",
+        image_size=224,
+        preprocess=preprocessing_for("MobileNetV2"),
+    )
+    model.fit(splits.train, validation_data=splits.validation)
+    ```
+
+    Args:
+        source: the dataset. One of:
+            - a folder with one sub-folder of images per class, split with
+              `keras.utils.image_dataset_from_directory`;
+            - a folder of MNIST-style idx files (see `load_idx_folder()`);
+            - a `.npz` file with arrays `x` and `y`, or `x_train` and
+              `y_train` and optionally `x_test` and `y_test`;
+            - a tuple `(x, y)` of numpy arrays: images of shape `(N, H, W)`,
+              `(N, H, W, 1)` or `(N, H, W, 3)` with values in `[0, 255]` and
+              integer labels of shape `(N,)`;
+            - `"tfds:NAME"`, a TensorFlow Datasets name (needs
+              `pip install keras-repnet[tfds]`).
+            Numpy labels must be integers >= 0; class `i` is named `str(i)`.
+        image_size: int or tuple of two ints. Height and width of the output
+            images; an int gives square images.
+        batch_size: int. Number of examples per batch. The last batch may be
+            smaller. Defaults to `32`.
+        validation_split: float. Fraction of the examples held out for
+            validation, in `[0, 1)`. Ignored when the source has its own test
+            split (idx `t10k-*` files, npz `x_test`/`y_test`, or a tfds
+            `validation` or `test` split). With `0`, `validation` is an empty
+            dataset. Defaults to `0.2`.
+        seed: int. Seed of the train/validation split, the shuffling and the
+            augmentation. Defaults to `1337`.
+        preprocess: callable or `None`. Applied to batches of float32 images
+            in `[0, 255]`, e.g. the result of `preprocessing_for()`. Defaults
+            to `None` (images stay in `[0, 255]`).
+        augment: bool. Whether to augment the training images. Defaults to
+            `True`.
+        max_examples: int or `None`. If set, keeps only the first
+            `max_examples` examples of each split (after the seeded split and
+            shuffle), for quick runs. Defaults to `None`.
+
+    Returns:
+        A `DatasetSplits`.
+    """
+    image_size = _standardize_image_size(image_size)
+    _check_positive_int("batch_size", batch_size)
+    if max_examples is not None:
+        _check_positive_int("max_examples", max_examples)
+    if not 0 <= validation_split < 1:
+        raise ValueError(
+            "`validation_split` must be in [0, 1). "
+            f"Received: validation_split={validation_split}"
+        )
+    (train, num_train), (validation, num_validation), class_names = (
+        sources.read_source(source, image_size, validation_split, seed)
+    )
+    train, num_train = pipeline.take(train, num_train, max_examples)
+    validation, num_validation = pipeline.take(validation, num_validation, max_examples)
+    pipeline = functools.partial(
+        pipeline.batched,
+        image_size=image_size,
+        batch_size=batch_size,
+        preprocess=preprocess,
+    )
+    return DatasetSplits(
+        train=pipeline(
+            train, shuffle_buffer=num_train, seed=seed, augment=augment
+        ),
+        validation=pipeline(validation),
+        class_names=class_names,
+        num_train=num_train,
+        num_validation=num_validation,
+    )
+
+
+# === Argument checks ===
+
+
+def _standardize_image_size(image_size):
+    sides = (
+        (image_size, image_size) if isinstance(image_size, int) else image_size
+    )
+    if not (
+        isinstance(sides, (tuple, list))
+        and len(sides) == 2
+        and all(isinstance(side, int) and side > 0 for side in sides)
+    ):
+        raise ValueError(
+            "`image_size` must be a positive int or a tuple of two positive "
+            f"ints (height, width). Received: image_size={image_size}"
+        )
+    return tuple(sides)
+
+
+def _check_positive_int(name, value):
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive int. Received: {name}={value}"
+        )

@@ -1,0 +1,29 @@
+"""Export to LiteRT for on-device training.
+
+`export_tflite(model, path)` (in `converter.py`) traces the train, infer
+and weight signatures and converts them with builtin ops only; `model.py`
+rewrites the Keras model for the export (folded batch norms, a builtin
+dropout); `ops.py` reads which operators a `.tflite` file uses.
+"""
+
+from keras_repnet.export.converter import CHECKPOINT_SIGNATURES
+from keras_repnet.export.converter import FORMAT
+from keras_repnet.export.converter import INPUT_DESCRIPTION
+from keras_repnet.export.converter import ITERATIONS_NAME
+from keras_repnet.export.converter import OPTIMIZERS
+from keras_repnet.export.converter import SIGNATURES
+from keras_repnet.export.converter import export_tflite
+from keras_repnet.export.converter import sidecar_path
+from keras_repnet.export.converter import weight_name
+
+__all__ = [
+    "CHECKPOINT_SIGNATURES",
+    "FORMAT",
+    "INPUT_DESCRIPTION",
+    "ITERATIONS_NAME",
+    "OPTIMIZERS",
+    "SIGNATURES",
+    "export_tflite",
+    "sidecar_path",
+    "weight_name",
+]

@@ -1,0 +1,122 @@
+"""The layers the compared methods add to a frozen backbone."""
+
+import keras
+
+
+class _AddedWeight(keras.layers.Layer):
+    """Adds a trainable weight, initialised to zero, to its input. The
+    weight's gradient is a sum of the incoming gradient: it reads no stored
+    activation (`weight_gradient_reads_input`, read by
+    `keras_repnet.memory.profile`)."""
+
+    weight_gradient_reads_input = False
+    weight_name = None  # The variable's name, and this layer's attribute.
+
+    def weight_shape(self, input_shape):
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        weight = self.add_weight(
+            shape=self.weight_shape(input_shape),
+            initializer="zeros",
+            name=self.weight_name,
+        )
+        setattr(self, self.weight_name, weight)
+
+    def call(self, inputs):
+        weight = getattr(self, self.weight_name)
+        return inputs + keras.ops.cast(weight, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="keras_repnet")
+class ChannelBias(_AddedWeight):
+    """Adds a trainable per-channel shift, initialised to zero.
+
+    Placed after a frozen (inference-mode) batch norm it trains that norm's
+    shift (beta) without touching the frozen layer: `beta + bias`. Its
+    gradient is the sum of the incoming gradient, so it stores no activation.
+    """
+
+    weight_name = "bias"
+
+    def weight_shape(self, input_shape):
+        return (input_shape[-1],)
+
+
+@keras.saving.register_keras_serializable(package="keras_repnet")
+class InputPerturbation(_AddedWeight):
+    """Adds a learnable perturbation of the input's shape: `x + p`, with `p`
+    initialised to zero (adversarial reprogramming, Rep-Net Eq. 2)."""
+
+    weight_name = "perturbation"
+
+    def weight_shape(self, input_shape):
+        return tuple(input_shape[1:])
+
+
+@keras.saving.register_keras_serializable(package="keras_repnet")
+class SignBackward(keras.layers.Layer):
+    """Passes an activation's output forward and a binary-mask gradient back.
+
+    Called on `[x, y]` with `y = activation(x)`, it returns `y` exactly, but
+    the gradient reaches `x` as `dy * (x > 0)` and never reaches `y`'s own
+    backward (MobileTL's sign approximation of ReLU6 and hard-swish
+    derivatives). Only the boolean mask `x > 0` is needed for the backward
+    pass.
+    """
+
+    def call(self, inputs):
+        x, y = inputs
+        passed = keras.ops.where(x > 0, x, keras.ops.zeros_like(x))
+        return keras.ops.stop_gradient(y) + (
+            passed - keras.ops.stop_gradient(passed)
+        )
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[1]
+
+
+@keras.saving.register_keras_serializable(package="keras_repnet")
+class LabelMapping(keras.layers.Layer):
+    """Maps source-class logits to `num_classes` target logits, many to one.
+
+    Source class `s` belongs to target class `s % num_classes`; the target
+    logit is the log-sum-exp of its source logits, so a softmax over the
+    target logits equals the summed source probabilities of each group.
+
+    Args:
+        num_classes: int. Number of target classes.
+    """
+
+    def __init__(self, num_classes, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+
+    def build(self, input_shape):
+        if input_shape[-1] < self.num_classes:
+            raise ValueError(
+                f"Cannot map {input_shape[-1]} source classes onto "
+                f"{self.num_classes} target classes: a many-to-one mapping "
+                "needs at least as many source classes."
+            )
+
+    def call(self, inputs):
+        groups = keras.ops.one_hot(
+            keras.ops.arange(inputs.shape[-1]) % self.num_classes,
+            self.num_classes,
+            dtype=inputs.dtype,
+        )
+        peak = keras.ops.stop_gradient(
+            keras.ops.max(inputs, axis=-1, keepdims=True)
+        )
+        summed = keras.ops.matmul(keras.ops.exp(inputs - peak), groups)
+        return keras.ops.log(summed) + peak
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.num_classes)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
