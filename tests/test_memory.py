@@ -94,6 +94,31 @@ def test_other_connect_modes_and_methods_profile(name):
     assert 0 < memory.profile(model, 2).ours.peak_bytes
 
 
+def test_ours_follows_the_lean_rules_declarations(repnet, monkeypatch):
+    before = memory.profile(repnet, 2).ours
+    # Declare that the lean ReLU6 rule kept the float output, as
+    # TensorFlow's `Relu6Grad` does: the lean count keeps more.
+    relu6 = gradients.LEAN_RULES["Relu6"]
+    monkeypatch.setattr(relu6, "keeps", gradients.TENSORFLOW_KEEPS["Relu6"])
+    float_relu6 = memory.profile(repnet, 2).ours
+    assert float_relu6.stored_bytes > before.stored_bytes
+    # The depthwise rule no longer fusing the padding: a padded gradient.
+    depthwise = gradients.LEAN_RULES["DepthwiseConv2dNative"]
+    monkeypatch.setattr(depthwise, "keeps", gradients.Keeps())
+    assert memory.profile(repnet, 2).ours.peak_bytes > float_relu6.peak_bytes
+    monkeypatch.undo()
+    assert memory.profile(repnet, 2).ours == before
+
+
+def test_ours_follows_the_recompute_policy(repnet, monkeypatch):
+    recomputed = memory.profile(repnet, 2).ours
+    monkeypatch.setattr(
+        keras_repnet.core.models, "recomputed", lambda operation: False
+    )
+    kept = memory.profile(repnet, 2).ours
+    assert kept.stored_bytes > recomputed.stored_bytes
+
+
 def _tensorflow_kept_bytes(model, batch_size):
     """Bytes of the forward tensors that the backward ops of TensorFlow's
     optimised (grappler) training graph read: the ground truth of `ours`.

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from keras_repnet.core import graph as graph_lib
-from keras_repnet.core.models import recomputed
+from keras_repnet.core import models
 from keras_repnet.core.plan import count_params
 
 PIECEWISE_LINEAR = ("relu", "relu6", "leaky_relu")
@@ -205,7 +205,7 @@ class Graph:
                     )
                 )
             current = following
-        if recomputed(layer):
+        if models.recomputed(layer):
             for node in self.nodes[first:]:
                 node.module = first
 
