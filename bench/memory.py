@@ -7,7 +7,7 @@ For each backbone, measures in a fresh process per configuration (see
 `keras_repnet.memory.measure`; random weights): the frozen backbone's
 inference (the floor), last layer only, full fine-tuning and Rep-Net, the
 last two with plain autodiff and with keras-repnet's lean backward
-(`keras_repnet.gradients`: bool masks for ReLUs). Beside each measured
+(`keras_repnet.backward`: bool masks for ReLUs). Beside each measured
 peak: the analytic `ideal` (TinyTL / Rep-Net accounting) and `ours` (what
 TensorFlow keeps) step peaks of `keras_repnet.memory.profile`. MB are 10^6
 bytes above the memory held before the step (model, optimizer state,

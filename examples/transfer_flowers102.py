@@ -16,7 +16,7 @@ Other datasets of the paper in TensorFlow Datasets: `cifar10`, `cifar100`,
 
 Writes to `--output_dir`: `model.keras`, the on-device training model
 `model.tflite` with its sidecar `model.json`, and with `--compare` the
-comparison table and plots (see `keras_repnet.comparison`).
+comparison table and plots (see `keras_repnet.apps.comparison`).
 """
 
 import argparse

@@ -180,12 +180,12 @@ def memory_command():
     except RuntimeError as error:
         raise app.UsageError(str(error)) from error
     print(
-        f"Measured step peak: {measured.peak_bytes / 1e6:.1f} MB "
+        f"Measured step peak: {measured.peak_mb:.1f} MB "
         f"(analytic ours / measured: "
         f"{profile.ours.peak_bytes / measured.peak_bytes:.2f}), step "
         f"{measured.step_seconds * 1000:.0f} ms.\n"
         f"Inference floor (frozen {_BACKBONE.value}, forward only): "
-        f"{floor.peak_bytes / 1e6:.1f} MB; the step peak is "
+        f"{floor.peak_mb:.1f} MB; the step peak is "
         f"{measured.peak_bytes / floor.peak_bytes:.2f}x that."
     )
 

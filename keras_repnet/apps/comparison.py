@@ -355,7 +355,7 @@ def _measured(method, settings, num_classes):
         print(f"  measuring {method} failed: {error}")
         return {"error": str(error)}
     return {
-        "step_peak_mb": round(result.peak_bytes / 1e6, 2),
+        "step_peak_mb": round(result.peak_mb, 2),
         "step_seconds": result.step_seconds,
         "batch_size": MEMORY_BATCH_SIZE,
         "image_size": settings["image_size"],

@@ -47,7 +47,7 @@ the counts and `recompute()`, `ops.py` helpers that read TensorFlow ops.
 
 Example:
 
->>> with keras_repnet.gradients.override():
+>>> with keras_repnet.backward.override():
 ...     with tf.GradientTape() as tape:
 ...         loss = loss_fn(y, model(x, training=True))
 ...     grads = tape.gradient(loss, model.trainable_variables)

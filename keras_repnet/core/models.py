@@ -50,7 +50,7 @@ class RepNetModel(keras.Model):
 
     Args:
         lean_backward: bool. Build the train step's gradients with the lean
-            rules of `keras_repnet.gradients`. Defaults to `True`.
+            rules of `keras_repnet.backward`. Defaults to `True`.
         backbone: str. The frozen backbone's name: its `keras.applications`
             name (e.g. `"MobileNetV2"`) when built from one, used to find its
             preprocessing (e.g. by `keras_repnet.export_tflite`), else the

@@ -226,36 +226,41 @@ def _standardize_arrays(x, y):
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim == 3:
         x = x[..., np.newaxis]
-    if x.ndim != 4 or x.shape[-1] not in (1, 3):
-        raise ValueError(
-            "Expected images of shape (N, H, W), (N, H, W, 1) or "
-            f"(N, H, W, 3). Received: x.shape={x.shape}"
-        )
-    if not np.issubdtype(x.dtype, np.number):
-        raise ValueError(
-            "Expected numeric images with values in [0, 255]. "
-            f"Received: x.dtype={x.dtype}"
-        )
+    _require(
+        x.ndim == 4 and x.shape[-1] in (1, 3),
+        "Expected images of shape (N, H, W), (N, H, W, 1) or "
+        f"(N, H, W, 3). Received: x.shape={x.shape}",
+    )
+    _require(
+        np.issubdtype(x.dtype, np.number),
+        "Expected numeric images with values in [0, 255]. "
+        f"Received: x.dtype={x.dtype}",
+    )
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if y.ndim != 1 or len(y) != len(x):
-        raise ValueError(
-            "Expected one integer label per image, of shape (N,). "
-            f"Received: x.shape={x.shape}, y.shape={y.shape}"
-        )
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(
-            "Expected integer class labels; convert them with "
-            f"`y.astype('int32')`. Received: y.dtype={y.dtype}"
-        )
-    if len(y) and y.min() < 0:
-        raise ValueError(
-            "Expected class labels >= 0. "
-            f"Received: labels with minimum {y.min()}"
-        )
+    _require(
+        y.ndim == 1 and len(y) == len(x),
+        "Expected one integer label per image, of shape (N,). "
+        f"Received: x.shape={x.shape}, y.shape={y.shape}",
+    )
+    _require(
+        np.issubdtype(y.dtype, np.integer),
+        "Expected integer class labels; convert them with "
+        f"`y.astype('int32')`. Received: y.dtype={y.dtype}",
+    )
+    _require(
+        not len(y) or y.min() >= 0,
+        "Expected class labels >= 0. "
+        f"Received: labels with minimum {y.min() if len(y) else None}",
+    )
     if x.dtype != np.uint8:
         x = np.clip(np.rint(x), 0, 255).astype(np.uint8)
     return x, y.astype(np.int32)
+
+
+def _require(condition, message):
+    if not condition:
+        raise ValueError(message)
 
 
 def _from_arrays(x, y):

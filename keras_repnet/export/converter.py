@@ -302,7 +302,7 @@ def _check_builtin(content, keys):
             + "; ".join(f"{key}: {', '.join(ops)}" for key, ops in missing.items())
             + ". Remove the layers that use them (random augmentation, "
             "unusual activations) or report the operator so that "
-            "keras_repnet.gradients learns a builtin form of it."
+            "keras_repnet.backward learns a builtin form of it."
         )
 
 

@@ -4,7 +4,7 @@ Every method is built on the same frozen backbone by one entry point,
 `build_method(name, backbone, num_classes)`, and returns an ordinary Keras
 model that outputs class logits, trains with `fit` and saves to `.keras`.
 A method's new classifier is always the layer `repnet_head` (see
-`keras_repnet.core.heads.HEAD_NAME`), so `keras_repnet.training.make_optimizer`
+`keras_repnet.core.heads.HEAD_NAME`), so `keras_repnet.apps.training.make_optimizer`
 gives it its own learning rate; every other trainable variable is "side".
 
 | name | what trains | reference |

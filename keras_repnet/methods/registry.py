@@ -73,7 +73,7 @@ def default_learning_rates(name: str) -> dict:
 
     Example:
 
-    >>> optimizer = keras_repnet.training.make_optimizer(
+    >>> optimizer = keras_repnet.apps.training.make_optimizer(
     ...     **default_learning_rates("ft-full"), total_steps=1000)
     """
     _check_name(name)
@@ -109,7 +109,7 @@ def build_method(
             (`"auto"`, `"backbone"` or `"random"`, default `"auto"`).
 
     Returns:
-        An uncompiled `keras_repnet.models.RepNetModel` (a functional
+        An uncompiled `keras_repnet.RepNetModel` (a functional
         `keras.Model` with the lean backward pass) mapping images,
         preprocessed for the backbone, to logits.
 
