@@ -17,8 +17,8 @@ from common import median_seconds
 from common import write_results
 
 import keras_repnet
-from keras_repnet.core import backbones
 from keras_repnet.apps import training
+from keras_repnet.core import backbones
 
 _BACKBONE = flags.DEFINE_string("backbone", "MobileNetV2", "keras.applications name.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 128, "Input side in pixels.")

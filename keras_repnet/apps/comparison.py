@@ -16,8 +16,8 @@ import time
 import keras
 
 from keras_repnet import data as data_lib
-from keras_repnet.apps import files
 from keras_repnet import methods as methods_lib
+from keras_repnet.apps import files
 from keras_repnet.apps import training
 from keras_repnet.apps.reports import MEMORY_BATCH_SIZE
 from keras_repnet.apps.reports import PAPER_IMAGE_SIZE

@@ -13,9 +13,9 @@ from keras_repnet.apps import files
 from keras_repnet.apps import plotting
 from keras_repnet.core.builder import HEAD_NAME
 from keras_repnet.core.builder import build
+from keras_repnet.core.optimizers import MultiRateAdam
 from keras_repnet.core.plan import describe
 from keras_repnet.core.plan import parameter_counts
-from keras_repnet.core.optimizers import MultiRateAdam
 from keras_repnet.version import __version__
 
 

@@ -56,8 +56,8 @@ Example:
 from keras_repnet.backward.builtin import conv2d_filter_grad
 from keras_repnet.backward.builtin import depthwise_filter_grad
 from keras_repnet.backward.builtin import depthwise_input_grad
-from keras_repnet.backward.keeps import TENSORFLOW_KEEPS
 from keras_repnet.backward.keeps import Keeps
+from keras_repnet.backward.keeps import TENSORFLOW_KEEPS
 from keras_repnet.backward.registry import BUILTIN_RULES
 from keras_repnet.backward.registry import LEAN_RULES
 from keras_repnet.backward.registry import counts

@@ -16,8 +16,8 @@ from tensorflow.python.framework import ops as tf_ops
 
 from keras_repnet.backward import builtin
 from keras_repnet.backward import lean
-from keras_repnet.backward.keeps import TENSORFLOW_KEEPS
 from keras_repnet.backward.keeps import Keeps
+from keras_repnet.backward.keeps import TENSORFLOW_KEEPS
 
 _REGISTRY = tf_ops._gradient_registry._registry  # op type -> entry dict
 _TYPE_TAG = "type"  # The key of the function in a registry entry.

@@ -17,10 +17,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_repnet.core import backbones
-from keras_repnet import data
-from keras_repnet.export import model as export_model
 from keras_repnet import backward
+from keras_repnet import data
+from keras_repnet.core import backbones
+from keras_repnet.export import model as export_model
 from keras_repnet.export import ops as tflite_ops
 
 FORMAT = "keras-repnet-tflite/1"

@@ -41,7 +41,11 @@ _ACTIVATION_OPS = {
 # A layer type without a known gradient keeps its input.
 _UNKNOWN = backward.Keeps(tensors=("input",))
 # Layer kinds (see `memory.graph`) that are one TensorFlow op.
-_KIND_OPS = {"maxpool": "MaxPool", "resize": "ResizeBilinear", "dropout": "Dropout"}
+_KIND_OPS = {
+    "maxpool": "MaxPool",
+    "resize": "ResizeBilinear",
+    "dropout": "Dropout",
+}
 
 
 def fused_pads(graph, flow, lean):

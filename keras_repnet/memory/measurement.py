@@ -152,8 +152,8 @@ def _check_platform():
 
 
 def _check_spec(**spec):
-    from keras_repnet.core import backbones
     from keras_repnet import methods
+    from keras_repnet.core import backbones
 
     known = (INFERENCE, *methods.METHODS)
     if spec["method"] not in known:
@@ -209,8 +209,8 @@ def _peak_of(step):
 def _build(spec):
     import keras
 
-    from keras_repnet.core import backbones
     from keras_repnet import methods
+    from keras_repnet.core import backbones
 
     shape = (spec["image_size"], spec["image_size"], 3)
     if spec["method"] == INFERENCE:

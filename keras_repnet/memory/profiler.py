@@ -40,9 +40,9 @@ import keras
 
 from keras_repnet.core.plan import count_params
 from keras_repnet.memory import kept as kept_lib
-from keras_repnet.memory.graph import ONE_OP_ACTIVATIONS
 from keras_repnet.memory.graph import Flow
 from keras_repnet.memory.graph import Graph
+from keras_repnet.memory.graph import ONE_OP_ACTIVATIONS
 
 @dataclasses.dataclass
 class ActivationMemory:
