@@ -230,7 +230,7 @@ def export_command():
 
 def compare_command():
     from keras_repnet.apps.comparison import compare
-    from keras_repnet.apps.comparison import markdown
+    from keras_repnet.apps.reports import markdown
 
     if _DATA.value is None:
         raise app.UsageError(

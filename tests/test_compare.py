@@ -10,6 +10,7 @@ from absl.testing import flagsaver
 
 from keras_repnet import cli
 from keras_repnet.apps import comparison
+from keras_repnet.apps import reports
 
 
 SETTINGS = dict(
@@ -116,7 +117,7 @@ def test_an_interrupted_method_resumes_from_its_last_epoch(
 
 def test_pareto_front_and_table_without_memory():
     points = [(10, 0.5), (20, 0.7), (15, 0.4), (30, 0.7), (5, 0.2)]
-    assert comparison.pareto_front(points) == [4, 0, 1]
+    assert reports.pareto_front(points) == [4, 0, 1]
     row = {
         "method": "ft-last",
         "description": "head only",

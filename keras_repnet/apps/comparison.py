@@ -22,7 +22,6 @@ from keras_repnet.apps import training
 from keras_repnet.apps.reports import MEMORY_BATCH_SIZE
 from keras_repnet.apps.reports import PAPER_IMAGE_SIZE
 from keras_repnet.apps.reports import markdown
-from keras_repnet.apps.reports import pareto_front
 from keras_repnet.apps.reports import plot_curves
 from keras_repnet.apps.reports import plot_pareto
 from keras_repnet.apps.reports import summary
