@@ -159,18 +159,20 @@ def load(
         sources.read_source(source, image_size, validation_split, seed)
     )
     train, num_train = pipeline.take(train, num_train, max_examples)
-    validation, num_validation = pipeline.take(validation, num_validation, max_examples)
-    pipeline = functools.partial(
+    validation, num_validation = pipeline.take(
+        validation, num_validation, max_examples
+    )
+    batched = functools.partial(
         pipeline.batched,
         image_size=image_size,
         batch_size=batch_size,
         preprocess=preprocess,
     )
     return DatasetSplits(
-        train=pipeline(
+        train=batched(
             train, shuffle_buffer=num_train, seed=seed, augment=augment
         ),
-        validation=pipeline(validation),
+        validation=batched(validation),
         class_names=class_names,
         num_train=num_train,
         num_validation=num_validation,

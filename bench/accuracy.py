@@ -1,0 +1,531 @@
+"""The accuracy protocol: Rep-Net against the cheap baselines, on test splits.
+
+    python bench/accuracy.py [--image_size=64] [--epochs=8]
+        [--train_examples=3000] [--stages=grid,seeds,fewshot,ablations,memory]
+        [--output_dir=results/accuracy]
+
+Every run trains one method on one dataset from one seed, with Adam and a
+cosine decay to zero (`keras_repnet.apps.training`), and writes
+`OUTPUT_DIR/runs/<run>/result.json`: the final training accuracy, the
+validation accuracy of every epoch and the test accuracy, measured once at
+the end. Stages, in order:
+
+1. `grid`: each method's peak learning rate is picked from `LEARNING_RATES`
+   by final validation accuracy (seed 0). MobileNetV2 1.0 for every method,
+   MobileNetV2 0.35 for repnet and ft-last.
+2. `seeds`: repnet, ft-last and ft-full again at their picked rate from
+   seeds 1 and 2 (the grid's seed 0 is the third): mean +- std.
+3. `fewshot`: 10 and 50 labelled images per class, repnet against ft-last,
+   at their picked rates, on the far-domain sets.
+4. `ablations`: the other Rep-Net connector modes on the first set.
+5. `memory`: each method's measured training-step peak at batch 8 and
+   224 px (`keras_repnet.memory.measure`), for the plot.
+
+Validation is used for every choice; the test split (the dataset's own, or a
+seeded 20% held out before anything else) only for the reported numbers.
+Rerunning skips finished runs and resumes an interrupted one from its last
+epoch, so a long run can be stopped and started again. After each run the
+report is rewritten: `results.json`, `results.md` (the README's table, copied
+in by `bench/readme.py`) and `accuracy_vs_memory.png`.
+"""
+
+import functools
+import json
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from absl import app
+from absl import flags
+from common import SHARED_ASSETS
+
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", "results/accuracy", "Where runs and the report go."
+)
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 64, "Input side in pixels.")
+_EPOCHS = flags.DEFINE_integer("epochs", 8, "Training epochs of every run.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Examples per step.")
+_TRAIN_EXAMPLES = flags.DEFINE_integer(
+    "train_examples",
+    3000,
+    "Cap on the training (and validation) examples of each set.",
+)
+_STAGES = flags.DEFINE_list(
+    "stages",
+    ["grid", "seeds", "fewshot", "ablations", "memory"],
+    "Stages to run, in this order.",
+)
+_SETS = flags.DEFINE_list(
+    "sets", None, "Datasets to run (default: all of `SETS`)."
+)
+_REPORT_ONLY = flags.DEFINE_bool(
+    "report_only", False, "Only rewrite the report from finished runs."
+)
+
+DATASETS = SHARED_ASSETS / "datasets"
+WEIGHTS = SHARED_ASSETS / "weights"
+# name -> (training data, its test data or None for a seeded 20% test split,
+# far from ImageNet). Paths relative to ../shared/assets/datasets; an idx
+# folder holds its own test files.
+SETS = {
+    "cifar10": ("cifar10_32px/train", "cifar10_32px/test", True),
+    "sign_digits": ("sign_language_digits", None, True),
+    "fashion_mnist": ("fashion_mnist", "fashion_mnist", True),
+    "flowers": ("flowers5_128px", None, False),
+}
+BACKBONES = {
+    "MobileNetV2": (
+        "MobileNetV2",
+        WEIGHTS / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    ),
+    "MobileNetV2-0.35": (
+        "MobileNetV2-0.35",
+        WEIGHTS / "mobilenet_v2_0.35_224_no_top.weights.h5",
+    ),
+}
+METHODS = ("repnet", "ft-last", "ft-full", "bn-only", "tinytl", "mobiletl")
+SMALL_BACKBONE_METHODS = ("repnet", "ft-last")
+SEEDED_METHODS = ("repnet", "ft-last", "ft-full")
+SEEDS = (0, 1, 2)
+SHOTS = (10, 50)
+ABLATIONS = ("repnet-dual", "repnet-down", "repnet-none", "repnet-all")
+# Peak learning rates (side, head) tried per method; "side" is every
+# trainable variable outside the head.
+LEARNING_RATES = {
+    "repnet": ((3e-3, 1e-3), (1e-2, 1e-3), (3e-2, 3e-3)),
+    "ft-last": ((1e-2, 3e-3), (1e-2, 1e-2), (3e-2, 3e-2)),
+    "ft-full": ((1e-4, 1e-3), (3e-4, 3e-3), (1e-3, 1e-3)),
+    "bn-only": ((1e-3, 1e-3), (3e-3, 3e-3), (1e-2, 1e-3)),
+    "tinytl": ((1e-3, 1e-3), (3e-3, 1e-3), (1e-2, 1e-3)),
+    "mobiletl": ((1e-3, 1e-3), (3e-3, 3e-3), (1e-2, 1e-3)),
+}
+
+
+# === Data ===
+
+
+@functools.lru_cache(maxsize=2)
+def _dataset(name, image_size):
+    """`(train, test)` arrays of a set: its own test split, or a 20% split
+    drawn with a fixed seed (the same for every run)."""
+    import keras_repnet
+
+    train, test, _ = SETS[name]
+    if train == test:  # an idx folder with its t10k files
+        train, test = keras_repnet.data.load_idx_folder(DATASETS / train)
+        return train, test
+    if test is not None:
+        return (
+            _read_folder(DATASETS / train, image_size),
+            _read_folder(DATASETS / test, image_size),
+        )
+    x, y = _read_folder(DATASETS / train, image_size)
+    order = np.random.default_rng(0).permutation(len(x))
+    cut = len(x) // 5
+    test_index, rest = order[:cut], order[cut:]
+    return (x[rest], y[rest]), (x[test_index], y[test_index])
+
+
+def _read_folder(folder, image_size):
+    import keras
+
+    dataset = keras.utils.image_dataset_from_directory(
+        str(folder),
+        image_size=(image_size, image_size),
+        batch_size=256,
+        shuffle=False,
+        verbose=False,
+    )
+    images, labels = zip(*((x.numpy(), y.numpy()) for x, y in dataset))
+    return (
+        np.concatenate(images).round().astype(np.uint8),
+        np.concatenate(labels),
+    )
+
+
+def _few_shot(source, shots, seed):
+    """The first `shots` examples of each class, in a seeded order."""
+    x, y = source
+    order = np.random.default_rng(seed).permutation(len(x))
+    keep = np.concatenate(
+        [order[y[order] == label][:shots] for label in np.unique(y)]
+    )
+    return x[keep], y[keep]
+
+
+# === Runs ===
+
+
+def _run_name(set_name, backbone, method, rates, seed, shots=None):
+    rate = "_".join(f"{r:g}" for r in rates)
+    shot = f"_{shots}shot" if shots else ""
+    return f"{set_name}_{backbone}_{method}_lr{rate}_s{seed}{shot}"
+
+
+def _backbone_model(backbone, image_size):
+    import keras
+
+    name, weights = BACKBONES[backbone]
+    if name == "MobileNetV2-0.35":
+        model = keras.applications.MobileNetV2(
+            alpha=0.35,
+            include_top=False,
+            weights=None,
+            input_shape=(image_size, image_size, 3),
+        )
+        model.load_weights(str(weights))
+        return model, None
+    return name, str(weights)
+
+
+def run(set_name, backbone, method, rates, seed, settings, shots=None):
+    """Trains one run, or reads its result if it finished before."""
+    import keras
+
+    import keras_repnet
+    from keras_repnet.apps import training
+
+    name = _run_name(set_name, backbone, method, rates, seed, shots)
+    folder = Path(settings["output_dir"]) / "runs" / name
+    result_path = folder / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    print(f"== {name}", flush=True)
+    started = time.time()
+    size = settings["image_size"]
+    keras.backend.clear_session()
+    source, test = _dataset(set_name, size)
+    validation_split = 0.2
+    if shots:
+        source, validation_split = _few_shot(source, shots, seed), 0.0
+    keras.utils.set_random_seed(seed)
+    splits = keras_repnet.data.load(
+        source,
+        test=test,
+        image_size=size,
+        batch_size=settings["batch_size"],
+        validation_split=validation_split,
+        seed=seed,
+        preprocess=keras_repnet.data.preprocessing_for("MobileNetV2"),
+        max_examples=None if shots else settings["train_examples"],
+    )
+    backbone_model, weights = _backbone_model(backbone, size)
+    model = keras_repnet.build_method(
+        method,
+        backbone_model,
+        splits.num_classes,
+        input_shape=(size, size, 3),
+        weights=weights,
+    )
+    steps = settings["epochs"] * math.ceil(splits.num_train / settings["batch_size"])
+    training.compile_model(
+        model,
+        training.make_optimizer(*rates, steps),
+        settings["label_smoothing"],
+    )
+    history = training.fit_resumable(
+        model,
+        training.one_hot(splits.train, splits.num_classes),
+        training.one_hot(splits.validation, splits.num_classes)
+        if splits.num_validation
+        else None,
+        epochs=settings["epochs"],
+        output_dir=str(folder),
+        verbose=2,
+    )
+    _, test_accuracy = model.evaluate(
+        training.one_hot(splits.test, splits.num_classes), verbose=0
+    )
+    result = {
+        "set": set_name,
+        "backbone": backbone,
+        "method": method,
+        "learning_rates": list(rates),
+        "seed": seed,
+        "shots": shots,
+        "num_train": splits.num_train,
+        "num_validation": splits.num_validation,
+        "num_test": splits.num_test,
+        "final_train_accuracy": history["accuracy"][-1],
+        "validation_accuracy": history.get("val_accuracy", []),
+        "test_accuracy": float(test_accuracy),
+        "trainable_params": keras_repnet.parameter_counts(model)["trainable"],
+        "wall_time_s": round(time.time() - started, 1),
+    }
+    _write_json(result, result_path)
+    return result
+
+
+def _write_json(value, path):
+    from keras_repnet.apps import files
+
+    files.write_json(value, str(path))
+
+
+# === Stages ===
+
+
+def _final_validation(result):
+    return result["validation_accuracy"][-1]
+
+
+def best_rates(results, set_name, backbone, method):
+    """The grid's learning rates with the best final validation accuracy."""
+    candidates = [
+        r
+        for r in results
+        if (r["set"], r["backbone"], r["method"], r["seed"], r["shots"])
+        == (set_name, backbone, method, 0, None)
+    ]
+    if not candidates:
+        return None
+    return tuple(max(candidates, key=_final_validation)["learning_rates"])
+
+
+def stage_runs(stage, sets, results):
+    """Yields the `(set, backbone, method, rates, seed, shots)` of a stage."""
+    for set_name in sets:
+        far = SETS[set_name][2]
+        if stage == "grid":
+            for backbone in BACKBONES:
+                methods = (
+                    METHODS
+                    if backbone == "MobileNetV2"
+                    else SMALL_BACKBONE_METHODS
+                )
+                for method in methods:
+                    for rates in LEARNING_RATES[method]:
+                        yield set_name, backbone, method, rates, 0, None
+        elif stage == "seeds":
+            for method in SEEDED_METHODS:
+                rates = best_rates(results, set_name, "MobileNetV2", method)
+                for seed in SEEDS[1:]:
+                    if rates:
+                        yield set_name, "MobileNetV2", method, rates, seed, None
+        elif stage == "fewshot" and far:
+            for shots in SHOTS:
+                for method in SMALL_BACKBONE_METHODS:
+                    rates = best_rates(results, set_name, "MobileNetV2", method)
+                    if rates:
+                        yield set_name, "MobileNetV2", method, rates, 0, shots
+        elif stage == "ablations" and set_name == sets[0]:
+            rates = best_rates(results, set_name, "MobileNetV2", "repnet")
+            for method in ABLATIONS:
+                if rates:
+                    yield set_name, "MobileNetV2", method, rates, 0, None
+
+
+def measure_memory(output_dir):
+    """Measured step peaks (MB, batch 8, 224 px) of each method."""
+    from keras_repnet import memory
+
+    path = Path(output_dir) / "memory.json"
+    measured = json.loads(path.read_text()) if path.exists() else {}
+    for backbone in ("MobileNetV2",):
+        for method in (memory.INFERENCE, *METHODS):
+            key = f"{backbone}/{method}"
+            if key not in measured:
+                print(f"== memory {key}", flush=True)
+                peak = memory.measure(method, backbone, image_size=224, batch_size=8)
+                measured[key] = round(peak.peak_bytes / 1e6, 1)
+                _write_json(measured, path)
+    return measured
+
+
+# === Report ===
+
+
+def _mean_std(values):
+    if not values:
+        return None
+    mean = statistics.mean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std, len(values)
+
+
+def summarize(results, sets):
+    """One row per (set, backbone, method) at the picked rates."""
+    rows = []
+    for set_name in sets:
+        for backbone in BACKBONES:
+            for method in (*METHODS, *ABLATIONS):
+                rates = best_rates(results, set_name, backbone, method) or next(
+                    (
+                        tuple(r["learning_rates"])
+                        for r in results
+                        if (r["set"], r["backbone"], r["method"])
+                        == (set_name, backbone, method)
+                    ),
+                    None,
+                )
+                runs = [
+                    r
+                    for r in results
+                    if (r["set"], r["backbone"], r["method"], r["shots"])
+                    == (set_name, backbone, method, None)
+                    and tuple(r["learning_rates"]) == rates
+                ]
+                if not runs:
+                    continue
+                rows.append(
+                    {
+                        "set": set_name,
+                        "backbone": backbone,
+                        "method": method,
+                        "learning_rates": list(rates),
+                        "test": _mean_std([r["test_accuracy"] for r in runs]),
+                        "train": _mean_std(
+                            [r["final_train_accuracy"] for r in runs]
+                        ),
+                        "validation": _mean_std(
+                            [_final_validation(r) for r in runs]
+                        ),
+                        "trainable_params": runs[0]["trainable_params"],
+                    }
+                )
+    few_shot = [
+        {
+            "set": r["set"],
+            "method": r["method"],
+            "shots": r["shots"],
+            "test": r["test_accuracy"],
+        }
+        for r in results
+        if r["shots"]
+    ]
+    return rows, few_shot
+
+
+def _cell(stat):
+    if stat is None:
+        return "-"
+    mean, std, count = stat
+    if count == 1:
+        return f"{mean:.3f}"
+    return f"{mean:.3f} +- {std:.3f} ({count})"
+
+
+def markdown(rows, few_shot, measured, settings):
+    lines = [
+        f"Test accuracy at {settings['image_size']} px, {settings['epochs']} "
+        f"epochs, batch {settings['batch_size']}, at most "
+        f"{settings['train_examples']} training images per set; mean +- std "
+        "(number of seeds). Learning rates (side, head) picked on validation. "
+        "Memory: measured step peak, MobileNetV2 224 px batch 8 (MB).",
+        "",
+        "| set | backbone | method | test | final train | lr (side, head) "
+        "| trainable params | memory MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        memory_mb = measured.get(f"{row['backbone']}/{row['method']}", "-")
+        lines.append(
+            f"| {row['set']} | {row['backbone']} | {row['method']} | "
+            f"{_cell(row['test'])} | {_cell(row['train'])} | "
+            f"{row['learning_rates'][0]:g}, {row['learning_rates'][1]:g} | "
+            f"{row['trainable_params']:,} | {memory_mb} |"
+        )
+    if few_shot:
+        lines += [
+            "",
+            "Few-shot (labelled images per class), MobileNetV2, seed 0:",
+            "",
+            "| set | shots | method | test |",
+            "|---|---|---|---|",
+        ]
+        for row in sorted(
+            few_shot, key=lambda r: (r["set"], r["shots"], r["method"])
+        ):
+            lines.append(
+                f"| {row['set']} | {row['shots']} | {row['method']} | "
+                f"{row['test']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows, measured, path):
+    import matplotlib
+
+    matplotlib.use("Agg")  # writes a file; no display needed
+    from matplotlib import pyplot as plt
+
+    sets = sorted({r["set"] for r in rows})
+    figure, axes = plt.subplots(
+        1, len(sets), figsize=(4 * len(sets), 3.5), squeeze=False
+    )
+    for axis, set_name in zip(axes[0], sets):
+        for row in rows:
+            key = f"{row['backbone']}/{row['method']}"
+            if row["set"] != set_name or key not in measured:
+                continue
+            mean, std, _ = row["test"]
+            axis.errorbar(measured[key], mean, yerr=std, fmt="o")
+            axis.annotate(row["method"], (measured[key], mean), fontsize=7)
+        axis.set_xscale("log")
+        axis.set_title(set_name)
+        axis.set_xlabel("measured training memory, MB (224 px, batch 8)")
+        axis.set_ylabel("test accuracy")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def report(output_dir, sets, settings):
+    runs_dir = Path(output_dir) / "runs"
+    results = [
+        json.loads(p.read_text())
+        for p in sorted(runs_dir.glob("*/result.json"))
+    ]
+    memory_path = Path(output_dir) / "memory.json"
+    measured = json.loads(memory_path.read_text()) if memory_path.exists() else {}
+    rows, few_shot = summarize(results, sets)
+    _write_json(
+        {
+            "settings": settings,
+            "summary": rows,
+            "few_shot": few_shot,
+            "memory_mb": measured,
+            "runs": results,
+        },
+        Path(output_dir) / "results.json",
+    )
+    text = markdown(rows, few_shot, measured, settings)
+    (Path(output_dir) / "results.md").write_text(text)
+    if rows and measured:
+        plot(rows, measured, Path(output_dir) / "accuracy_vs_memory.png")
+    return results
+
+
+def main(argv):
+    del argv
+    sets = _SETS.value or list(SETS)
+    unknown = sorted(set(sets) - set(SETS))
+    if unknown:
+        raise app.UsageError(f"Unknown sets {unknown}. Known: {list(SETS)}.")
+    settings = {
+        "output_dir": _OUTPUT_DIR.value,
+        "image_size": _IMAGE_SIZE.value,
+        "epochs": _EPOCHS.value,
+        "batch_size": _BATCH_SIZE.value,
+        "train_examples": _TRAIN_EXAMPLES.value,
+        "label_smoothing": 0.1,
+    }
+    os.makedirs(settings["output_dir"], exist_ok=True)
+    results = report(settings["output_dir"], sets, settings)
+    if _REPORT_ONLY.value:
+        return
+    for stage in _STAGES.value:
+        if stage == "memory":
+            measure_memory(settings["output_dir"])
+        else:
+            for spec in list(stage_runs(stage, sets, results)):
+                run(*spec, settings)
+                results = report(settings["output_dir"], sets, settings)
+    report(settings["output_dir"], sets, settings)
+
+
+if __name__ == "__main__":
+    app.run(main)
