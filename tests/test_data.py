@@ -97,6 +97,58 @@ def test_image_folder_without_validation_split(make_image_folder):
     assert len(list(splits.validation)) == 0
 
 
+def write_images(root, class_names, images_per_class, size=(12, 12)):
+    rng = np.random.default_rng(len(str(root)))
+    for class_name in class_names:
+        (root / class_name).mkdir(parents=True)
+        for index in range(images_per_class):
+            image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+            keras.utils.save_img(root / class_name / f"{index}.png", image)
+    return root
+
+
+def test_separate_test_folder(tmp_path):
+    train = write_images(tmp_path / "train", ["a", "b"], 10)
+    test = write_images(tmp_path / "test", ["a", "b"], 3)
+
+    splits = data.load(train, test=test, image_size=8, validation_split=0.2)
+
+    assert (splits.num_train, splits.num_validation, splits.num_test) == (
+        16, 4, 6
+    )
+    images, labels = as_arrays(splits.test)
+    assert images.shape == (6, 8, 8, 3)
+    assert sorted(labels) == [0, 0, 0, 1, 1, 1]
+    # The test split is the same every time it is read: never augmented.
+    np.testing.assert_array_equal(images, as_arrays(splits.test)[0])
+
+
+def test_train_and_test_folders_of_one_dataset(tmp_path):
+    write_images(tmp_path / "set" / "train", ["a", "b"], 10)
+    write_images(tmp_path / "set" / "test", ["a", "b"], 3)
+
+    splits = data.load(tmp_path / "set", image_size=8, validation_split=0.2)
+
+    assert splits.class_names == ["a", "b"]
+    assert (splits.num_train, splits.num_validation, splits.num_test) == (
+        16, 4, 6
+    )
+
+
+def test_test_folder_with_other_classes(tmp_path):
+    train = write_images(tmp_path / "train", ["a", "b"], 4)
+    test = write_images(tmp_path / "test", ["a", "c"], 2)
+
+    with pytest.raises(ValueError, match=r"classes \['a', 'c'\]"):
+        data.load(train, test=test, image_size=8)
+
+
+def test_no_test_split(make_image_folder):
+    splits = data.load(make_image_folder(), image_size=16)
+
+    assert splits.test is None and splits.num_test == 0
+
+
 @requires(FLOWERS)
 def test_flowers_folder():
     splits = data.load(FLOWERS, image_size=32, batch_size=8)
@@ -202,7 +254,7 @@ def test_read_idx_rejects_other_files(tmp_path):
         data.read_idx(tmp_path / "labels")
 
 
-def test_idx_folder_uses_test_files_for_validation(tmp_path):
+def test_idx_folder_uses_test_files_as_test_split(tmp_path):
     train = greyscale_arrays(num_examples=20)
     test = greyscale_arrays(num_examples=6)
     folder = write_idx_folder(tmp_path / "idx", train, test)
@@ -211,9 +263,16 @@ def test_idx_folder_uses_test_files_for_validation(tmp_path):
     np.testing.assert_array_equal(x_train, train[0])
     np.testing.assert_array_equal(y_train, train[1])
     assert x_test.shape == (6, 28, 28)
-    splits = data.load(folder, image_size=14)
-    assert (splits.num_train, splits.num_validation) == (20, 6)
-    np.testing.assert_array_equal(as_arrays(splits.validation)[1], test[1])
+    splits = data.load(folder, image_size=14, validation_split=0.25)
+    assert (splits.num_train, splits.num_validation, splits.num_test) == (
+        15, 5, 6
+    )
+    np.testing.assert_array_equal(as_arrays(splits.test)[1], test[1])
+    # Validation comes from the training files, never from the test files.
+    train_labels = np.concatenate(
+        [as_arrays(splits.train)[1], as_arrays(splits.validation)[1]]
+    )
+    np.testing.assert_array_equal(np.sort(train_labels), np.sort(train[1]))
 
 
 def test_idx_folder_without_test_files_is_split(tmp_path):
@@ -232,6 +291,7 @@ def test_fashion_mnist_folder():
 
     assert splits.class_names == [str(label) for label in range(10)]
     assert (splits.num_train, splits.num_validation) == (64, 64)
+    assert splits.num_test == 10000
     images, labels = next(iter(splits.train))
     assert images.shape == (16, 32, 32, 3)
     assert np.all(labels.numpy() < 10)
@@ -253,7 +313,9 @@ def test_npz_with_test_arrays(tmp_path):
     )
     splits = data.load(str(tmp_path / "data.npz"), image_size=8)
 
-    assert (splits.num_train, splits.num_validation) == (40, 5)
+    assert (splits.num_train, splits.num_validation, splits.num_test) == (
+        32, 8, 5
+    )
 
 
 # === preprocessing_for ===
@@ -386,10 +448,11 @@ def fake_tfds(split_sizes):
 @pytest.mark.parametrize(
     "split_sizes, validation_split, expected",
     [
-        ({"train": 10, "test": 4}, 0.2, (10, 4)),
-        ({"train": 10, "validation": 3, "test": 4}, 0.2, (10, 3)),
-        ({"train": 10, "train[:70%]": 7, "train[70%:]": 3}, 0.3, (7, 3)),
-        ({"train": 10}, 0.0, (10, 0)),
+        ({"train": 10, "test": 4, "train[:80%]": 8, "train[80%:]": 2}, 0.2,
+         (8, 2, 4)),
+        ({"train": 10, "validation": 3, "test": 4}, 0.2, (10, 3, 4)),
+        ({"train": 10, "train[:70%]": 7, "train[70%:]": 3}, 0.3, (7, 3, 0)),
+        ({"train": 10}, 0.0, (10, 0, 0)),
     ],
 )
 def test_tfds_splits(monkeypatch, split_sizes, validation_split, expected):
@@ -401,9 +464,15 @@ def test_tfds_splits(monkeypatch, split_sizes, validation_split, expected):
     )
 
     assert splits.class_names == ["no", "yes"]
-    assert (splits.num_train, splits.num_validation) == expected
+    assert (
+        splits.num_train, splits.num_validation, splits.num_test
+    ) == expected
     assert as_arrays(splits.train)[0].shape == (expected[0], 8, 8, 3)
     assert len(list(splits.validation.unbatch())) == expected[1]
+    if expected[2]:
+        assert len(list(splits.test.unbatch())) == expected[2]
+    else:
+        assert splits.test is None
 
 
 @pytest.mark.skipif(

@@ -2,8 +2,9 @@
 
 `load()` reads an image folder, MNIST-style idx files, a `.npz` file, numpy
 arrays or a TensorFlow Datasets name, and returns a `DatasetSplits` whose
-`train` and `validation` datasets yield `(images, labels)` batches ready for
-`model.fit()`.
+`train`, `validation` and `test` datasets yield `(images, labels)` batches
+ready for `model.fit()`. Validation is for every choice (learning rate,
+epochs); the test split, where there is one, for the final number only.
 """
 
 import dataclasses
@@ -26,12 +27,14 @@ from keras_repnet.data.sources import read_idx
 
 @dataclasses.dataclass
 class DatasetSplits:
-    """Training and validation pipelines of one image classification dataset.
+    """Training, validation and test pipelines of one image classification
+    dataset.
 
-    Both datasets yield `(images, labels)` batches: `images` is a float32
+    All datasets yield `(images, labels)` batches: `images` is a float32
     tensor of shape `(batch, height, width, 3)` already passed through the
     `preprocess` function given to `load()`, and `labels` is int32 of shape
-    `(batch,)`. `validation` is never augmented and always in the same order.
+    `(batch,)`. `validation` and `test` are never augmented and always in the same
+    order.
 
     Args:
         train: `tf.data.Dataset`. Shuffled (and augmented) training batches.
@@ -40,6 +43,9 @@ class DatasetSplits:
         class_names: list of str. Name of each class, indexed by label.
         num_train: int. Number of training examples.
         num_validation: int. Number of validation examples.
+        test: `tf.data.Dataset` or `None`. Test batches, to evaluate once at
+            the end; `None` when the data has no test split.
+        num_test: int. Number of test examples.
     """
 
     train: tf.data.Dataset
@@ -47,6 +53,8 @@ class DatasetSplits:
     class_names: list[str]
     num_train: int
     num_validation: int
+    test: tf.data.Dataset | None = None
+    num_test: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -84,6 +92,7 @@ def load(
     source: str | os.PathLike | tuple[np.ndarray, np.ndarray],
     *,
     image_size: int | tuple[int, int],
+    test: str | os.PathLike | tuple[np.ndarray, np.ndarray] | None = None,
     batch_size: int = 32,
     validation_split: float = 0.2,
     seed: int = 1337,
@@ -91,7 +100,8 @@ def load(
     augment: bool = True,
     max_examples: int | None = None,
 ) -> DatasetSplits:
-    """Loads an image classification dataset as training and validation batches.
+    """Loads an image classification dataset as train, validation and test
+    batches.
 
     Images are decoded once and cached as uint8, converted to RGB and resized
     to `image_size` (bilinear). Training examples are reshuffled every epoch
@@ -113,7 +123,8 @@ def load(
     Args:
         source: the dataset. One of:
             - a folder with one sub-folder of images per class, split with
-              `keras.utils.image_dataset_from_directory`;
+              `keras.utils.image_dataset_from_directory`, or a folder
+              holding two such folders, `train/` and `test/`;
             - a folder of MNIST-style idx files (see `load_idx_folder()`);
             - a `.npz` file with arrays `x` and `y`, or `x_train` and
               `y_train` and optionally `x_test` and `y_test`;
@@ -123,15 +134,22 @@ def load(
             - `"tfds:NAME"`, a TensorFlow Datasets name (needs
               `pip install keras-repnet[tfds]`).
             Numpy labels must be integers >= 0; class `i` is named `str(i)`.
+            A source's own held-out split (a `test/` folder, idx `t10k-*`
+            files, npz `x_test`/`y_test`, a tfds `test` split) becomes the
+            test split.
         image_size: int or tuple of two ints. Height and width of the output
             images; an int gives square images.
+        test: a separate test set in any form `source` takes (e.g. the
+            `test/` folder of a dataset), read whole as the test split; it
+            must have the same classes. Defaults to `None`: the source's own
+            test split, if any.
         batch_size: int. Number of examples per batch. The last batch may be
             smaller. Defaults to `32`.
         validation_split: float. Fraction of the examples held out for
-            validation, in `[0, 1)`. Ignored when the source has its own test
-            split (idx `t10k-*` files, npz `x_test`/`y_test`, or a tfds
-            `validation` or `test` split). With `0`, `validation` is an empty
-            dataset. Defaults to `0.2`.
+            validation, in `[0, 1)`, drawn from the training examples (never
+            from the test split). Ignored for a tfds source with a
+            `validation` split. With `0`, `validation` is an empty dataset.
+            Defaults to `0.2`.
         seed: int. Seed of the train/validation split, the shuffling and the
             augmentation. Defaults to `1337`.
         preprocess: callable or `None`. Applied to batches of float32 images
@@ -140,8 +158,9 @@ def load(
         augment: bool. Whether to augment the training images. Defaults to
             `True`.
         max_examples: int or `None`. If set, keeps only the first
-            `max_examples` examples of each split (after the seeded split and
-            shuffle), for quick runs. Defaults to `None`.
+            `max_examples` examples of the training split and of the
+            validation split, each capped after the seeded split and shuffle
+            (the test split stays whole), for quick runs. Defaults to `None`.
 
     Returns:
         A `DatasetSplits`.
@@ -155,9 +174,19 @@ def load(
             "`validation_split` must be in [0, 1). "
             f"Received: validation_split={validation_split}"
         )
-    (train, num_train), (validation, num_validation), class_names = (
+    (train, num_train), (validation, num_validation), held_out, class_names = (
         sources.read_source(source, image_size, validation_split, seed)
     )
+    if test is not None:
+        held_out, test_class_names = sources.read_test_source(
+            test, image_size, seed
+        )
+        if test_class_names != class_names:
+            raise ValueError(
+                "The test set must have the classes of the training set. "
+                f"Received: classes {test_class_names} in test={test!r}, "
+                f"{class_names} in source={source!r}"
+            )
     train, num_train = pipeline.take(train, num_train, max_examples)
     validation, num_validation = pipeline.take(
         validation, num_validation, max_examples
@@ -176,6 +205,8 @@ def load(
         class_names=class_names,
         num_train=num_train,
         num_validation=num_validation,
+        test=None if held_out is None else batched(held_out[0]),
+        num_test=0 if held_out is None else held_out[1],
     )
 
 

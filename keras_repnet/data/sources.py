@@ -2,8 +2,9 @@
 numpy arrays and TensorFlow Datasets.
 
 Each reader returns `((train, num_train), (validation, num_validation),
-class_names)` where the datasets yield unbatched `(uint8 image, int32
-label)`.
+test, class_names)` where `test` is `(test, num_test)` for a source with a
+held-out split of its own, else `None`, and the datasets yield unbatched
+`(uint8 image, int32 label)`.
 """
 
 import gzip
@@ -112,6 +113,20 @@ def _read_path(path, image_size, validation_split, seed):
     if path.is_dir() and _find_idx_file(path, "train-images-idx3-ubyte"):
         train, test = load_idx_folder(path)
         return _read_arrays(train, test, validation_split, seed)
+    if path.is_dir() and _is_split_folder(path):
+        train, validation, _, class_names = _read_image_folder(
+            path / "train", image_size, validation_split, seed
+        )
+        test, test_class_names = read_test_source(
+            path / "test", image_size, seed
+        )
+        _require(
+            test_class_names == class_names,
+            "The train/ and test/ folders must hold the same class "
+            f"sub-folders. Received: {class_names} in {path / 'train'}, "
+            f"{test_class_names} in {path / 'test'}",
+        )
+        return train, validation, test, class_names
     if path.is_dir():
         return _read_image_folder(path, image_size, validation_split, seed)
     if path.suffix == ".npz":
@@ -119,6 +134,28 @@ def _read_path(path, image_size, validation_split, seed):
     raise ValueError(
         "Expected a folder or a `.npz` file. "
         f"Received: source={str(path)!r}"
+    )
+
+
+def read_test_source(test, image_size, seed):
+    """Reads a whole source as one test split: `((dataset, count),
+    class_names)`."""
+    (dataset, count), _, held_out, class_names = read_source(
+        test, image_size, 0.0, seed
+    )
+    _require(
+        held_out is None,
+        "A test set must be one split, not a source with a test split of "
+        f"its own. Received: test={test!r}",
+    )
+    return (dataset, count), class_names
+
+
+def _is_split_folder(path):
+    """Whether `path` holds exactly a `train/` and a `test/` image folder."""
+    children = {item.name for item in path.iterdir() if item.is_dir()}
+    return children == {"train", "test"} and any(
+        item.is_dir() for item in (path / "train").iterdir()
     )
 
 
@@ -154,11 +191,12 @@ def _read_image_folder(path, image_size, validation_split, seed):
         ) from error
     if not validation_split:
         train = _counted_files(datasets, image_size)
-        return train, _empty(train), datasets.class_names
+        return train, _empty(train), None, datasets.class_names
     train, validation = datasets
     return (
         _counted_files(train, image_size),
         _counted_files(validation, image_size),
+        None,
         train.class_names,
     )
 
@@ -207,19 +245,21 @@ def _read_arrays(train, test, validation_split, seed):
     # `max_examples` keeps a random subset and the bounded shuffle buffer
     # mixes all classes even when the source is sorted by class.
     order = np.random.default_rng(seed).permutation(len(x))
-    if test is None:
-        num_validation = int(validation_split * len(x))
-        validation = x[order[:num_validation]], y[order[:num_validation]]
-        order = order[num_validation:]
-    else:
-        validation = _standardize_arrays(*test)
-    train = x[order], y[order]
-    labels = np.concatenate([train[1], validation[1]])
+    num_validation = int(validation_split * len(x))
+    validation = x[order[:num_validation]], y[order[:num_validation]]
+    train = x[order[num_validation:]], y[order[num_validation:]]
+    test = None if test is None else _standardize_arrays(*test)
+    labels = np.concatenate([y] + ([] if test is None else [test[1]]))
     _check_num_classes(
         len(np.unique(labels)), f"labels with values {np.unique(labels)}"
     )
     class_names = [str(label) for label in range(labels.max() + 1)]
-    return _from_arrays(*train), _from_arrays(*validation), class_names
+    return (
+        _from_arrays(*train),
+        _from_arrays(*validation),
+        None if test is None else _from_arrays(*test),
+        class_names,
+    )
 
 
 def _standardize_arrays(x, y):
@@ -284,25 +324,27 @@ def _read_tfds(name, image_size, validation_split):
         num_examples = builder.info.splits[split].num_examples
         return pipeline.stored_as_uint8(dataset, image_size), num_examples
 
-    train_name, validation_name = _tfds_split_names(
+    train_name, validation_name, test_name = _tfds_split_names(
         builder.info.splits.keys(), validation_split
     )
     train = read_split(train_name)
     validation = (
         read_split(validation_name) if validation_name else _empty(train)
     )
-    return train, validation, builder.info.features["label"].names
+    test = read_split(test_name) if test_name else None
+    return train, validation, test, builder.info.features["label"].names
 
 
 def _tfds_split_names(available, validation_split):
-    """Returns the tfds split names for training and validation (or None)."""
-    for held_out in ("validation", "test"):
-        if held_out in available:
-            return "train", held_out
+    """Returns the tfds split names for training, validation (or None) and
+    test (or None)."""
+    test = "test" if "test" in available else None
+    if "validation" in available:
+        return "train", "validation", test
     if not validation_split:
-        return "train", None
+        return "train", None, test
     percent = round(100 * (1 - validation_split))
-    return f"train[:{percent}%]", f"train[{percent}%:]"
+    return f"train[:{percent}%]", f"train[{percent}%:]", test
 
 
 def _empty(split):
