@@ -23,6 +23,13 @@ _DATA = flags.DEFINE_string(
     "Training data: an image folder (one sub-folder per class), a folder of "
     "MNIST-format idx files, an .npz file with x and y, or tfds:NAME.",
 )
+_TEST_DATA = flags.DEFINE_string(
+    "test_data",
+    None,
+    "A separate test set (same forms as --data), evaluated once at the end. "
+    "Defaults to the data's own test split (a test/ folder beside train/, "
+    "idx t10k files, npz x_test), if any.",
+)
 _BACKBONE = flags.DEFINE_string(
     "backbone", "MobileNetV2", "A keras.applications model name."
 )
@@ -52,16 +59,16 @@ _BATCH_SIZE = flags.DEFINE_integer(
     lower_bound=1,
 )
 _SIDE_LR = flags.DEFINE_float(
-    "side_lr", 1e-3, "Peak learning rate of the Rep-Net modules (cosine decay)."
+    "side_lr", 1e-2, "Peak learning rate of the Rep-Net modules (cosine decay)."
 )
 _HEAD_LR = flags.DEFINE_float(
-    "head_lr", 1e-2, "Peak learning rate of the classifier head (cosine decay)."
+    "head_lr", 1e-3, "Peak learning rate of the classifier head (cosine decay)."
 )
 _LABEL_SMOOTHING = flags.DEFINE_float(
     "label_smoothing", 0.1, "Label smoothing.", lower_bound=0.0, upper_bound=1.0
 )
 _CONNECT = flags.DEFINE_enum(
-    "connect", "dual", CONNECT_MODES, "How Rep-Net and the backbone exchange features."
+    "connect", "up", CONNECT_MODES, "How Rep-Net and the backbone exchange features."
 )
 _VALIDATION_SPLIT = flags.DEFINE_float(
     "validation_split", 0.2, "Share of the data held out for validation."
@@ -104,6 +111,7 @@ def _training_arguments():
     """The data, backbone and schedule flags `train` and `compare` share."""
     return dict(
         data=_DATA.value,
+        test_data=_TEST_DATA.value,
         backbone=_BACKBONE.value,
         weights=_weights(_WEIGHTS.value),
         image_size=_value(_IMAGE_SIZE, 224),
@@ -138,6 +146,11 @@ def train_command():
         f"(best {results['best_validation_accuracy']:.4f}) on "
         f"{results['num_validation']} images after {_EPOCHS.value} epochs."
     )
+    if results["test_accuracy"] is not None:
+        print(
+            f"Test accuracy: {results['test_accuracy']:.4f} on "
+            f"{results['num_test']} images (evaluated once, at the end)."
+        )
     print(
         f"Parameters: {params['trainable']:,} trainable (side "
         f"{params['side']:,}, head {params['head']:,}), {params['frozen']:,} "

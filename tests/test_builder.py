@@ -21,7 +21,7 @@ def layers_of(model, kind):
 
 @pytest.mark.parametrize(
     "connect, modules, connectors",
-    [("dual", 5, 5), ("down", 5, 5), ("up", 5, 5), ("none", 5, 0), ("all", 16, 16)],
+    [("up", 4, 4), ("dual", 4, 4), ("down", 4, 4), ("none", 4, 0), ("all", 16, 16)],
 )
 def test_connect_modes_build_and_train_one_step(connect, modules, connectors):
     model = compile_for_test(tiny_model(connect))
@@ -36,12 +36,24 @@ def test_connect_modes_build_and_train_one_step(connect, modules, connectors):
 
 def test_dual_sum_feeds_both_networks():
     model = tiny_model("dual")
-    connector = model.get_layer("repnet_connector_1")
+    connector = model.get_layer("repnet_connector_0")
     readers = {node.operation.name for node in connector._outbound_nodes}
 
     # The sum goes on in the backbone (both branches of the residual block
     # that follows) and into the next side module.
-    assert readers == {"block_2_expand", "block_2_add", "repnet_module_2"}
+    assert readers == {"block_2_expand", "block_2_add", "repnet_module_1"}
+
+
+def test_up_sum_feeds_only_the_side_network():
+    model = tiny_model("up")
+    connector = model.get_layer("repnet_connector_0")
+    readers = {node.operation.name for node in connector._outbound_nodes}
+    block_input = model.get_layer("block_2_expand").input
+
+    assert readers == {"repnet_module_1"}
+    assert block_input._keras_history.operation.name == "block_1_project_BN"
+    # The head reads both networks' pooled features.
+    assert model.get_layer("repnet_join") is not None
 
 
 @pytest.mark.parametrize("connect, side_reads", [("down", "repnet_module_1"), ("up", "repnet_connector_1")])
@@ -112,9 +124,37 @@ def test_named_backbones_build_and_summarize(name):
     model.summary(print_fn=lambda line, **_: lines.append(line))
     text = keras_repnet.describe(model, print_fn=lambda _: None)
 
+    counts = keras_repnet.parameter_counts(model)
+
     assert "repnet_connector_0" in "\n".join(lines)
-    assert "5 modules" in text and "Frozen:" in text
+    assert "4 modules" in text and "Frozen:" in text
     assert model.output_shape == (None, 5)
+    # `side_width="auto"`: the side network within 10% of the backbone.
+    assert counts["side"] <= 0.1 * counts["frozen"]
+
+
+def test_default_taps_start_at_stride_4_and_num_modules():
+    model = keras_repnet.build(
+        "MobileNetV2", 3, input_shape=(224, 224, 3), weights=None
+    )
+    six = keras_repnet.build(
+        "MobileNetV2", 3, input_shape=(224, 224, 3), weights=None,
+        num_modules=6,
+    )
+
+    shapes = [m.output.shape[1] for m in layers_of(model, RepNetModule)]
+    assert shapes == [56, 28, 14, 7]
+    assert len(layers_of(six, RepNetModule)) == 6
+
+
+def test_side_modules_compute_at_half_resolution():
+    model = tiny_model("up", size=64)
+    module = layers_of(model, RepNetModule)[1]  # 8x8 tap, reads 16x16
+
+    assert module.output.shape[1:3] == (8, 8)
+    assert module.input.shape[1:3] == (16, 16)
+    assert module.pool.pool_size == (4, 4)  # 16x16 -> 4x4 convolutions
+    assert module.resize is not None
 
 
 def test_custom_taps():
@@ -151,6 +191,9 @@ def test_mirrored_strategy_on_cpu_devices():
         ({"input_shape": (8, 8, 3)}, ValueError, r"refused input_shape=\(8, 8, 3\)"),
         ({"taps": ["Conv1"]}, ValueError, r"Cannot connect at \['Conv1'\]"),
         ({"dropout": 1.0}, ValueError, "dropout=1.0"),
+        ({"side_width": "wide"}, ValueError, "side_width='wide'"),
+        ({"side_downscale": 0}, ValueError, "side_downscale=0"),
+        ({"num_modules": 0}, ValueError, "num_modules=0"),
     ],
 )
 def test_bad_arguments_say_what_was_received(kwargs, error, match):

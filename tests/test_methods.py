@@ -121,7 +121,7 @@ def test_repnet_names_select_the_connect_modes(monkeypatch):
     for name in methods.REPNET_METHODS:
         methods.build_method(name, "MobileNetV2", 3, weights=None)
     assert [kwargs["connect"] for kwargs in received] == [
-        "dual", "none", "down", "up", "all"
+        "up", "dual", "down", "none", "all"
     ]
     assert received[0]["name"] == "repnet_mobilenetv2"
 

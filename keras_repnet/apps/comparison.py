@@ -32,6 +32,7 @@ _RESULT_FILE = "result.json"
 def compare(
     data,
     *,
+    test_data=None,
     backbone: str = "MobileNetV2",
     weights: str | None = "imagenet",
     methods: list | tuple | None = None,
@@ -70,6 +71,9 @@ def compare(
 
     Args:
         data: the dataset (see `keras_repnet.data.load`).
+        test_data: a separate test set, in any form `data` takes, evaluated
+            once per method at the end. Defaults to `None`: the data's own
+            test split, if any.
         backbone: str. A `keras.applications` model name.
         weights: `"imagenet"`, `None` or a weights file for the backbone.
         methods: list of str. Names from `keras_repnet.methods.METHODS`.
@@ -101,7 +105,8 @@ def compare(
     settings = {
         "backbone": backbone,
         "weights": weights,
-        "data": str(data) if isinstance(data, (str, os.PathLike)) else "(arrays)",
+        "data": training.as_given(data),
+        "test_data": training.as_given(test_data),
         "image_size": image_size,
         "epochs": epochs,
         "batch_size": batch_size,
@@ -228,6 +233,7 @@ def _run_method(method, data, settings, rates, output_dir, measure, verbose):
     keras.utils.set_random_seed(seed)
     splits = data_lib.load(
         data,
+        test=test_data,
         image_size=settings["image_size"],
         batch_size=settings["batch_size"],
         validation_split=settings["validation_split"],
@@ -268,11 +274,18 @@ def _run_method(method, data, settings, rates, output_dir, measure, verbose):
         verbose=verbose,
     )
     accuracy = history["val_accuracy"]
+    test_accuracy = None
+    if splits.num_test:
+        _, test_accuracy = model.evaluate(
+            training.one_hot(splits.test, splits.num_classes), verbose=0
+        )
     row = {
         "method": method,
         "description": methods_lib.DESCRIPTIONS[method],
         "best_validation_accuracy": max(accuracy),
         "final_validation_accuracy": accuracy[-1],
+        "final_train_accuracy": history["accuracy"][-1],
+        "test_accuracy": None if test_accuracy is None else float(test_accuracy),
         "trainable_params": count_params(model.trainable_weights),
         "frozen_params": count_params(model.non_trainable_weights),
         "learning_rates": list(rates),
@@ -287,6 +300,7 @@ def _run_method(method, data, settings, rates, output_dir, measure, verbose):
         ),
         "num_train": splits.num_train,
         "num_validation": splits.num_validation,
+        "num_test": splits.num_test,
         "history": history,
         "wall_time_s": round(time.time() - started, 1),
     }

@@ -34,6 +34,8 @@ def markdown(results: dict) -> str:
         "method",
         "best val acc",
         "final val acc",
+        "test acc",
+        "final train acc",
         "trainable params",
         f"memory MB ideal @{size}",
         f"memory MB ours @{size}",
@@ -45,7 +47,13 @@ def markdown(results: dict) -> str:
     lines = [
         f"# Transfer methods on {settings['backbone']}",
         "",
-        f"Data `{settings['data']}`, {size} px, {settings['epochs']} epochs, "
+        f"Data `{settings['data']}`"
+        + (
+            f" (test `{settings['test_data']}`)"
+            if settings.get("test_data")
+            else ""
+        )
+        + f", {size} px, {settings['epochs']} epochs, "
         f"batch {settings['batch_size']}, seed {settings['seed']}, "
         f"weights `{settings['weights']}`, label smoothing "
         f"{settings['label_smoothing']}; {settings['schedule']}. Memory: "
@@ -63,6 +71,8 @@ def markdown(results: dict) -> str:
             row["method"],
             _cell(row["best_validation_accuracy"], ".3f"),
             _cell(row["final_validation_accuracy"], ".3f"),
+            _cell(row.get("test_accuracy"), ".3f"),
+            _cell(row.get("final_train_accuracy"), ".3f"),
             _cell(row["trainable_params"], ","),
             _cell(_memory_mb(row, size, "ideal_mb"), ".1f"),
             _cell(_memory_mb(row, size, "ours_mb"), ".1f"),

@@ -16,6 +16,7 @@ from keras_repnet.core.builder import build
 from keras_repnet.core.optimizers import MultiRateAdam
 from keras_repnet.core.plan import describe
 from keras_repnet.core.plan import parameter_counts
+from keras_repnet.methods.registry import REPNET_LEARNING_RATES
 from keras_repnet.version import __version__
 
 
@@ -70,16 +71,17 @@ def one_hot(dataset: tf.data.Dataset, num_classes: int) -> tf.data.Dataset:
 def train(
     data,
     *,
+    test_data=None,
     backbone: str = "MobileNetV2",
     weights: str | None = "imagenet",
     output_dir: str = "runs/train",
     image_size: int = 224,
     epochs: int = 10,
     batch_size: int = 32,
-    side_learning_rate: float = 1e-3,
-    head_learning_rate: float = 1e-2,
+    side_learning_rate: float = REPNET_LEARNING_RATES[0],
+    head_learning_rate: float = REPNET_LEARNING_RATES[1],
     label_smoothing: float = 0.1,
-    connect: str = "dual",
+    connect: str = "up",
     validation_split: float = 0.2,
     seed: int = 1337,
     max_examples: int | None = None,
@@ -89,23 +91,30 @@ def train(
     """Trains a Rep-Net classifier and writes its results to `output_dir`.
 
     Writes `model.keras`, `results.json` and `history.png`, each atomically,
-    and `history.csv` epoch by epoch. An interrupted run resumes from its last
+    and `history.csv` epoch by epoch. Validation accuracy is reported every
+    epoch; the test split (`test_data`, or the data's own) is evaluated once,
+    at the end. An interrupted run resumes from its last
     finished epoch when started again with the same `output_dir`
     (`keras.callbacks.BackupAndRestore`).
 
     Args:
         data: an image folder, `.npz` file, MNIST-format folder, `(x, y)`
             arrays or `"tfds:NAME"` (see `keras_repnet.data.load`).
+        test_data: a separate test set, in any form `data` takes. Defaults
+            to `None`: the data's own test split, if it has one.
         backbone: str. A `keras.applications` model name.
         weights: `"imagenet"`, `None` or a weights file path.
         output_dir: str. Where results go.
         image_size: int. Side of the square input images.
         epochs: int. Training epochs.
         batch_size: int. Examples per step.
-        side_learning_rate: float. Peak learning rate of the Rep-Net modules.
-        head_learning_rate: float. Peak learning rate of the head.
+        side_learning_rate: float. Peak learning rate of the Rep-Net
+            modules. Defaults to 1e-2.
+        head_learning_rate: float. Peak learning rate of the head. Defaults
+            to 1e-3.
         label_smoothing: float. Label smoothing of the cross-entropy.
-        connect: str. Connector mode (see `keras_repnet.build`).
+        connect: str. Connector mode (see `keras_repnet.build`). Defaults
+            to `"up"`.
         validation_split: float. Share of the data held out for validation.
         seed: int. Seed of the split, the shuffling and the initialisation.
         max_examples: int. Cap on the examples used (for quick runs).
@@ -124,6 +133,7 @@ def train(
     keras.utils.set_random_seed(seed)
     splits = data_lib.load(
         data,
+        test=test_data,
         image_size=image_size,
         batch_size=batch_size,
         validation_split=validation_split,
@@ -159,20 +169,29 @@ def train(
         verbose=verbose,
     )
     _, accuracy = model.evaluate(validation_ds, verbose=0)
+    test_accuracy = None
+    if splits.num_test:
+        _, test_accuracy = model.evaluate(
+            one_hot(splits.test, splits.num_classes), verbose=0
+        )
     files.save_model(model, os.path.join(output_dir, "model.keras"))
     results = {
         "validation_accuracy": float(accuracy),
         "best_validation_accuracy": max(history.get("val_accuracy", [accuracy])),
+        "test_accuracy": None if test_accuracy is None else float(test_accuracy),
+        "final_train_accuracy": history["accuracy"][-1],
         "parameters": parameter_counts(model),
         "class_names": splits.class_names,
         "num_train": splits.num_train,
         "num_validation": splits.num_validation,
+        "num_test": splits.num_test,
         "history": history,
         "wall_time_s": round(time.time() - started, 1),
         "settings": {
             "backbone": backbone,
             "weights": weights,
-            "data": data if isinstance(data, str) else "(arrays)",
+            "data": as_given(data),
+            "test_data": as_given(test_data),
             "image_size": image_size,
             "epochs": epochs,
             "batch_size": batch_size,
@@ -193,6 +212,15 @@ def train(
         title=f"Rep-Net ({connect}) on {backbone}, {image_size} px",
     )
     return results
+
+
+def as_given(data):
+    """A data argument as the user gave it, for results files."""
+    if data is None or isinstance(data, str):
+        return data
+    if isinstance(data, os.PathLike):
+        return os.fspath(data)
+    return "(arrays)"
 
 
 def versions() -> dict:

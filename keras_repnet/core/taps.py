@@ -258,6 +258,78 @@ def find_taps(model: keras.Model, mode: str = "downsampling") -> list[Tap]:
     ]
 
 
+# `build()`'s default: at least this many modules where the backbone has the
+# block boundaries for them.
+MIN_MODULES = 4
+# Taps start where the output stride is at least this (about 4: the first
+# stride-2 level is left out, see `select_taps`).
+_MIN_STRIDE = 3
+
+
+def select_taps(model: keras.Model, num_modules: int | None = None) -> list[Tap]:
+    """Chooses where `keras_repnet.build` connects Rep-Net modules.
+
+    One tap per downsampling level (`find_taps`) from an output stride of
+    about 4 on: the stride-2 level is left out, because its side activations
+    dominate the training memory (MobileNetV3Small at 224 px: a 112x112 side
+    feature per image is as large as the frozen backbone's whole inference
+    peak) while it added no accuracy in `bench/accuracy.py`'s runs. Where
+    fewer than `num_modules` (default `MIN_MODULES`) taps result, block
+    boundaries (`find_taps(mode="all")`) are added, one at a time from the
+    level with the most boundaries left, its middle one; then the stride-2
+    level, if still short. Where more result than `num_modules`, the finest
+    levels are dropped.
+
+    Args:
+        model: keras.Model. The frozen backbone.
+        num_modules: int. How many modules to aim for, e.g. 6 as in the
+            paper. Defaults to `None`: every downsampling level from stride
+            4 on, and at least `MIN_MODULES`.
+
+    Returns:
+        A list of `Tap`s in the order the backbone computes them.
+
+    Example:
+
+    >>> backbone = keras.applications.MobileNetV2(
+    ...     weights=None, include_top=False, input_shape=(224, 224, 3))
+    >>> [t.shape[:2] for t in select_taps(backbone)]
+    [(56, 56), (28, 28), (14, 14), (7, 7)]
+    >>> len(select_taps(backbone, num_modules=6))
+    6
+    """
+    if num_modules is not None and (
+        not isinstance(num_modules, int) or num_modules < 1
+    ):
+        raise ValueError(
+            "`num_modules` must be a positive int or None. Received: "
+            f"num_modules={num_modules!r}"
+        )
+    candidates = find_taps(model, mode="all")
+    side = min(s for s in model.inputs[0].shape[1:3] if s) if all(
+        model.inputs[0].shape[1:3]
+    ) else 2 * max(min(t.shape[:2]) for t in candidates)
+
+    def coarse(tap):
+        return min(tap.shape[:2]) * _MIN_STRIDE <= side
+
+    chosen = [t for t in candidates if t.reason == "downsampling" and coarse(t)]
+    target = num_modules or max(MIN_MODULES, len(chosen))
+    spare = [t for t in candidates if t not in chosen and coarse(t)]
+    while len(chosen) < target and spare:
+        levels = {}
+        for tap in spare:
+            levels.setdefault(tap.shape[:2], []).append(tap)
+        level = max(levels.values(), key=len)
+        pick = level[len(level) // 2]
+        chosen.append(pick)
+        spare.remove(pick)
+    fine = [t for t in candidates if t not in chosen and not coarse(t)]
+    chosen += fine[::-1][: max(0, target - len(chosen))]
+    chosen.sort(key=candidates.index)
+    return chosen[len(chosen) - target :] if len(chosen) > target else chosen
+
+
 def feature_output(model: keras.Model):
     """The backbone's last feature map: the model output if it is 4-D, else
     the input of the first global pooling or flattening on the main path (so
