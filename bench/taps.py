@@ -3,7 +3,7 @@
     python bench/taps.py [--image_size=224]
 
 Prints a markdown table (backbone, taps, their resolutions and channels, side
-and frozen parameters) and writes bench/results/taps.{json,md}.
+and frozen parameters, side / frozen) and writes bench/results/taps.{json,md}.
 """
 
 import keras
@@ -27,7 +27,8 @@ def main(_):
             )
         except Exception as error:  # Report, do not hide, what fails.
             rows.append({"backbone": name, "taps": 0, "plan": f"error: {error}"[:120],
-                         "side params": "-", "frozen params": "-"})
+                         "side params": "-", "frozen params": "-",
+                         "side / frozen": "-"})
             continue
         plan = keras_repnet.connector_plan(model)
         counts = keras_repnet.parameter_counts(model)
@@ -40,13 +41,14 @@ def main(_):
                 ),
                 "side params": f"{counts['side']:,}",
                 "frozen params": f"{counts['frozen']:,}",
+                "side / frozen": f"{counts['side'] / counts['frozen']:.3f}",
             }
         )
         keras.backend.clear_session()
     write_results(
         "taps",
         rows,
-        ["backbone", "taps", "plan", "side params", "frozen params"],
+        ["backbone", "taps", "plan", "side params", "frozen params", "side / frozen"],
         {"image_size": size},
     )
 
