@@ -1,24 +1,28 @@
 """The accuracy protocol: Rep-Net against the cheap baselines, on test splits.
 
-    python bench/accuracy.py [--image_size=64] [--epochs=8]
-        [--train_examples=3000] [--stages=grid,seeds,fewshot,ablations,memory]
+    python bench/accuracy.py [--image_size=64] [--epochs=6]
+        [--train_examples=3000] [--stages=core,ft-full,baselines,seeds,small,
+        fewshot,ablations,memory] [--sets=cifar10,...]
         [--output_dir=results/accuracy]
 
 Every run trains one method on one dataset from one seed, with Adam and a
 cosine decay to zero (`keras_repnet.apps.training`), and writes
 `OUTPUT_DIR/runs/<run>/result.json`: the final training accuracy, the
 validation accuracy of every epoch and the test accuracy, measured once at
-the end. Stages, in order:
+the end. Each method's peak learning rates are picked from its grid in
+`LEARNING_RATES` by final validation accuracy (seed 0). Stages, in this
+order, most informative first:
 
-1. `grid`: each method's peak learning rate is picked from `LEARNING_RATES`
-   by final validation accuracy (seed 0). MobileNetV2 1.0 for every method,
-   MobileNetV2 0.35 for repnet and ft-last.
-2. `seeds`: repnet, ft-last and ft-full again at their picked rate from
+1. `core`: the grids of repnet and ft-last (MobileNetV2 1.0) on every set.
+2. `ft-full`: the grid of full fine-tuning.
+3. `baselines`: the grids of tinytl, mobiletl and bn-only.
+4. `seeds`: repnet, ft-last and ft-full again at their picked rates from
    seeds 1 and 2 (the grid's seed 0 is the third): mean +- std.
-3. `fewshot`: 10 and 50 labelled images per class, repnet against ft-last,
+5. `small`: the grids of repnet and ft-last on MobileNetV2 0.35.
+6. `fewshot`: 10 and 50 labelled images per class, repnet against ft-last,
    at their picked rates, on the far-domain sets.
-4. `ablations`: the other Rep-Net connector modes on the first set.
-5. `memory`: each method's measured training-step peak at batch 8 and
+7. `ablations`: the other Rep-Net connector modes on the first set.
+8. `memory`: each method's measured training-step peak at batch 8 and
    224 px (`keras_repnet.memory.measure`), for the plot.
 
 Validation is used for every choice; the test split (the dataset's own, or a
@@ -42,11 +46,22 @@ from absl import app
 from absl import flags
 from common import SHARED_ASSETS
 
+STAGES = (
+    "core",
+    "ft-full",
+    "baselines",
+    "seeds",
+    "small",
+    "fewshot",
+    "ablations",
+    "memory",
+)
+
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", "results/accuracy", "Where runs and the report go."
 )
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 64, "Input side in pixels.")
-_EPOCHS = flags.DEFINE_integer("epochs", 8, "Training epochs of every run.")
+_EPOCHS = flags.DEFINE_integer("epochs", 6, "Training epochs of every run.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Examples per step.")
 _TRAIN_EXAMPLES = flags.DEFINE_integer(
     "train_examples",
@@ -55,7 +70,7 @@ _TRAIN_EXAMPLES = flags.DEFINE_integer(
 )
 _STAGES = flags.DEFINE_list(
     "stages",
-    ["grid", "seeds", "fewshot", "ablations", "memory"],
+    list(STAGES),
     "Stages to run, in this order.",
 )
 _SETS = flags.DEFINE_list(
@@ -87,20 +102,28 @@ BACKBONES = {
     ),
 }
 METHODS = ("repnet", "ft-last", "ft-full", "bn-only", "tinytl", "mobiletl")
+GRID_STAGES = {
+    "core": ("MobileNetV2", ("repnet", "ft-last")),
+    "ft-full": ("MobileNetV2", ("ft-full",)),
+    "baselines": ("MobileNetV2", ("tinytl", "mobiletl", "bn-only")),
+    "small": ("MobileNetV2-0.35", ("repnet", "ft-last")),
+}
 SMALL_BACKBONE_METHODS = ("repnet", "ft-last")
 SEEDED_METHODS = ("repnet", "ft-last", "ft-full")
 SEEDS = (0, 1, 2)
 SHOTS = (10, 50)
 ABLATIONS = ("repnet-dual", "repnet-down", "repnet-none", "repnet-all")
 # Peak learning rates (side, head) tried per method; "side" is every
-# trainable variable outside the head.
+# trainable variable outside the head (ft-last has none). Each grid holds
+# the method's default (`keras_repnet.methods.default_learning_rates`); the
+# cheaper baselines also get Rep-Net's recipe (side 1e-2, head 1e-3).
 LEARNING_RATES = {
     "repnet": ((3e-3, 1e-3), (1e-2, 1e-3), (3e-2, 3e-3)),
-    "ft-last": ((1e-2, 3e-3), (1e-2, 1e-2), (3e-2, 3e-2)),
+    "ft-last": ((3e-3, 3e-3), (1e-2, 1e-2), (3e-2, 3e-2)),
     "ft-full": ((1e-4, 1e-3), (3e-4, 3e-3), (1e-3, 1e-3)),
-    "bn-only": ((1e-3, 1e-3), (3e-3, 3e-3), (1e-2, 1e-3)),
-    "tinytl": ((1e-3, 1e-3), (3e-3, 1e-3), (1e-2, 1e-3)),
-    "mobiletl": ((1e-3, 1e-3), (3e-3, 3e-3), (1e-2, 1e-3)),
+    "bn-only": ((1e-3, 1e-2), (1e-2, 1e-3)),
+    "tinytl": ((1e-3, 1e-2), (1e-2, 1e-3)),
+    "mobiletl": ((1e-3, 1e-2), (1e-2, 1e-3)),
 }
 
 
@@ -181,7 +204,7 @@ def _backbone_model(backbone, image_size):
     return name, str(weights)
 
 
-def run(set_name, backbone, method, rates, seed, settings, shots=None):
+def run(set_name, backbone, method, rates, seed, shots, settings):
     """Trains one run, or reads its result if it finished before."""
     import keras
 
@@ -289,16 +312,11 @@ def stage_runs(stage, sets, results):
     """Yields the `(set, backbone, method, rates, seed, shots)` of a stage."""
     for set_name in sets:
         far = SETS[set_name][2]
-        if stage == "grid":
-            for backbone in BACKBONES:
-                methods = (
-                    METHODS
-                    if backbone == "MobileNetV2"
-                    else SMALL_BACKBONE_METHODS
-                )
-                for method in methods:
-                    for rates in LEARNING_RATES[method]:
-                        yield set_name, backbone, method, rates, 0, None
+        if stage in GRID_STAGES:
+            backbone, methods = GRID_STAGES[stage]
+            for method in methods:
+                for rates in LEARNING_RATES[method]:
+                    yield set_name, backbone, method, rates, 0, None
         elif stage == "seeds":
             for method in SEEDED_METHODS:
                 rates = best_rates(results, set_name, "MobileNetV2", method)
@@ -517,12 +535,15 @@ def main(argv):
     results = report(settings["output_dir"], sets, settings)
     if _REPORT_ONLY.value:
         return
+    unknown = sorted(set(_STAGES.value) - set(STAGES))
+    if unknown:
+        raise app.UsageError(f"Unknown stages {unknown}. Known: {STAGES}.")
     for stage in _STAGES.value:
         if stage == "memory":
             measure_memory(settings["output_dir"])
         else:
             for spec in list(stage_runs(stage, sets, results)):
-                run(*spec, settings)
+                run(*spec, settings=settings)
                 results = report(settings["output_dir"], sets, settings)
     report(settings["output_dir"], sets, settings)
 

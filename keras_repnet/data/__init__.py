@@ -105,7 +105,7 @@ def load(
 
     Images are decoded once and cached as uint8, converted to RGB and resized
     to `image_size` (bilinear). Training examples are reshuffled every epoch
-    and, with `augment=True`, randomly cropped (25-100% of the area, aspect
+    and, with `augment=True`, randomly cropped (64-100% of the area, aspect
     ratio 3/4-4/3), resized back and randomly flipped left-right. Batches of
     float32 images in `[0, 255]` then go through `preprocess`.
 
