@@ -23,6 +23,7 @@ from keras_repnet.core.plan import describe
 from keras_repnet.core.plan import parameter_counts
 from keras_repnet.core.taps import Tap
 from keras_repnet.core.taps import find_taps
+from keras_repnet.core.taps import select_taps
 from keras_repnet.export import export_tflite
 from keras_repnet.methods import build_method
 from keras_repnet.version import __version__

@@ -123,6 +123,7 @@ def test_pareto_front_and_table_without_memory():
         "description": "head only",
         "best_validation_accuracy": 0.5,
         "final_validation_accuracy": 0.4,
+        "test_accuracy": 0.45,
         "trainable_params": 3843,
         "learning_rates": [1e-3, 1e-2],
         "memory": None,
@@ -135,7 +136,10 @@ def test_pareto_front_and_table_without_memory():
         "label_smoothing": 0.1, "schedule": "cosine",
     }
     table = comparison.markdown({"settings": settings, "methods": [row]})
-    assert "| ft-last | 0.500 | 0.400 | 3,843 | - | - | - | - | - | 12 |" in table
+    assert (
+        "| ft-last | 0.500 | 0.400 | 0.450 | - | 3,843 | - | - | - | - | - | 12 |"
+        in table
+    )
 
 
 def test_unknown_methods_are_refused(tmp_path):

@@ -34,10 +34,12 @@ def test_cli_trains_end_to_end(make_image_folder, tmp_path):
         "--epochs=2",
         "--batch_size=4",
         f"--output_dir={output}",
+        f"--test_data={folder}",
     )
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Validation accuracy:" in result.stdout
+    assert "Test accuracy:" in result.stdout and "on 24 images" in result.stdout
     assert "trainable (side" in result.stdout and "frozen" in result.stdout
     assert {p.name for p in output.iterdir()} >= {
         "model.keras", "results.json", "history.png", "history.csv"
@@ -45,6 +47,8 @@ def test_cli_trains_end_to_end(make_image_folder, tmp_path):
     results = json.loads((output / "results.json").read_text())
     assert len(results["history"]["val_accuracy"]) == 2
     assert results["num_train"] + results["num_validation"] == 24
+    assert results["num_test"] == 24 and 0 <= results["test_accuracy"] <= 1
+    assert results["settings"]["test_data"] == str(folder)  # as given
     assert results["parameters"]["frozen"] > results["parameters"]["trainable"]
     model = keras.models.load_model(output / "model.keras")
     assert model.output_shape == (None, 3)

@@ -131,7 +131,8 @@ def compare(
                 f"side {rates[0]:g}, head {rates[1]:g})"
             )
             row = _run_method(
-                method, data, settings, rates, output_dir, measure, verbose
+                method, data, test_data, settings, rates, output_dir,
+                measure, verbose,
             )
             print(f"{prefix}: {summary(row)}")
         rows.append(row)
@@ -224,7 +225,9 @@ class _StepTimer(keras.callbacks.Callback):
             self.seconds.append(time.perf_counter() - self._start)
 
 
-def _run_method(method, data, settings, rates, output_dir, measure, verbose):
+def _run_method(
+    method, data, test_data, settings, rates, output_dir, measure, verbose
+):
     started = time.time()
     seed = settings["seed"]
     # Loaded again for every method so that all read the same shuffled and
