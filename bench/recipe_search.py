@@ -1,0 +1,183 @@
+"""The runs that chose `build()`'s defaults: one change at a time, CIFAR-10.
+
+    python bench/recipe_search.py [--configs=NAME,...]
+
+Each configuration trains MobileNetV2 (the offline ImageNet weights) on the
+CIFAR-10 subset (`cifar10_32px/train`, a seeded 80/20 split, each split
+capped at 3,000 images) at 64 px for 6 epochs, batch 32, seed 1337, label
+smoothing 0.1, and evaluates the official test images once at the end. One
+seed per configuration: differences of about a point are noise. Appends one
+JSON line per configuration to `results/recipe_search/results.jsonl` (a rerun
+skips the configurations already there) and rewrites `results.md`.
+
+"before" is the defaults of then: dual connectors at 5 taps (from stride 2),
+modules at full resolution as wide as their taps, side 1e-3 / head 1e-2,
+random crops of 25-100% of the area.
+"""
+
+import json
+import time
+from pathlib import Path
+
+from absl import app
+from absl import flags
+from common import MOBILENET_V2_WEIGHTS
+from common import SHARED_ASSETS
+
+_CONFIGS = flags.DEFINE_list("configs", None, "Configurations to run (default: all).")
+
+CIFAR = SHARED_ASSETS / "datasets" / "cifar10_32px"
+OUTPUT = Path("results/recipe_search")
+BEFORE = {
+    "method": "repnet-dual",
+    "taps": "find_taps",
+    "side_width": 1.0,
+    "side_downscale": 1,
+    "rates": (1e-3, 1e-2),
+    "min_crop_area": 0.25,
+}
+# name -> (what changes against BEFORE, the changes), in the order tried.
+CONFIGS = {
+    "before": ("the defaults of then", {}),
+    "lr-flipped": ("side 1e-2, head 1e-3", {"rates": (1e-2, 1e-3)}),
+    "up": ("up connectors, side 1e-2, head 1e-3",
+           {"method": "repnet", "rates": (1e-2, 1e-3)}),
+    "ft-last": ("ft-last, 1e-2", {"method": "ft-last", "rates": (1e-2, 1e-2)}),
+    "ft-full": ("ft-full, 1e-4 / head 1e-3",
+                {"method": "ft-full", "rates": (1e-4, 1e-3)}),
+    "tinytl": ("tinytl, side 1e-2, head 1e-3",
+               {"method": "tinytl", "rates": (1e-2, 1e-3)}),
+    "up-side-3e-3": ("up, side 3e-3", {"method": "repnet", "rates": (3e-3, 1e-3)}),
+    "up-no-stride-2-tap": ("up, no stride-2 tap (select_taps)", {
+        "method": "repnet", "rates": (1e-2, 1e-3), "taps": "select_taps"}),
+    "up-half-resolution": ("up, modules at half resolution", {
+        "method": "repnet", "rates": (1e-2, 1e-3), "side_downscale": 2}),
+    "up-half-width": ("up, modules half as wide", {
+        "method": "repnet", "rates": (1e-2, 1e-3), "side_width": 0.5}),
+    "up-side-3e-2": ("up, side 3e-2", {"method": "repnet", "rates": (3e-2, 1e-3)}),
+    "up-no-smoothing": ("up, no label smoothing", {
+        "method": "repnet", "rates": (1e-2, 1e-3), "label_smoothing": 0.0}),
+    "dual-no-stride-2-tap": ("dual, side 1e-2, head 1e-3, no stride-2 tap", {
+        "rates": (1e-2, 1e-3), "taps": "select_taps"}),
+    "up-head-3e-3": ("up, head 3e-3", {"method": "repnet", "rates": (1e-2, 3e-3)}),
+    "up-crop-64": ("up, crops of 64-100% of the area", {
+        "method": "repnet", "rates": (1e-2, 1e-3), "min_crop_area": 0.64}),
+    "ft-full-crop-64": ("ft-full, crops of 64-100%", {
+        "method": "ft-full", "rates": (1e-4, 1e-3), "min_crop_area": 0.64}),
+    "ft-last-crop-64": ("ft-last, crops of 64-100%", {
+        "method": "ft-last", "rates": (1e-2, 1e-2), "min_crop_area": 0.64}),
+    "ft-full-bn-momentum": ("ft-full, batch-norm momentum 0.9 (0.999 in Keras)", {
+        "method": "ft-full", "rates": (1e-4, 1e-3), "bn_momentum": 0.9}),
+}
+
+
+def run(name, changes):
+    import keras
+
+    import keras_repnet
+    from keras_repnet.apps import training
+    from keras_repnet.data import pipeline
+
+    config = {**BEFORE, "label_smoothing": 0.1, **changes}
+    started = time.time()
+    keras.utils.set_random_seed(1337)
+    pipeline.MIN_CROP_AREA = config["min_crop_area"]
+    splits = keras_repnet.data.load(
+        str(CIFAR / "train"),
+        test=str(CIFAR / "test"),
+        image_size=64,
+        batch_size=32,
+        seed=1337,
+        preprocess=keras_repnet.data.preprocessing_for("MobileNetV2"),
+        max_examples=3000,
+    )
+    options = {}
+    if config["method"].startswith("repnet"):
+        backbone = keras_repnet.backbones.resolve(
+            "MobileNetV2", (64, 64, 3), MOBILENET_V2_WEIGHTS
+        )
+        find = getattr(keras_repnet, config["taps"])
+        options = {
+            "taps": [t.layer_name for t in find(backbone)],
+            "side_width": config["side_width"],
+            "side_downscale": config["side_downscale"],
+        }
+        weights = None
+    else:
+        backbone, weights = "MobileNetV2", MOBILENET_V2_WEIGHTS
+    model = keras_repnet.build_method(
+        config["method"],
+        backbone,
+        10,
+        input_shape=(64, 64, 3),
+        weights=weights,
+        **options,
+    )
+    if "bn_momentum" in config:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = config["bn_momentum"]
+    steps = 6 * -(-splits.num_train // 32)
+    training.compile_model(
+        model, training.make_optimizer(*config["rates"], steps),
+        config["label_smoothing"],
+    )
+    history = model.fit(
+        training.one_hot(splits.train, 10),
+        validation_data=training.one_hot(splits.validation, 10),
+        epochs=6,
+        verbose=2,
+    ).history
+    _, test = model.evaluate(training.one_hot(splits.test, 10), verbose=0)
+    return {
+        "config": name,
+        "description": CONFIGS[name][0],
+        "changes": {k: list(v) if isinstance(v, tuple) else v
+                    for k, v in changes.items()},
+        "final_train_accuracy": history["accuracy"][-1],
+        "validation_accuracy": history["val_accuracy"][-1],
+        "test_accuracy": float(test),
+        "trainable_params": keras_repnet.parameter_counts(model)["trainable"],
+        "wall_time_s": round(time.time() - started),
+    }
+
+
+def write_markdown(rows):
+    lines = [
+        "| configuration | what changes | test | validation | final train "
+        "| trainable params |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['config']} | {row['description']} | "
+            f"{row['test_accuracy']:.3f} | "
+            f"{row['validation_accuracy']:.3f} | "
+            f"{row['final_train_accuracy']:.3f} | {row['trainable_params']:,} |"
+        )
+    (OUTPUT / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv):
+    del argv
+    names = _CONFIGS.value or list(CONFIGS)
+    unknown = sorted(set(names) - set(CONFIGS))
+    if unknown:
+        raise app.UsageError(f"Unknown configs {unknown}. Known: {list(CONFIGS)}.")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    log = OUTPUT / "results.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    done = {row["config"] for row in rows}
+    for name in names:
+        if name in done:
+            continue
+        row = run(name, CONFIGS[name][1])
+        rows.append(row)
+        with open(log, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        write_markdown(rows)
+    write_markdown(rows)
+
+
+if __name__ == "__main__":
+    app.run(main)
