@@ -471,6 +471,7 @@ def plot(rows, measured, path):
 
     matplotlib.use("Agg")  # writes a file; no display needed
     from matplotlib import pyplot as plt
+    from matplotlib import ticker
 
     sets = sorted({r["set"] for r in rows})
     figure, axes = plt.subplots(
@@ -484,7 +485,14 @@ def plot(rows, measured, path):
             mean, std, _ = row["test"]
             axis.errorbar(measured[key], mean, yerr=std, fmt="o")
             axis.annotate(row["method"], (measured[key], mean), fontsize=7)
-        axis.set_xscale("log")
+        memories = [
+            measured[f"{r['backbone']}/{r['method']}"]
+            for r in rows
+            if r["set"] == set_name and f"{r['backbone']}/{r['method']}" in measured
+        ]
+        if memories and max(memories) > 3 * min(memories):
+            axis.set_xscale("log")
+            axis.xaxis.set_major_formatter(ticker.ScalarFormatter())
         axis.set_title(set_name)
         axis.set_xlabel("measured training memory, MB (224 px, batch 8)")
         axis.set_ylabel("test accuracy")
