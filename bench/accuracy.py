@@ -2,7 +2,7 @@
 
     python bench/accuracy.py [--image_size=64] [--epochs=6]
         [--train_examples=3000] [--stages=core,ft-full,baselines,seeds,small,
-        fewshot,ablations,memory] [--sets=cifar10,...]
+        fewshot,batch8,ablations,memory] [--sets=cifar10,...]
         [--output_dir=results/accuracy]
 
 Every run trains one method on one dataset from one seed, with Adam and a
@@ -21,8 +21,10 @@ order, most informative first:
 5. `small`: the grids of repnet and ft-last on MobileNetV2 0.35.
 6. `fewshot`: 10 and 50 labelled images per class, repnet against ft-last,
    at their picked rates, on the far-domain sets.
-7. `ablations`: the other Rep-Net connector modes on the first set.
-8. `memory`: each method's measured training-step peak at batch 8 and
+7. `batch8`: repnet at `build()`'s recipe and at its picked rates, and
+   ft-last at its picked rate, at batch 8 on the far-domain sets.
+8. `ablations`: the other Rep-Net connector modes on the first set.
+9. `memory`: each method's measured training-step peak at batch 8 and
    224 px (`keras_repnet.memory.measure`), for the plot.
 
 Validation is used for every choice; the test split (the dataset's own, or a
@@ -53,6 +55,7 @@ STAGES = (
     "seeds",
     "small",
     "fewshot",
+    "batch8",
     "ablations",
     "memory",
 )
@@ -111,6 +114,9 @@ GRID_STAGES = {
 SMALL_BACKBONE_METHODS = ("repnet", "ft-last")
 SEEDED_METHODS = ("repnet", "ft-last", "ft-full")
 SEEDS = (0, 1, 2)
+# `build()`'s documented recipe (side, head), tried as is at batch 8.
+REPNET_RECIPE = (1e-2, 1e-3)
+SMALL_BATCH = 8
 SHOTS = (10, 50)
 ABLATIONS = ("repnet-dual", "repnet-down", "repnet-none", "repnet-all")
 # Peak learning rates (side, head) tried per method; "side" is every
@@ -184,10 +190,11 @@ def _few_shot(source, shots, seed):
 # === Runs ===
 
 
-def _run_name(set_name, backbone, method, rates, seed, shots=None):
+def _run_name(set_name, backbone, method, rates, seed, shots, batch_size):
     rate = "_".join(f"{r:g}" for r in rates)
     shot = f"_{shots}shot" if shots else ""
-    return f"{set_name}_{backbone}_{method}_lr{rate}_s{seed}{shot}"
+    batch = f"_b{batch_size}" if batch_size else ""
+    return f"{set_name}_{backbone}_{method}_lr{rate}_s{seed}{shot}{batch}"
 
 
 def _backbone_model(backbone, image_size):
@@ -206,14 +213,16 @@ def _backbone_model(backbone, image_size):
     return name, str(weights)
 
 
-def run(set_name, backbone, method, rates, seed, shots, settings):
-    """Trains one run, or reads its result if it finished before."""
+def run(set_name, backbone, method, rates, seed, shots, settings, batch_size=None):
+    """Trains one run, or reads its result if it finished before.
+    `batch_size` overrides the protocol's (the `batch8` stage)."""
     import keras
 
     import keras_repnet
     from keras_repnet.apps import training
 
-    name = _run_name(set_name, backbone, method, rates, seed, shots)
+    name = _run_name(set_name, backbone, method, rates, seed, shots, batch_size)
+    batch = batch_size or settings["batch_size"]
     folder = Path(settings["output_dir"]) / "runs" / name
     result_path = folder / "result.json"
     if result_path.exists():
@@ -231,7 +240,7 @@ def run(set_name, backbone, method, rates, seed, shots, settings):
         source,
         test=test,
         image_size=size,
-        batch_size=settings["batch_size"],
+        batch_size=batch,
         validation_split=validation_split,
         seed=seed,
         preprocess=keras_repnet.data.preprocessing_for("MobileNetV2"),
@@ -245,7 +254,7 @@ def run(set_name, backbone, method, rates, seed, shots, settings):
         input_shape=(size, size, 3),
         weights=weights,
     )
-    steps = settings["epochs"] * math.ceil(splits.num_train / settings["batch_size"])
+    steps = settings["epochs"] * math.ceil(splits.num_train / batch)
     training.compile_model(
         model,
         training.make_optimizer(*rates, steps),
@@ -271,6 +280,7 @@ def run(set_name, backbone, method, rates, seed, shots, settings):
         "learning_rates": list(rates),
         "seed": seed,
         "shots": shots,
+        "batch_size": batch_size,
         "num_train": splits.num_train,
         "num_validation": splits.num_validation,
         "num_test": splits.num_test,
@@ -297,11 +307,16 @@ def _final_validation(result):
     return result["validation_accuracy"][-1]
 
 
+def _protocol_runs(results):
+    """The runs at the protocol's batch size (not the `batch8` stage's)."""
+    return [r for r in results if not r.get("batch_size")]
+
+
 def best_rates(results, set_name, backbone, method):
     """The grid's learning rates with the best final validation accuracy."""
     candidates = [
         r
-        for r in results
+        for r in _protocol_runs(results)
         if (r["set"], r["backbone"], r["method"], r["seed"], r["shots"])
         == (set_name, backbone, method, 0, None)
     ]
@@ -331,6 +346,15 @@ def stage_runs(stage, sets, results):
                     rates = best_rates(results, set_name, "MobileNetV2", method)
                     if rates:
                         yield set_name, "MobileNetV2", method, rates, 0, shots
+        elif stage == "batch8" and far:
+            picked = {
+                method: best_rates(results, set_name, "MobileNetV2", method)
+                for method in SMALL_BACKBONE_METHODS
+            }
+            specs = {("repnet", REPNET_RECIPE), *picked.items()}
+            for method, rates in sorted(specs, key=str):
+                if rates:
+                    yield set_name, "MobileNetV2", method, rates, 0, None
         elif stage == "ablations" and set_name == sets[0]:
             rates = best_rates(results, set_name, "MobileNetV2", "repnet")
             for method in ABLATIONS:
@@ -367,7 +391,10 @@ def _mean_std(values):
 
 
 def summarize(results, sets):
-    """One row per (set, backbone, method) at the picked rates."""
+    """One row per (set, backbone, method) at the picked rates; the few-shot
+    runs; the batch-8 runs."""
+    small_batch = [r for r in results if r.get("batch_size")]
+    results = _protocol_runs(results)
     rows = []
     for set_name in sets:
         for backbone in BACKBONES:
@@ -416,7 +443,7 @@ def summarize(results, sets):
         for r in results
         if r["shots"]
     ]
-    return rows, few_shot
+    return rows, few_shot, small_batch
 
 
 def _cell(stat):
@@ -428,7 +455,7 @@ def _cell(stat):
     return f"{mean:.3f} +- {std:.3f} ({count})"
 
 
-def markdown(rows, few_shot, measured, settings):
+def markdown(rows, few_shot, small_batch, measured, settings):
     lines = [
         f"Test accuracy at {settings['image_size']} px, {settings['epochs']} "
         f"epochs, batch {settings['batch_size']}, at most "
@@ -448,6 +475,23 @@ def markdown(rows, few_shot, measured, settings):
             f"{row['learning_rates'][0]:g}, {row['learning_rates'][1]:g} | "
             f"{row['trainable_params']:,} | {memory_mb} |"
         )
+    if small_batch:
+        lines += [
+            "",
+            f"Batch {SMALL_BATCH} (as on a phone), MobileNetV2, seed 0, same "
+            "epochs (4x the steps):",
+            "",
+            "| set | method | lr (side, head) | test | final train |",
+            "|---|---|---|---|---|",
+        ]
+        for r in sorted(
+            small_batch, key=lambda r: (r["set"], r["method"], r["learning_rates"])
+        ):
+            lines.append(
+                f"| {r['set']} | {r['method']} | {r['learning_rates'][0]:g}, "
+                f"{r['learning_rates'][1]:g} | {r['test_accuracy']:.3f} | "
+                f"{r['final_train_accuracy']:.3f} |"
+            )
     if few_shot:
         lines += [
             "",
@@ -509,18 +553,22 @@ def report(output_dir, sets, settings):
     ]
     memory_path = Path(output_dir) / "memory.json"
     measured = json.loads(memory_path.read_text()) if memory_path.exists() else {}
-    rows, few_shot = summarize(results, sets)
+    rows, few_shot, small_batch = summarize(results, sets)
     _write_json(
         {
             "settings": settings,
             "summary": rows,
             "few_shot": few_shot,
+            "batch_8": [
+                {k: r[k] for k in ("set", "method", "learning_rates", "test_accuracy")}
+                for r in small_batch
+            ],
             "memory_mb": measured,
             "runs": results,
         },
         Path(output_dir) / "results.json",
     )
-    text = markdown(rows, few_shot, measured, settings)
+    text = markdown(rows, few_shot, small_batch, measured, settings)
     (Path(output_dir) / "results.md").write_text(text)
     if rows and measured:
         plot(rows, measured, Path(output_dir) / "accuracy_vs_memory.png")
@@ -552,8 +600,9 @@ def main(argv):
         if stage == "memory":
             measure_memory(settings["output_dir"])
         else:
+            batch_size = SMALL_BATCH if stage == "batch8" else None
             for spec in list(stage_runs(stage, sets, results)):
-                run(*spec, settings=settings)
+                run(*spec, settings=settings, batch_size=batch_size)
                 results = report(settings["output_dir"], sets, settings)
     report(settings["output_dir"], sets, settings)
 
