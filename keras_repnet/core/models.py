@@ -36,11 +36,13 @@ class RepNetModel(keras.Model):
       through `keras_repnet.backward.recompute()`: their activations, large
       at the first taps, are recomputed in the backward pass.
 
-    Measured by `bench/memory.py` at 224x224, batch 8: the step peak falls
-    from 207 to 97 MB on MobileNetV2 (the frozen backbone's inference alone:
-    78 MB) and from 112 to 45 MB on MobileNetV3Small (15 MB); the step takes
-    1.0-1.05x (MobileNetV2) and 1.15-1.25x (MobileNetV3Small, where the
-    recomputed side modules weigh more) the time of plain autodiff.
+    Measured by `bench/memory.py` at 224x224, batch 8, with `build()`'s
+    defaults: the step peak is 80.4 MB on MobileNetV2 (82.9 MB with plain
+    autodiff; the frozen backbone's inference alone: 77.8 MB) and 17.4 MB
+    on MobileNetV3Small (18.4; 14.9). The "up" connectors keep the backward
+    pass out of the frozen backbone, so the rules matter most for
+    `connect="dual"` and for full fine-tuning (MobileNetV3Small: 191 ->
+    139 MB).
     Works with `fit` in graph or eager mode and under `tf.distribute`
     strategies.
 
