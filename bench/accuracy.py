@@ -1,8 +1,8 @@
 """The accuracy protocol: Rep-Net against the cheap baselines, on test splits.
 
     python bench/accuracy.py [--image_size=64] [--epochs=6]
-        [--train_examples=3000] [--stages=core,ft-full,baselines,seeds,small,
-        fewshot,batch8,ablations,memory] [--sets=cifar10,...]
+        [--train_examples=3000] [--stages=core,ft-full,baselines,seeds,long,
+        small,fewshot,batch8,ablations,memory] [--sets=cifar10,...]
         [--output_dir=results/accuracy]
 
 Every run trains one method on one dataset from one seed, with Adam and a
@@ -18,14 +18,16 @@ order, most informative first:
 3. `baselines`: the grids of tinytl, mobiletl and bn-only.
 4. `seeds`: repnet, ft-last and ft-full again at their picked rates from
    seeds 1 and 2 (the grid's seed 0 is the third): mean +- std.
-5. `small`: the grids of repnet and ft-last on MobileNetV2 0.35.
-6. `fewshot`: 10 and 50 labelled images per class, repnet against ft-last,
+5. `long`: repnet, ft-last and ft-full at their picked rates with 3x the
+   epochs on the far-domain sets: has each reached its plateau?
+6. `small`: the grids of repnet and ft-last on MobileNetV2 0.35.
+7. `fewshot`: 10 and 50 labelled images per class, repnet against ft-last,
    at their picked rates, on the far-domain sets.
-7. `batch8`: repnet at `build()`'s recipe and at its picked rates, and
+8. `batch8`: repnet at `build()`'s recipe and at its picked rates, and
    ft-last at its picked rate, at batch 8 on the far-domain sets.
-8. `ablations`: the other Rep-Net connector modes on the first set.
-9. `memory`: each method's measured training-step peak at batch 8 and
-   224 px (`keras_repnet.memory.measure`), for the plot.
+9. `ablations`: the other Rep-Net connector modes on the first set.
+10. `memory`: each method's measured training-step peak at batch 8 and
+    224 px (`keras_repnet.memory.measure`), for the plot.
 
 Validation is used for every choice; the test split (the dataset's own, or a
 seeded 20% held out before anything else) only for the reported numbers.
@@ -53,6 +55,7 @@ STAGES = (
     "ft-full",
     "baselines",
     "seeds",
+    "long",
     "small",
     "fewshot",
     "batch8",
@@ -117,6 +120,8 @@ SEEDS = (0, 1, 2)
 # `build()`'s documented recipe (side, head), tried as is at batch 8.
 REPNET_RECIPE = (1e-2, 1e-3)
 SMALL_BATCH = 8
+# The `long` stage trains this many times the protocol's epochs.
+LONG_EPOCHS_FACTOR = 3
 SHOTS = (10, 50)
 ABLATIONS = ("repnet-dual", "repnet-down", "repnet-none", "repnet-all")
 # Peak learning rates (side, head) tried per method; "side" is every
@@ -190,11 +195,12 @@ def _few_shot(source, shots, seed):
 # === Runs ===
 
 
-def _run_name(set_name, backbone, method, rates, seed, shots, batch_size):
+def _run_name(set_name, backbone, method, rates, seed, shots, batch_size, epochs):
     rate = "_".join(f"{r:g}" for r in rates)
     shot = f"_{shots}shot" if shots else ""
     batch = f"_b{batch_size}" if batch_size else ""
-    return f"{set_name}_{backbone}_{method}_lr{rate}_s{seed}{shot}{batch}"
+    longer = f"_e{epochs}" if epochs else ""
+    return f"{set_name}_{backbone}_{method}_lr{rate}_s{seed}{shot}{batch}{longer}"
 
 
 def _backbone_model(backbone, image_size):
@@ -213,16 +219,23 @@ def _backbone_model(backbone, image_size):
     return name, str(weights)
 
 
-def run(set_name, backbone, method, rates, seed, shots, settings, batch_size=None):
+def run(
+    set_name, backbone, method, rates, seed, shots, settings,
+    batch_size=None, epochs=None,
+):
     """Trains one run, or reads its result if it finished before.
-    `batch_size` overrides the protocol's (the `batch8` stage)."""
+    `batch_size` and `epochs` override the protocol's (the `batch8` and
+    `long` stages)."""
     import keras
 
     import keras_repnet
     from keras_repnet.apps import training
 
-    name = _run_name(set_name, backbone, method, rates, seed, shots, batch_size)
+    name = _run_name(
+        set_name, backbone, method, rates, seed, shots, batch_size, epochs
+    )
     batch = batch_size or settings["batch_size"]
+    num_epochs = epochs or settings["epochs"]
     folder = Path(settings["output_dir"]) / "runs" / name
     result_path = folder / "result.json"
     if result_path.exists():
@@ -254,7 +267,7 @@ def run(set_name, backbone, method, rates, seed, shots, settings, batch_size=Non
         input_shape=(size, size, 3),
         weights=weights,
     )
-    steps = settings["epochs"] * math.ceil(splits.num_train / batch)
+    steps = num_epochs * math.ceil(splits.num_train / batch)
     training.compile_model(
         model,
         training.make_optimizer(*rates, steps),
@@ -266,7 +279,7 @@ def run(set_name, backbone, method, rates, seed, shots, settings, batch_size=Non
         training.one_hot(splits.validation, splits.num_classes)
         if splits.num_validation
         else None,
-        epochs=settings["epochs"],
+        epochs=num_epochs,
         output_dir=str(folder),
         verbose=2,
     )
@@ -281,6 +294,7 @@ def run(set_name, backbone, method, rates, seed, shots, settings, batch_size=Non
         "seed": seed,
         "shots": shots,
         "batch_size": batch_size,
+        "epochs": epochs,
         "num_train": splits.num_train,
         "num_validation": splits.num_validation,
         "num_test": splits.num_test,
@@ -308,8 +322,9 @@ def _final_validation(result):
 
 
 def _protocol_runs(results):
-    """The runs at the protocol's batch size (not the `batch8` stage's)."""
-    return [r for r in results if not r.get("batch_size")]
+    """The runs at the protocol's batch size and epochs (not the `batch8`
+    and `long` stages')."""
+    return [r for r in results if not r.get("batch_size") and not r.get("epochs")]
 
 
 def best_rates(results, set_name, backbone, method):
@@ -346,6 +361,11 @@ def stage_runs(stage, sets, results):
                     rates = best_rates(results, set_name, "MobileNetV2", method)
                     if rates:
                         yield set_name, "MobileNetV2", method, rates, 0, shots
+        elif stage == "long" and far:
+            for method in SEEDED_METHODS:
+                rates = best_rates(results, set_name, "MobileNetV2", method)
+                if rates:
+                    yield set_name, "MobileNetV2", method, rates, 0, None
         elif stage == "batch8" and far:
             picked = {
                 method: best_rates(results, set_name, "MobileNetV2", method)
@@ -394,6 +414,7 @@ def summarize(results, sets):
     """One row per (set, backbone, method) at the picked rates; the few-shot
     runs; the batch-8 runs."""
     small_batch = [r for r in results if r.get("batch_size")]
+    longer = [r for r in results if r.get("epochs")]
     results = _protocol_runs(results)
     rows = []
     for set_name in sets:
@@ -443,7 +464,7 @@ def summarize(results, sets):
         for r in results
         if r["shots"]
     ]
-    return rows, few_shot, small_batch
+    return rows, few_shot, small_batch, longer
 
 
 def _cell(stat):
@@ -455,7 +476,7 @@ def _cell(stat):
     return f"{mean:.3f} +- {std:.3f} ({count})"
 
 
-def markdown(rows, few_shot, small_batch, measured, settings):
+def markdown(rows, few_shot, small_batch, longer, measured, settings):
     lines = [
         f"Test accuracy at {settings['image_size']} px, {settings['epochs']} "
         f"epochs, batch {settings['batch_size']}, at most "
@@ -475,6 +496,21 @@ def markdown(rows, few_shot, small_batch, measured, settings):
             f"{row['learning_rates'][0]:g}, {row['learning_rates'][1]:g} | "
             f"{row['trainable_params']:,} | {memory_mb} |"
         )
+    if longer:
+        lines += [
+            "",
+            f"{LONG_EPOCHS_FACTOR}x the epochs, at the picked rates, "
+            "MobileNetV2, seed 0:",
+            "",
+            "| set | method | epochs | lr (side, head) | test | final train |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in sorted(longer, key=lambda r: (r["set"], r["method"])):
+            lines.append(
+                f"| {r['set']} | {r['method']} | {r['epochs']} | "
+                f"{r['learning_rates'][0]:g}, {r['learning_rates'][1]:g} | "
+                f"{r['test_accuracy']:.3f} | {r['final_train_accuracy']:.3f} |"
+            )
     if small_batch:
         lines += [
             "",
@@ -553,7 +589,7 @@ def report(output_dir, sets, settings):
     ]
     memory_path = Path(output_dir) / "memory.json"
     measured = json.loads(memory_path.read_text()) if memory_path.exists() else {}
-    rows, few_shot, small_batch = summarize(results, sets)
+    rows, few_shot, small_batch, longer = summarize(results, sets)
     _write_json(
         {
             "settings": settings,
@@ -568,7 +604,7 @@ def report(output_dir, sets, settings):
         },
         Path(output_dir) / "results.json",
     )
-    text = markdown(rows, few_shot, small_batch, measured, settings)
+    text = markdown(rows, few_shot, small_batch, longer, measured, settings)
     (Path(output_dir) / "results.md").write_text(text)
     if rows and measured:
         plot(rows, measured, Path(output_dir) / "accuracy_vs_memory.png")
@@ -600,9 +636,12 @@ def main(argv):
         if stage == "memory":
             measure_memory(settings["output_dir"])
         else:
-            batch_size = SMALL_BATCH if stage == "batch8" else None
+            overrides = {
+                "batch8": {"batch_size": SMALL_BATCH},
+                "long": {"epochs": LONG_EPOCHS_FACTOR * settings["epochs"]},
+            }.get(stage, {})
             for spec in list(stage_runs(stage, sets, results)):
-                run(*spec, settings=settings, batch_size=batch_size)
+                run(*spec, settings=settings, **overrides)
                 results = report(settings["output_dir"], sets, settings)
     report(settings["output_dir"], sets, settings)
 
