@@ -5,10 +5,12 @@ on a device without TensorFlow.
 """
 
 import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +84,56 @@ def read_checkpoint(path):
         return {k: data[k] for k in data.files if k != "meta.json"}, meta
 
 
+class _Unseekable:
+    """A write-only stream, as the `ZipOutputStream` of Npz.kt writes to."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def write(self, data):
+        return self._f.write(data)
+
+    def flush(self):
+        self._f.flush()
+
+
+def write_android_checkpoint(path, weights, **meta):
+    """Writes a checkpoint byte for byte as the Android sample does.
+
+    Mirrors `tflite/android/app/src/main/java/com/example/repnet/`:
+    `RepNetTrainer.save` (the weights of "get_weights" in their order, then
+    `meta.json`, an `|u1` array of `JSONObject().put("format", ...)
+    .put("epoch", ...).put("step", ...).toString()`: org.json writes no spaces
+    and escapes "/" as "\\/"), `Npz.writeAtomically` (a `ZipOutputStream`:
+    DEFLATED entries `NAME.npy` streamed with data descriptors) and
+    `Npz.header` (an `.npy` 1.0 header, no spaces before the commas of the
+    shape, padded to 64 bytes). Keyword arguments go into `meta.json` after
+    `format`; a fresh phone run writes `epoch` and `step` only.
+    """
+    text = json.dumps(
+        {"format": "keras-repnet-checkpoint/1", **meta}, separators=(",", ":")
+    ).replace("/", "\\/")
+    arrays = {**weights, "meta.json": np.frombuffer(text.encode(), np.uint8)}
+    with open(path, "wb") as f, zipfile.ZipFile(
+        _Unseekable(f), "w", zipfile.ZIP_DEFLATED
+    ) as archive:
+        for name, value in arrays.items():
+            value = np.asarray(value)  # tobytes() is C order, as Npz.kt.
+            shape = value.shape
+            dims = f"({shape[0]},)" if len(shape) == 1 else (
+                "(" + ", ".join(str(d) for d in shape) + ")"
+            )
+            header = (
+                f"{{'descr': '{value.dtype.str}', 'fortran_order': False, "
+                f"'shape': {dims}, }}"
+            )
+            header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
+            length = len(header).to_bytes(2, "little")
+            npy = b"\x93NUMPY\x01\x00" + length + header.encode("ascii")
+            archive.writestr(f"{name}.npy", npy + value.tobytes())
+    return path
+
+
 def epoch_losses(stdout):
     return [
         float(line.split(" loss ")[1].split()[0])
@@ -153,6 +205,106 @@ def test_trains_on_npz_and_loss_falls(run, tmp_path):
     weights, meta = read_checkpoint(tmp_path / "checkpoint.npz")
     assert meta["epoch"] == 4 and len(meta["history"]) == 4
     assert any(name.startswith("optimizer") for name in weights)
+
+
+def test_android_checkpoint_layout_reads_as_numpy_writes_it(tmp_path):
+    weights = {
+        "kernel": np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+        "bias": np.ones(5, np.float32),
+        "optimizer_iterations": np.int64(7),
+    }
+    path = write_android_checkpoint(
+        tmp_path / "c.npz", weights, epoch=1, step=2
+    )
+    restored, meta = read_checkpoint(path)
+    assert meta == {
+        "format": "keras-repnet-checkpoint/1",
+        "epoch": 1,
+        "step": 2,
+    }
+    for name, value in weights.items():
+        assert restored[name].dtype == value.dtype
+        np.testing.assert_array_equal(restored[name], value)
+    with zipfile.ZipFile(path) as archive:
+        assert all(info.flag_bits & 0x08 for info in archive.infolist())
+        for name, value in weights.items():
+            # Npz.header writes what numpy itself does, byte for byte.
+            saved = io.BytesIO()
+            np.save(saved, value)
+            assert archive.read(f"{name}.npy") == saved.getvalue()
+
+
+def test_resumes_a_checkpoint_written_by_the_android_sample(run, tmp_path):
+    # 12 examples: 2 for validation, 10 for training, 2 batches of 4 per epoch.
+    data = write_npz(tmp_path / "data.npz")
+    stopped = run(data, "--epochs=2", "--max-steps=3")
+    assert stopped.returncode == 0, stopped.stderr
+    weights, meta = read_checkpoint(tmp_path / "checkpoint.npz")
+    assert (meta["epoch"], meta["step"]) == (1, 1)
+    # The same weights, as the phone would save them after the same steps,
+    # with a field that only some app knows.
+    phone = write_android_checkpoint(
+        tmp_path / "phone.npz", weights, epoch=1, step=1, app="gallery/2"
+    )
+
+    from_python = run(data, "--epochs=2")
+    from_phone = run(data, "--epochs=2", checkpoint=phone)
+
+    assert from_python.returncode == 0, from_python.stderr
+    assert from_phone.returncode == 0, from_phone.stderr
+    assert "epoch 2, step 1" in from_phone.stdout
+    assert "does not record seed, validation_split, num_examples" in (
+        from_phone.stdout
+    )
+    assert "seed=1337, validation_split=0.2, num_examples=12" in (
+        from_phone.stdout
+    )
+    resumed, meta = read_checkpoint(phone)
+    assert (meta["epoch"], meta["step"]) == (2, 0)
+    assert meta["app"] == "gallery/2"  # Unknown fields are carried through.
+    assert (meta["seed"], meta["validation_split"], meta["num_examples"]) == (
+        1337,
+        0.2,
+        12,
+    )
+    # The phone kept no running loss: epoch 2's is that of its last step.
+    [record] = meta["history"]
+    assert record["epoch"] == 2 and np.isfinite(record["loss"])
+    assert "val_accuracy" in record
+    expected, _ = read_checkpoint(tmp_path / "checkpoint.npz")
+    for name in expected:
+        np.testing.assert_allclose(
+            resumed[name], expected[name], rtol=1e-5, atol=1e-6
+        )
+    # And the checkpoint the trainer wrote back resumes in it as well.
+    again = run(data, "--epochs=3", checkpoint=phone)
+    assert again.returncode == 0, again.stderr
+    assert "does not record" not in again.stdout
+    assert len(read_checkpoint(phone)[1]["history"]) == 2
+
+
+@pytest.mark.parametrize(
+    "meta, message",
+    [
+        ({"step": 0}, "needs `epoch` as an integer >= 0"),
+        ({"epoch": 1, "step": "3"}, "Received: step='3'"),
+        ({"epoch": 1, "step": 9}, "at most 2"),
+        ({"epoch": 1, "step": 0, "seed": 7}, "'seed': (7, 1337)"),
+    ],
+)
+def test_checkpoint_meta_that_cannot_resume_gets_a_clear_error(
+    run, tmp_path, meta, message
+):
+    data = write_npz(tmp_path / "data.npz")
+    weights = {"kernel": np.ones(3, np.float32)}
+    path = write_android_checkpoint(
+        tmp_path / "checkpoint.npz", weights, **meta
+    )
+    content = path.read_bytes()
+    result = run(data, "--epochs=2")
+    assert result.returncode == 2, result.stdout
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert path.read_bytes() == content
 
 
 def test_corrupt_checkpoint_is_refused_and_kept(run, tmp_path):

@@ -575,6 +575,82 @@ def load_checkpoint(path):
     return arrays, meta
 
 
+def resume_state(meta, run, steps_per_epoch, *, path, log=print):
+    """The training state to continue from, given a checkpoint's `meta.json`.
+
+    Checkpoints move between this trainer and the Android sample in both
+    directions, and neither side requires the fields that only the other
+    writes. `epoch` and `step` are required. The Android sample writes only
+    `format`, `epoch` and `step`; for the rest:
+
+    - `seed`, `validation_split`, `num_examples` (the run's settings): when
+      recorded they must equal this run's (the split and the order depend on
+      them); when missing, this run's (the command line's) are taken and
+      recorded from now on.
+    - `loss_sum`, `loss_steps` (the running loss of the unfinished epoch):
+      when missing, the epoch's loss is averaged over the steps run after
+      resuming. A `loss_sum` without `loss_steps` (written before that field
+      existed) counts all `step` steps.
+    - `history` (one record per finished epoch): when missing, `[]`.
+
+    Every other field is kept as it is and written back with the next save.
+
+    Args:
+        meta: dict. The checkpoint's `meta.json`, from `load_checkpoint`.
+        run: dict. This run's `seed`, `validation_split` and `num_examples`.
+        steps_per_epoch: int. Training steps per epoch with this data.
+        path: str. The checkpoint, for messages.
+        log: callable that prints one line.
+
+    Raises:
+        CheckpointError: when `epoch` or `step` is missing or invalid, or the
+            checkpoint was written with other settings or data.
+    """
+    advice = "Delete it (or pass another --checkpoint) to start over."
+    for key, limit in (("epoch", None), ("step", steps_per_epoch)):
+        value = meta.get(key)
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or value < 0
+            or (limit is not None and value > limit)
+        ):
+            bound = "" if limit is None else f" and at most {limit}"
+            raise CheckpointError(
+                f"The meta.json of {path} needs `{key}` as an integer >= 0"
+                f"{bound} (`epoch`: finished epochs, `step`: steps done in "
+                f"the next one, of {steps_per_epoch} per epoch with this "
+                f"data and batch size). Received: {key}={value!r}. {advice}"
+            )
+    if not isinstance(meta.get("history", []), list):
+        raise CheckpointError(
+            f"The meta.json of {path} needs `history` as a list of epoch "
+            f"records. Received: history={meta['history']!r}. {advice}"
+        )
+    changed = {
+        k: (meta[k], v) for k, v in run.items() if k in meta and meta[k] != v
+    }
+    if changed:
+        raise CheckpointError(
+            f"{path} was written by a run with other data or settings (saved, "
+            f"now): {changed}. Resume with the same ones so that the split and "
+            "the order match, or pass another --checkpoint to start over."
+        )
+    unrecorded = [k for k in run if k not in meta]
+    if unrecorded:
+        taken = ", ".join(f"{k}={run[k]}" for k in unrecorded)
+        log(
+            f"{path} does not record {', '.join(unrecorded)} (the Android "
+            f"sample writes only epoch and step): using this run's {taken}."
+        )
+    state = {**run, "history": [], **meta}
+    if "loss_sum" not in meta:
+        state.update(loss_sum=0.0, loss_steps=0)
+    else:
+        state.setdefault("loss_steps", meta["step"])
+    return state
+
+
 # === Training loop ===
 
 
@@ -614,7 +690,8 @@ def fit(
         log: callable that prints one line.
 
     Returns:
-        The state dict stored in the checkpoint (`epoch`, `step`, `history`).
+        The state dict stored in the checkpoint (`epoch`, `step`, `history`
+        and the fields of `resume_state`).
     """
     if not 0 <= validation_split < 1:
         raise ValueError(
@@ -637,22 +714,22 @@ def fit(
         "validation_split": validation_split,
         "num_examples": int(len(labels)),
     }
-    state = {"epoch": 0, "step": 0, "loss_sum": 0.0, "history": [], **run}
+    state = {
+        "epoch": 0,
+        "step": 0,
+        "loss_sum": 0.0,
+        "loss_steps": 0,
+        "history": [],
+        **run,
+    }
     if os.path.exists(checkpoint_path):
-        weights, state = load_checkpoint(checkpoint_path)
+        weights, meta = load_checkpoint(checkpoint_path)
+        state = resume_state(
+            meta, run, steps_per_epoch, path=checkpoint_path, log=log
+        )
         trainer.check_weights(
             weights, source=f"The weights in {checkpoint_path}"
         )
-        changed = {
-            k: (state.get(k), v) for k, v in run.items() if state.get(k) != v
-        }
-        if changed:
-            raise CheckpointError(
-                f"{checkpoint_path} was written by a run with other data or "
-                f"settings (saved, now): {changed}. Resume with the same ones "
-                "so that the split and the order match, or pass another "
-                "--checkpoint to start over."
-            )
         trainer.set_weights(weights)
         log(
             f"Resuming from {checkpoint_path}: epoch {state['epoch'] + 1}, "
@@ -672,10 +749,9 @@ def fit(
                     f"checkpoint at {checkpoint_path} is kept. Export again "
                     "with a lower learning rate."
                 )
-            state["step"], state["loss_sum"] = (
-                step + 1,
-                state["loss_sum"] + loss,
-            )
+            state["step"] = step + 1
+            state["loss_sum"] += loss
+            state["loss_steps"] += 1
             steps_this_run += 1
             rate = (
                 (step + 1 - first_step)
@@ -701,10 +777,11 @@ def fit(
                 return state
             if save_every and steps_this_run % save_every == 0:
                 save_checkpoint(checkpoint_path, trainer.get_weights(), state)
-        record = {
-            "epoch": state["epoch"] + 1,
-            "loss": state["loss_sum"] / steps_per_epoch,
-        }
+        record = {"epoch": state["epoch"] + 1}
+        if state["loss_steps"]:
+            # Every step of the epoch, or those since resuming a checkpoint
+            # that did not record its running loss (the Android sample's).
+            record["loss"] = state["loss_sum"] / state["loss_steps"]
         if len(validation_indices):
             metrics = trainer.evaluate(
                 images[validation_indices], labels[validation_indices]
@@ -716,6 +793,7 @@ def fit(
             epoch=state["epoch"] + 1,
             step=0,
             loss_sum=0.0,
+            loss_steps=0,
             history=state["history"] + [record],
         )
         save_checkpoint(checkpoint_path, trainer.get_weights(), state)
@@ -734,7 +812,9 @@ def fit(
 
 
 def _epoch_line(record, epochs, rate):
-    line = f"epoch {record['epoch']}/{epochs} loss {record['loss']:.4f}"
+    line = f"epoch {record['epoch']}/{epochs}"
+    if "loss" in record:
+        line += f" loss {record['loss']:.4f}"
     if "val_loss" in record:
         line += (
             f" val_loss {record['val_loss']:.4f} "
