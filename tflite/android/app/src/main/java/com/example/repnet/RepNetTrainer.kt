@@ -4,6 +4,7 @@ import java.io.File
 import java.io.IOException
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
+import org.json.JSONException
 import org.json.JSONObject
 import org.tensorflow.lite.DataType
 import org.tensorflow.lite.Interpreter
@@ -140,12 +141,25 @@ class RepNetTrainer(
         interpreter.runSignature(inputs, outputs, SET)
     }
 
+    /**
+     * The `meta.json` of the last checkpoint restored or saved. Fields this class does not
+     * use (the Python trainer's `seed`, `validation_split`, `num_examples`, `history`, an
+     * app's own) are kept and written back by [save].
+     */
+    private var meta = JSONObject()
+
     /** Writes all weights and the position ([epoch] finished epochs, [step] steps into the next). */
     fun save(epoch: Int, step: Int) {
-        val meta = JSONObject().put("format", CHECKPOINT_FORMAT).put("epoch", epoch).put("step", step)
+        val meta = JSONObject(meta.toString())
+            .put("format", CHECKPOINT_FORMAT).put("epoch", epoch).put("step", step)
+        // The Python trainer's running loss of the unfinished epoch: stale once this class has
+        // trained, so it goes; the Python trainer then averages over the steps after resuming.
+        meta.remove("loss_sum")
+        meta.remove("loss_steps")
         val metaBytes = meta.toString().toByteArray(Charsets.UTF_8)
         Npz.writeAtomically(checkpointFile,
             getWeights() + (META_KEY to NpyArray("|u1", intArrayOf(metaBytes.size), metaBytes)))
+        this.meta = meta
     }
 
     /**
@@ -160,12 +174,28 @@ class RepNetTrainer(
             throw IllegalStateException("The checkpoint $checkpointFile is truncated or corrupt " +
                 "(${error.message}). It was left untouched: delete it to start over.", error)
         }
-        val meta = arrays[META_KEY]?.let { JSONObject(String(it.data, Charsets.UTF_8)) }
-        check(meta?.optString("format") == CHECKPOINT_FORMAT) {
-            "$checkpointFile is not a $CHECKPOINT_FORMAT checkpoint. Delete it to start over."
+        val text = arrays[META_KEY]?.let { String(it.data, Charsets.UTF_8) }
+        val meta = try {
+            text?.let { JSONObject(it) }
+        } catch (error: JSONException) {
+            null
+        }
+        check(meta != null && meta.optString("format") == CHECKPOINT_FORMAT) {
+            "$checkpointFile is not a $CHECKPOINT_FORMAT checkpoint (its $META_KEY is " +
+                "${text?.take(200)}). It was left untouched: delete it to start over."
+        }
+        // Only epoch and step are required; every other field is kept for the next save.
+        val (epoch, step) = listOf("epoch", "step").map { key ->
+            val value = meta.opt(key)
+            check(value is Int && value >= 0) {
+                "$checkpointFile needs \"$key\" as an integer >= 0 in its $META_KEY. Received: " +
+                    "$key=$value. It was left untouched: delete it to start over."
+            }
+            value
         }
         setWeights(arrays - META_KEY)
-        return meta!!.getInt("epoch") to meta.getInt("step")
+        this.meta = meta
+        return epoch to step
     }
 
     override fun close() = interpreter.close()
