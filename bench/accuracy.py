@@ -1,7 +1,7 @@
 """The accuracy protocol: Rep-Net against the cheap baselines, on test splits.
 
     python bench/accuracy.py [--image_size=64] [--epochs=6]
-        [--train_examples=3000] [--stages=core,ft-full,baselines,seeds,long,
+        [--train_examples=3000] [--stages=core,seeds,baselines,ft-full,long,
         small,fewshot,batch8,ablations,memory] [--sets=cifar10,...]
         [--output_dir=results/accuracy]
 
@@ -14,10 +14,11 @@ the end. Each method's peak learning rates are picked from its grid in
 order, most informative first:
 
 1. `core`: the grids of repnet and ft-last (MobileNetV2 1.0) on every set.
-2. `ft-full`: the grid of full fine-tuning.
+2. `seeds`: repnet, ft-last and ft-full (once its grid has run: a rerun of
+   the protocol) again at their picked rates from seeds 1 and 2 (the grid's
+   seed 0 is the third): mean +- std.
 3. `baselines`: the grids of tinytl, mobiletl and bn-only.
-4. `seeds`: repnet, ft-last and ft-full again at their picked rates from
-   seeds 1 and 2 (the grid's seed 0 is the third): mean +- std.
+4. `ft-full`: the grid of full fine-tuning.
 5. `long`: repnet, ft-last and ft-full at their picked rates with 3x the
    epochs on the far-domain sets: has each reached its plateau?
 6. `small`: the grids of repnet and ft-last on MobileNetV2 0.35.
@@ -52,9 +53,9 @@ from common import SHARED_ASSETS
 
 STAGES = (
     "core",
-    "ft-full",
-    "baselines",
     "seeds",
+    "baselines",
+    "ft-full",
     "long",
     "small",
     "fewshot",
