@@ -5,7 +5,8 @@
 #   sh tflite/android/compile-check/compile.sh      # from the repository root; .ci/run runs it
 #
 # Needs no Android SDK, only Java 17 and the network on its first run:
-# - litert-java-api/: the pure-Java org.tensorflow.lite API of LiteRT 2.3.0 (see its README).
+# - ../shared/android/litert-java-api/ beside the repository (LITERT_JAVA_API overrides it): the
+#   pure-Java org.tensorflow.lite API of LiteRT 2.3.0, as in the LiteRT repository.
 # - the Kotlin compiler bundled in the PyPI wheel kotlin-jupyter-kernel (pip download, pinned by
 #   version and SHA-256), unpacked once under .cache/android/ (git-ignored): reruns take seconds.
 # - org.json (Android's own, Debian libandroid-json-java) and checker-qual (annotations the API
@@ -17,6 +18,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../../.." && pwd)"
 sources="$root/tflite/android/app/src/main/java/com/example/repnet"
+api="${LITERT_JAVA_API:-$root/../shared/android/litert-java-api}"
 cache="$root/.cache/android"
 kotlin_version="0.19.0.944"
 kotlin_sha256="dc654a426a28e6621aeb0bd7772d268a9a877aabae4a17b73383752a416281a3"
@@ -83,10 +85,12 @@ stdlib="$(ls "$kotlin"/kotlin-stdlib-*.jar)"
 # Compile: the API with javac, then the sample with kotlinc, warnings as errors.
 build="$cache/build"
 rm -rf "$build" && mkdir -p "$build/litert" "$build/kotlin"
-find "$here/litert-java-api" -name '*.java' >"$build/api-sources"
+[ -d "$api" ] || fail "no LiteRT Java API sources at $api: clone with ../shared beside the
+repository, or set LITERT_JAVA_API to the folder (see ../shared/android/README.md)."
+find "$api" -name '*.java' >"$build/api-sources"
 "$java_home/bin/javac" --release 17 -nowarn -Xlint:none -encoding UTF-8 -cp "$checker_jar" \
     -d "$build/litert" @"$build/api-sources" ||
-    fail "javac could not compile the LiteRT Java API in $here/litert-java-api."
+    fail "javac could not compile the LiteRT Java API in $api."
 "$java_home/bin/java" -cp "$compiler_cp" org.jetbrains.kotlin.cli.jvm.K2JVMCompiler \
     -no-stdlib -no-reflect -jvm-target 17 -Werror \
     -cp "$build/litert:$checker_jar:$json_jar:$stdlib" -d "$build/kotlin" \
