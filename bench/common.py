@@ -14,6 +14,13 @@ MOBILENET_V2_WEIGHTS = str(
 )
 FLOWERS = str(SHARED_ASSETS / "datasets" / "flowers5_128px")
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def as_recorded(path) -> str:
+    """A path as result files record it: relative to the repository root
+    (e.g. `../shared/assets/...`), never this machine's absolute path."""
+    return os.path.relpath(path, ROOT)
 
 
 def median_seconds(function, repeats=5):

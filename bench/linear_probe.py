@@ -13,6 +13,7 @@ import numpy as np
 from absl import app
 from absl import flags
 from common import FLOWERS
+from common import as_recorded
 from common import MOBILENET_V2_WEIGHTS
 from common import write_results
 
@@ -68,7 +69,10 @@ def main(_):
         "linear_probe",
         rows,
         list(rows[0]),
-        {"max_examples": _MAX_EXAMPLES.value, "weights": MOBILENET_V2_WEIGHTS},
+        {
+            "max_examples": _MAX_EXAMPLES.value,
+            "weights": as_recorded(MOBILENET_V2_WEIGHTS),
+        },
     )
 
 
