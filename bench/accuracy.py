@@ -477,6 +477,29 @@ def _cell(stat):
     return f"{mean:.3f} +- {std:.3f} ({count})"
 
 
+def _extra_runs_table(title, runs, extra_columns):
+    """A markdown table of runs outside the protocol's settings."""
+    header = ["set", "method", *extra_columns, "lr (side, head)", "test", "final train"]
+    lines = [
+        "",
+        title,
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for r in sorted(runs, key=lambda r: (r["set"], r["method"], r["learning_rates"])):
+        cells = [
+            r["set"],
+            r["method"],
+            *(str(r[c]) for c in extra_columns),
+            f"{r['learning_rates'][0]:g}, {r['learning_rates'][1]:g}",
+            f"{r['test_accuracy']:.3f}",
+            f"{r['final_train_accuracy']:.3f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(rows, few_shot, small_batch, longer, measured, settings):
     lines = [
         f"Test accuracy at {settings['image_size']} px, {settings['epochs']} "
@@ -498,37 +521,19 @@ def markdown(rows, few_shot, small_batch, longer, measured, settings):
             f"{row['trainable_params']:,} | {memory_mb} |"
         )
     if longer:
-        lines += [
-            "",
+        lines += _extra_runs_table(
             f"{LONG_EPOCHS_FACTOR}x the epochs, at the picked rates, "
             "MobileNetV2, seed 0:",
-            "",
-            "| set | method | epochs | lr (side, head) | test | final train |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in sorted(longer, key=lambda r: (r["set"], r["method"])):
-            lines.append(
-                f"| {r['set']} | {r['method']} | {r['epochs']} | "
-                f"{r['learning_rates'][0]:g}, {r['learning_rates'][1]:g} | "
-                f"{r['test_accuracy']:.3f} | {r['final_train_accuracy']:.3f} |"
-            )
+            longer,
+            ("epochs",),
+        )
     if small_batch:
-        lines += [
-            "",
+        lines += _extra_runs_table(
             f"Batch {SMALL_BATCH} (as on a phone), MobileNetV2, seed 0, same "
             "epochs (4x the steps):",
-            "",
-            "| set | method | lr (side, head) | test | final train |",
-            "|---|---|---|---|---|",
-        ]
-        for r in sorted(
-            small_batch, key=lambda r: (r["set"], r["method"], r["learning_rates"])
-        ):
-            lines.append(
-                f"| {r['set']} | {r['method']} | {r['learning_rates'][0]:g}, "
-                f"{r['learning_rates'][1]:g} | {r['test_accuracy']:.3f} | "
-                f"{r['final_train_accuracy']:.3f} |"
-            )
+            small_batch,
+            (),
+        )
     if few_shot:
         lines += [
             "",
