@@ -18,15 +18,18 @@ def make_image_folder(tmp_path):
     """Returns a function that writes a small image folder, one class a folder.
 
     The function takes `class_names` (default `("cat", "dog", "fox")`),
-    `images_per_class` (default 6) and `size` (height, width; default
-    `(20, 24)`), writes random RGB PNG files under `tmp_path` and returns the
-    folder's path.
+    `images_per_class` (default 6), `size` (height, width; default
+    `(20, 24)`) and `folder` (default `"images"`, a path under `tmp_path`),
+    writes random RGB PNG files there and returns the folder's path.
     """
 
     def make(
-        class_names=("cat", "dog", "fox"), images_per_class=6, size=(20, 24)
+        class_names=("cat", "dog", "fox"),
+        images_per_class=6,
+        size=(20, 24),
+        folder="images",
     ):
-        root = tmp_path / "images"
+        root = tmp_path / folder
         rng = np.random.default_rng(0)
         for class_name in class_names:
             (root / class_name).mkdir(parents=True)

@@ -97,19 +97,9 @@ def test_image_folder_without_validation_split(make_image_folder):
     assert len(list(splits.validation)) == 0
 
 
-def write_images(root, class_names, images_per_class, size=(12, 12)):
-    rng = np.random.default_rng(len(str(root)))
-    for class_name in class_names:
-        (root / class_name).mkdir(parents=True)
-        for index in range(images_per_class):
-            image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
-            keras.utils.save_img(root / class_name / f"{index}.png", image)
-    return root
-
-
-def test_separate_test_folder(tmp_path):
-    train = write_images(tmp_path / "train", ["a", "b"], 10)
-    test = write_images(tmp_path / "test", ["a", "b"], 3)
+def test_separate_test_folder(make_image_folder):
+    train = make_image_folder(["a", "b"], 10, (12, 12), folder="train")
+    test = make_image_folder(["a", "b"], 3, (12, 12), folder="test")
 
     splits = data.load(train, test=test, image_size=8, validation_split=0.2)
 
@@ -123,9 +113,9 @@ def test_separate_test_folder(tmp_path):
     np.testing.assert_array_equal(images, as_arrays(splits.test)[0])
 
 
-def test_train_and_test_folders_of_one_dataset(tmp_path):
-    write_images(tmp_path / "set" / "train", ["a", "b"], 10)
-    write_images(tmp_path / "set" / "test", ["a", "b"], 3)
+def test_train_and_test_folders_of_one_dataset(make_image_folder, tmp_path):
+    make_image_folder(["a", "b"], 10, (12, 12), folder="set/train")
+    make_image_folder(["a", "b"], 3, (12, 12), folder="set/test")
 
     splits = data.load(tmp_path / "set", image_size=8, validation_split=0.2)
 
@@ -135,9 +125,9 @@ def test_train_and_test_folders_of_one_dataset(tmp_path):
     )
 
 
-def test_test_folder_with_other_classes(tmp_path):
-    train = write_images(tmp_path / "train", ["a", "b"], 4)
-    test = write_images(tmp_path / "test", ["a", "c"], 2)
+def test_test_folder_with_other_classes(make_image_folder):
+    train = make_image_folder(["a", "b"], 4, (12, 12), folder="train")
+    test = make_image_folder(["a", "c"], 2, (12, 12), folder="test")
 
     with pytest.raises(ValueError, match=r"classes \['a', 'c'\]"):
         data.load(train, test=test, image_size=8)
