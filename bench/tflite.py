@@ -224,7 +224,9 @@ def accuracy_rows(size, epochs, max_examples):
                 model,
                 path,
                 batch_size=batch,
+                # One rate for side and head, as the Keras reference's Adam.
                 learning_rate=_LEARNING_RATE.value,
+                head_learning_rate=_LEARNING_RATE.value,
                 quantize_backbone=quantize,
                 class_names=splits.class_names,
             )
@@ -232,7 +234,11 @@ def accuracy_rows(size, epochs, max_examples):
             train = interpreter.get_signature_runner("train")
             infer = interpreter.get_signature_runner("infer")
             start = time.perf_counter()
-            losses = [float(train(x=np.float32(x), y=y)["loss"]) for x, y in batches]
+            rate = np.float32(_LEARNING_RATE.value)
+            losses = [
+                float(train(x=np.float32(x), y=y, learning_rate=rate)["loss"])
+                for x, y in batches
+            ]
             seconds = time.perf_counter() - start
             logits = np.concatenate(
                 [

@@ -85,11 +85,10 @@ def main():
 
     # 3. Train: Adam, cosine decay to zero, the method's learning rates.
     steps = args.epochs * -(-splits.num_train // args.batch_size)
+    rates = methods.default_learning_rates(args.method)
     training.compile_model(
         model,
-        training.make_optimizer(
-            **methods.default_learning_rates(args.method), total_steps=steps
-        ),
+        training.make_optimizer(**rates, total_steps=steps),
         args.label_smoothing,
     )
     train = training.one_hot(splits.train, splits.num_classes)
@@ -107,9 +106,8 @@ def main():
         model,
         os.path.join(args.output_dir, "model.tflite"),
         batch_size=args.batch_size,
-        learning_rate=methods.default_learning_rates(args.method)[
-            "side_learning_rate"
-        ],
+        learning_rate=rates["side_learning_rate"],
+        head_learning_rate=rates["head_learning_rate"],
         class_names=splits.class_names,
     )
     print(f"Wrote {path} and its sidecar .json.")

@@ -18,6 +18,7 @@ from keras_repnet.core.layers import ActivationConnector
 from keras_repnet.core.layers import RepNetModule
 from keras_repnet.core.models import RepNetModel
 from keras_repnet.core.optimizers import MultiRateAdam
+from keras_repnet.core.optimizers import MultiRateSGD
 from keras_repnet.core.plan import connector_plan
 from keras_repnet.core.plan import describe
 from keras_repnet.core.plan import parameter_counts

@@ -59,10 +59,16 @@ _BATCH_SIZE = flags.DEFINE_integer(
     lower_bound=1,
 )
 _SIDE_LR = flags.DEFINE_float(
-    "side_lr", 1e-2, "Peak learning rate of the Rep-Net modules (cosine decay)."
+    "side_lr",
+    1e-2,
+    "Peak learning rate of the Rep-Net modules (cosine decay), in `train`, "
+    "`compare` and on device (`export`).",
 )
 _HEAD_LR = flags.DEFINE_float(
-    "head_lr", 1e-3, "Peak learning rate of the classifier head (cosine decay)."
+    "head_lr",
+    1e-3,
+    "Peak learning rate of the classifier head (cosine decay), in `train`, "
+    "`compare` and on device (`export`).",
 )
 _LABEL_SMOOTHING = flags.DEFINE_float(
     "label_smoothing", 0.1, "Label smoothing.", lower_bound=0.0, upper_bound=1.0
@@ -91,9 +97,6 @@ _METHOD = flags.DEFINE_string(
 # `export`
 _MODEL = flags.DEFINE_string("model", None, "A trained model, `model.keras`.")
 _OUT = flags.DEFINE_string("out", None, "Where the `.tflite` file is written.")
-_LEARNING_RATE = flags.DEFINE_float(
-    "learning_rate", 1e-3, "Learning rate of the on-device optimizer."
-)
 _QUANTIZE_BACKBONE = flags.DEFINE_bool(
     "quantize_backbone", False, "Store the frozen backbone's weights in int8."
 )
@@ -229,7 +232,8 @@ def export_command():
         model,
         _OUT.value,
         batch_size=_value(_BATCH_SIZE, 8),
-        learning_rate=_LEARNING_RATE.value,
+        learning_rate=_SIDE_LR.value,
+        head_learning_rate=_HEAD_LR.value,
         label_smoothing=_LABEL_SMOOTHING.value,
         class_names=class_names,
         quantize_backbone=_QUANTIZE_BACKBONE.value,

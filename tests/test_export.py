@@ -24,6 +24,8 @@ BATCH_SIZE = 4
 # the two runs drift apart chaotically after ~8 steps, as two TensorFlow runs
 # with different op orders would.
 LEARNING_RATE = 1e-3
+# The v2 export's peak rates (side, head): the head's is scaled by 0.1.
+V2_RATES = (1e-2, 1e-3)
 LABEL_SMOOTHING = 0.1
 CLASS_NAMES = ["ant", "bee", "cat"]
 
@@ -58,6 +60,7 @@ def v3_small(tmp_path_factory):
         path,
         batch_size=BATCH_SIZE,
         learning_rate=LEARNING_RATE,
+        head_learning_rate=LEARNING_RATE,
         label_smoothing=LABEL_SMOOTHING,
         class_names=CLASS_NAMES,
     )
@@ -81,7 +84,8 @@ def v2_cli(tmp_path_factory):
         f"--model={folder / 'model.keras'}",
         f"--out={folder / 'model.tflite'}",
         f"--batch-size={BATCH_SIZE}",
-        "--learning_rate=0.01",
+        f"--side_lr={V2_RATES[0]}",
+        f"--head_lr={V2_RATES[1]}",
         "--quantize_backbone",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
@@ -105,7 +109,12 @@ def test_signatures_use_builtin_operators_only(exported):
 def test_loss_falls_on_a_fixed_batch(exported):
     runners = _runners(exported.path)
     images, labels = _pixels(exported.model, seed=0)
-    losses = [float(runners.train(x=images, y=labels)["loss"]) for _ in range(8)]
+    sidecar = json.loads(export.sidecar_path(exported.path).read_text())
+    rate = np.float32(sidecar["learning_rate"])  # The export's peak.
+    losses = [
+        float(runners.train(x=images, y=labels, learning_rate=rate)["loss"])
+        for _ in range(8)
+    ]
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.995 * losses[0], losses
 
@@ -119,6 +128,8 @@ def test_sidecar_describes_the_model(v3_small):
     assert sidecar["num_classes"] == CLASSES
     assert sidecar["class_names"] == CLASS_NAMES
     assert sidecar["backbone"] == "MobileNetV3Small"
+    assert sidecar["learning_rate"] == sidecar["head_learning_rate"] == LEARNING_RATE
+    assert sidecar["schedule"] == "cosine"
     assert sidecar["weights"] == list(runners.get_weights(unused=np.int32(0)))
     expected = {v.path.replace("/", "_") for v in v3_small.model.trainable_variables}
     assert expected < set(sidecar["weights"])
@@ -127,17 +138,27 @@ def test_sidecar_describes_the_model(v3_small):
 
 
 def test_training_matches_keras(v3_small):
-    """20 steps of Adam with label smoothing, in LiteRT and in Keras, from
-    the same weights on the same batches."""
+    """20 steps of Adam with label smoothing and a cosine decay, in LiteRT
+    (the rate of each step passed in) and in Keras (its own `CosineDecay`),
+    from the same weights on the same batches."""
     model = v3_small.model
     model.set_weights(v3_small.initial)
-    batches = [_pixels(model, seed) for seed in range(20)]
+    steps = 20
+    batches = [_pixels(model, seed) for seed in range(steps)]
     runners = _runners(v3_small.path)
-    litert = [float(runners.train(x=x, y=y)["loss"]) for x, y in batches]
+    schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, steps)
+    litert = [
+        float(
+            runners.train(x=x, y=y, learning_rate=np.float32(schedule(step)))[
+                "loss"
+            ]
+        )
+        for step, (x, y) in enumerate(batches)
+    ]
 
     model.lean_backward = False  # The reference: TensorFlow's own gradients.
     model.compile(
-        optimizer=keras.optimizers.Adam(LEARNING_RATE),
+        optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.CategoricalCrossentropy(
             from_logits=True, label_smoothing=LABEL_SMOOTHING
         ),
@@ -176,7 +197,7 @@ def test_weights_round_trip(v3_small):
     runners = _runners(v3_small.path)
     images, labels = _pixels(v3_small.model, seed=1)
     for _ in range(2):
-        runners.train(x=images, y=labels)
+        runners.train(x=images, y=labels, learning_rate=np.float32(LEARNING_RATE))
     trained = runners.get_weights(unused=np.int32(0))
     assert int(trained["optimizer_iterations"]) == 2
     logits = runners.infer(x=images)["logits"]
@@ -195,6 +216,36 @@ def test_weights_round_trip(v3_small):
         np.testing.assert_array_equal(value, shifted[name], err_msg=name)
 
 
+def test_head_steps_at_its_share_of_the_rate(v2_cli):
+    """Adam's first step moves each weight by about the learning rate (the
+    gradient's sign times the rate): the head by the side's rate times the
+    export's ratio, whatever rate the step is given."""
+    runners = _runners(v2_cli.path)
+    images, labels = _pixels(v2_cli.model, seed=2)
+    before = runners.get_weights(unused=np.int32(0))
+    rate = 0.5 * V2_RATES[0]
+    runners.train(x=images, y=labels, learning_rate=np.float32(rate))
+    after = runners.get_weights(unused=np.int32(0))
+
+    def largest_step(names):
+        return max(float(np.max(np.abs(after[n] - before[n]))) for n in names)
+
+    side = [
+        name for name in after
+        if name.startswith("repnet_module") and "moving" not in name
+    ]
+    assert side and "repnet_head_bias" in after
+    np.testing.assert_allclose(largest_step(side), rate, rtol=1e-3)
+    np.testing.assert_allclose(
+        largest_step(["repnet_head_bias"]),
+        rate * V2_RATES[1] / V2_RATES[0],
+        rtol=1e-3,
+    )
+    assert json.loads(export.sidecar_path(v2_cli.path).read_text())[
+        "head_learning_rate"
+    ] == V2_RATES[1]
+
+
 def test_int8_backbone_is_smaller(v2_cli):
     counts = keras_repnet.parameter_counts(v2_cli.model)
     float_bytes = 4 * (counts["frozen"] + counts["trainable"])
@@ -211,6 +262,8 @@ def test_int8_backbone_is_smaller(v2_cli):
     [
         ({"batch_size": 0}, "batch_size"),
         ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"head_learning_rate": "1e-3"}, "head_learning_rate"),
         ({"label_smoothing": 1.0}, "label_smoothing"),
         ({"class_names": ["a"]}, "class names"),
         ({"preprocess": "caffe"}, "preprocess"),

@@ -361,10 +361,69 @@ def test_bad_data_gets_a_clear_error(run, tmp_path, kwargs, message):
     assert not (tmp_path / "checkpoint.npz").exists()
 
 
-def test_save_checkpoint_never_replaces_a_good_one_with_a_bad_one(tmp_path):
+def _trainer_module():
     spec = importlib.util.spec_from_file_location("repnet_trainer", TRAINER)
     trainer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(trainer)
+    return trainer
+
+
+def test_cosine_learning_rate_is_keras_cosine_decay():
+    import keras
+
+    trainer = _trainer_module()
+    schedule = keras.optimizers.schedules.CosineDecay(3e-2, decay_steps=40)
+    for step in (0, 1, 13, 39, 40, 55):
+        np.testing.assert_allclose(
+            trainer.cosine_learning_rate(3e-2, step, 40),
+            float(schedule(step)),
+            rtol=1e-6,
+            atol=1e-9,
+        )
+
+
+class _RecordingTrainer:
+    """Stands in for `RepNetTrainer` in `fit`: records the rates it gets."""
+
+    batch_size, learning_rate = 2, 0.1
+
+    def __init__(self):
+        self.rates = []
+
+    def train_step(self, images, labels, learning_rate):
+        self.rates.append(learning_rate)
+        return 1.0
+
+    def get_weights(self):
+        return {"kernel": np.zeros(2, np.float32)}
+
+    def evaluate(self, images, labels):
+        return {"loss": 1.0, "accuracy": 0.5}
+
+
+def test_fit_decays_the_rate_over_all_epochs_and_resumes_on_the_curve(
+    tmp_path,
+):
+    module = _trainer_module()
+    images, labels = np.zeros((10, 4, 4, 3), np.uint8), np.zeros(10, np.int32)
+    fit = dict(validation_split=0.2, epochs=3, log=lambda line: None)
+    path = tmp_path / "checkpoint.npz"
+    whole = _RecordingTrainer()
+    module.fit(whole, images, labels, checkpoint_path=str(tmp_path / "a.npz"), **fit)
+    # 8 training examples, batches of 2: 4 steps an epoch, 12 in all.
+    expected = [module.cosine_learning_rate(0.1, step, 12) for step in range(12)]
+    np.testing.assert_allclose(whole.rates, expected)
+    assert whole.rates[0] == 0.1 and whole.rates[-1] < 0.01
+
+    first, second = _RecordingTrainer(), _RecordingTrainer()
+    second.check_weights = second.set_weights = lambda *a, **k: None
+    module.fit(first, images, labels, checkpoint_path=str(path), max_steps=5, **fit)
+    module.fit(second, images, labels, checkpoint_path=str(path), **fit)
+    np.testing.assert_allclose(first.rates + second.rates, expected)
+
+
+def test_save_checkpoint_never_replaces_a_good_one_with_a_bad_one(tmp_path):
+    trainer = _trainer_module()
     path = tmp_path / "checkpoint.npz"
     weights = {"kernel": np.ones((2, 3), np.float32), "iterations": np.int64(5)}
     trainer.save_checkpoint(path, weights, {"epoch": 1, "step": 0})

@@ -8,8 +8,10 @@ The model and its sidecar `model.json` come from `keras_repnet.export_tflite`
 where TensorFlow cannot be installed, as on a phone, and shows in Python what
 `tflite/android/` does in Kotlin.
 
-Training uses the model's "train" signature one batch at a time, validation
-its "infer" signature. After every epoch (and every `--save-every` steps) all
+Training uses the model's "train" signature one batch at a time, at a
+learning rate that decays from the export's peak to zero along a cosine over
+the run's steps (as `keras-repnet train` does), validation its "infer"
+signature. After every epoch (and every `--save-every` steps) all
 the weights of "get_weights" go to a checkpoint `.npz`, written atomically;
 running the same command again resumes from it, through "set_weights", at the
 saved epoch and step with the same data order.
@@ -17,6 +19,7 @@ saved epoch and step with the same data order.
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -26,7 +29,7 @@ import zlib
 
 import numpy as np
 
-MODEL_FORMAT = "keras-repnet-tflite/1"
+MODEL_FORMAT = "keras-repnet-tflite/2"
 CHECKPOINT_FORMAT = "keras-repnet-checkpoint/1"
 # The checkpoint's own entry. A "." never occurs in a weight name.
 META_KEY = "meta.json"
@@ -95,7 +98,8 @@ class RepNetTrainer:
 
     ```python
     trainer = RepNetTrainer("model.tflite")
-    loss = trainer.train_step(images, labels)  # exactly `batch_size` images
+    loss = trainer.train_step(images, labels)  # exactly `batch_size` images,
+    # at the peak learning rate unless `learning_rate=` is given
     probabilities = trainer.predict(images)
     np.savez("weights.npz", **trainer.get_weights())
     ```
@@ -137,6 +141,8 @@ class RepNetTrainer:
         self.batch_size = int(x["shape"][0])
         self.image_size = (int(x["shape"][1]), int(x["shape"][2]))
         self.num_classes = int(self.metadata["num_classes"])
+        # The peak of the side variables' schedule (the head's follows).
+        self.learning_rate = float(self.metadata["learning_rate"])
         self.class_names = self.metadata.get("class_names")
         self.weight_specs = {
             name: (
@@ -181,19 +187,26 @@ class RepNetTrainer:
                 "`.tflite` file."
             )
 
-    def train_step(self, images, labels):
+    def train_step(self, images, labels, learning_rate=None):
         """Runs one optimizer step on a batch of exactly `batch_size` images.
 
         Args:
             images: float32 array `(batch_size, height, width, 3)`, pixels in
                 `[0, 255]`.
             labels: int32 array `(batch_size,)`, class indices.
+            learning_rate: float. This step's rate of the side variables
+                (the head's is scaled by the export's ratio), e.g. from
+                `cosine_learning_rate`. Defaults to the export's peak.
 
         Returns:
             The loss of the batch before the step, as a float.
         """
+        if learning_rate is None:
+            learning_rate = self.learning_rate
         outputs = self._runners["train"](
-            x=np.asarray(images, np.float32), y=np.asarray(labels, np.int32)
+            x=np.asarray(images, np.float32),
+            y=np.asarray(labels, np.int32),
+            learning_rate=np.float32(learning_rate),
         )
         return float(outputs["loss"])
 
@@ -654,6 +667,14 @@ def resume_state(meta, run, steps_per_epoch, *, path, log=print):
 # === Training loop ===
 
 
+def cosine_learning_rate(peak, step, total_steps):
+    """The learning rate of step `step` (0-based) of `total_steps`: a cosine
+    decay from `peak` to zero, as `keras.optimizers.schedules.CosineDecay`
+    (which `keras-repnet train` uses) computes it."""
+    progress = min(step, total_steps) / max(1, total_steps)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def fit(
     trainer,
     images,
@@ -661,6 +682,7 @@ def fit(
     *,
     checkpoint_path,
     epochs=5,
+    learning_rate=None,
     validation_split=0.2,
     seed=1337,
     max_steps=None,
@@ -680,7 +702,10 @@ def fit(
         labels: int32 `(N,)`.
         checkpoint_path: str. Where the checkpoint is written; resumed from
             when it exists.
-        epochs: int. Total epochs, counting those of a resumed run.
+        epochs: int. Total epochs, counting those of a resumed run. The
+            learning rate decays to zero over them (`cosine_learning_rate`).
+        learning_rate: float or `None`. Peak learning rate. Defaults to the
+            export's (`trainer.learning_rate`).
         validation_split: float. Share of the examples held out, in `[0, 1)`.
         seed: int. Seed of the split and of each epoch's order.
         max_steps: int or `None`. Stop (with a checkpoint) after this many
@@ -735,13 +760,24 @@ def fit(
             f"Resuming from {checkpoint_path}: epoch {state['epoch'] + 1}, "
             f"step {state['step']}."
         )
+    peak = trainer.learning_rate if learning_rate is None else learning_rate
+    if not peak > 0:
+        raise ValueError(
+            f"The learning rate must be positive. Received: {peak}"
+        )
+    total_steps = epochs * steps_per_epoch
     steps_this_run, rate = 0, 0.0
     while state["epoch"] < epochs:
         order = epoch_order(train_indices, state["epoch"], seed)
         started, first_step = time.perf_counter(), state["step"]
         for step in range(state["step"], steps_per_epoch):
             batch = order[step * batch_size : (step + 1) * batch_size]
-            loss = trainer.train_step(images[batch], labels[batch])
+            global_step = state["epoch"] * steps_per_epoch + step
+            loss = trainer.train_step(
+                images[batch],
+                labels[batch],
+                cosine_learning_rate(peak, global_step, total_steps),
+            )
             if not np.isfinite(loss):
                 raise ValueError(
                     f"The loss became {loss} at epoch {state['epoch'] + 1} "
@@ -874,6 +910,12 @@ def parse_args(argv=None):
         "MODEL.checkpoint.npz beside the model.",
     )
     parser.add_argument("--epochs", type=int, default=5, help="Total epochs.")
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        help="Peak learning rate of the cosine decay. Defaults to the "
+        "export's (its sidecar's `learning_rate`).",
+    )
     parser.add_argument("--validation-split", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--num-threads", type=int, default=2)
@@ -913,6 +955,7 @@ def main(argv=None):
             labels,
             checkpoint_path=checkpoint,
             epochs=args.epochs,
+            learning_rate=args.learning_rate,
             validation_split=args.validation_split,
             seed=args.seed,
             max_steps=args.max_steps,

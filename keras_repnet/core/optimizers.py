@@ -3,25 +3,9 @@
 import keras
 
 
-@keras.saving.register_keras_serializable(package="keras_repnet")
-class MultiRateAdam(keras.optimizers.Adam):
-    """Adam whose learning rate is scaled per group of variables.
-
-    Rep-Net trains its side modules and its head at different rates. Variables
-    whose path (e.g. `"repnet_head/kernel"`) starts with a key of
-    `lr_multipliers` use the learning rate (or schedule) times that value.
-
-    Args:
-        learning_rate: float or `keras.optimizers.schedules.LearningRateSchedule`.
-            The base rate. Defaults to 0.001.
-        lr_multipliers: dict. Variable path prefix to multiplier. The first
-            matching prefix wins. Defaults to `{}` (plain Adam).
-        **kwargs: other `keras.optimizers.Adam` arguments.
-
-    Example:
-
-    >>> optimizer = MultiRateAdam(1e-3, lr_multipliers={"repnet_head": 0.2})
-    """
+class _MultiRate:
+    """Scales the learning rate per group of variables (a mixin placed
+    before a `keras.optimizers.Optimizer` subclass)."""
 
     def __init__(self, learning_rate=0.001, lr_multipliers=None, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
@@ -48,3 +32,42 @@ class MultiRateAdam(keras.optimizers.Adam):
         config = super().get_config()
         config["lr_multipliers"] = self.lr_multipliers
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_repnet")
+class MultiRateAdam(_MultiRate, keras.optimizers.Adam):
+    """Adam whose learning rate is scaled per group of variables.
+
+    Rep-Net trains its side modules and its head at different rates. Variables
+    whose path (e.g. `"repnet_head/kernel"`) starts with a key of
+    `lr_multipliers` use the learning rate (or schedule) times that value.
+
+    Args:
+        learning_rate: float or `keras.optimizers.schedules.LearningRateSchedule`.
+            The base rate. Defaults to 0.001.
+        lr_multipliers: dict. Variable path prefix to multiplier. The first
+            matching prefix wins. Defaults to `{}` (plain Adam).
+        **kwargs: other `keras.optimizers.Adam` arguments.
+
+    Example:
+
+    >>> optimizer = MultiRateAdam(1e-3, lr_multipliers={"repnet_head": 0.2})
+    """
+
+
+@keras.saving.register_keras_serializable(package="keras_repnet")
+class MultiRateSGD(_MultiRate, keras.optimizers.SGD):
+    """SGD whose learning rate is scaled per group of variables, as
+    `MultiRateAdam` does.
+
+    Args:
+        learning_rate: float or `keras.optimizers.schedules.LearningRateSchedule`.
+            The base rate. Defaults to 0.001.
+        lr_multipliers: dict. Variable path prefix to multiplier. The first
+            matching prefix wins. Defaults to `{}` (plain SGD).
+        **kwargs: other `keras.optimizers.SGD` arguments.
+
+    Example:
+
+    >>> optimizer = MultiRateSGD(1e-2, lr_multipliers={"repnet_head": 0.1})
+    """

@@ -2,13 +2,15 @@
 
 The exported model has four signatures that run with the builtin LiteRT
 operators only (no select-TF "Flex" runtime, which phones do not ship):
-`train` (one optimizer step on a batch of pixels and labels), `infer`,
+`train` (one optimizer step on a batch of pixels and labels, at the
+learning rate the caller passes), `infer`,
 `get_weights` and `set_weights` (for checkpoints kept by the app). Only the
 trainable variables (the Rep-Net side network and the head) change on
 device; the frozen backbone becomes constants.
 """
 
 import json
+import numbers
 import os
 import re
 import tempfile
@@ -20,11 +22,17 @@ import tensorflow as tf
 from keras_repnet import backward
 from keras_repnet import data
 from keras_repnet.core import backbones
+from keras_repnet.core.heads import HEAD_NAME
+from keras_repnet.core.optimizers import MultiRateAdam
+from keras_repnet.core.optimizers import MultiRateSGD
 from keras_repnet.export import model as export_model
 from keras_repnet.export import ops as tflite_ops
+from keras_repnet.methods.registry import REPNET_LEARNING_RATES
 
-FORMAT = "keras-repnet-tflite/1"
-OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
+# Format 2: `train` takes the step's learning rate.
+FORMAT = "keras-repnet-tflite/2"
+OPTIMIZERS = {"adam": MultiRateAdam, "sgd": MultiRateSGD}
+SCHEDULE = "cosine"
 SIGNATURES = ("train", "infer", "get_weights", "set_weights")
 CHECKPOINT_SIGNATURES = ("save", "restore")
 INPUT_DESCRIPTION = "float32 RGB pixels in [0, 255], NHWC"
@@ -36,7 +44,8 @@ def export_tflite(
     path: str | os.PathLike,
     *,
     batch_size: int = 8,
-    learning_rate: float = 1e-3,
+    learning_rate: float = REPNET_LEARNING_RATES[0],
+    head_learning_rate: float = REPNET_LEARNING_RATES[1],
     optimizer: str = "adam",
     label_smoothing: float = 0.0,
     class_names: list[str] | None = None,
@@ -47,10 +56,15 @@ def export_tflite(
     """Writes a `.tflite` model that trains and infers on device.
 
     The file has the signatures
-    - `train(x: float32[B, H, W, 3], y: int32[B]) -> {"loss"}`: one
-      optimizer step on the trainable variables, with the softmax
-      cross-entropy of the logits (label smoothing optional) plus the model's
-      regularization losses. Layers run as in `fit`: trainable batch norms
+    - `train(x: float32[B, H, W, 3], y: int32[B], learning_rate: float32[])
+      -> {"loss"}`: one optimizer step on the trainable variables, with the
+      softmax cross-entropy of the logits (label smoothing optional) plus the
+      model's regularization losses. `learning_rate` is this step's rate of
+      the side variables (everything outside the head `repnet_head`); the
+      head's is that times the export's ratio `head_learning_rate /
+      learning_rate`. The trainers (`tflite/repnet_trainer.py`, the
+      Android sample) pass a cosine decay from the peak `learning_rate` to
+      zero over the run, as `keras-repnet train` uses. Layers run as in `fit`: trainable batch norms
       update their moving statistics, frozen ones stay in inference mode, and
       `Dropout` layers drop units (with LiteRT's builtin random generator).
     - `infer(x: float32[N, H, W, 3]) -> {"logits", "probabilities"}` for
@@ -84,8 +98,12 @@ def export_tflite(
             as the model `keras_repnet.build` returns.
         path: str or `os.PathLike`. Where the `.tflite` file is written.
         batch_size: int. Examples per `train` call. Defaults to 8.
-        learning_rate: float. Learning rate of the on-device optimizer,
-            frozen into the file. Defaults to `1e-3`.
+        learning_rate: float. Peak learning rate of the side variables on
+            device, recorded in the sidecar for the trainers' schedule.
+            Defaults to 1e-2 (Rep-Net's recipe).
+        head_learning_rate: float. Peak learning rate of the head; the
+            ratio to `learning_rate` is frozen into the file. Defaults to
+            1e-3.
         optimizer: str. `"adam"` or `"sgd"`, with Keras' default settings.
             Defaults to `"adam"`.
         label_smoothing: float. In `[0, 1)`. Defaults to 0.
@@ -106,13 +124,18 @@ def export_tflite(
     Returns:
         `path`.
     """
-    _check_arguments(batch_size, learning_rate, optimizer, label_smoothing)
+    _check_arguments(
+        batch_size, learning_rate, head_learning_rate, optimizer, label_smoothing
+    )
     image_shape, num_classes = _check_model(model)
     _check_class_names(class_names, num_classes)
     preprocess = _resolve_preprocess(model, preprocess)
     trainer = _Trainer(
         model,
-        OPTIMIZERS[optimizer](learning_rate=learning_rate),
+        OPTIMIZERS[optimizer](
+            learning_rate=learning_rate,
+            lr_multipliers={HEAD_NAME: head_learning_rate / learning_rate},
+        ),
         preprocess,
         label_smoothing,
     )
@@ -139,6 +162,8 @@ def export_tflite(
         "input": INPUT_DESCRIPTION,
         "optimizer": optimizer,
         "learning_rate": learning_rate,
+        "head_learning_rate": head_learning_rate,
+        "schedule": SCHEDULE,
         "label_smoothing": label_smoothing,
         "quantized_backbone": quantize_backbone,
         "signatures": list(keys),
@@ -162,17 +187,23 @@ def weight_name(path: str) -> str:
 # === Argument checks ===
 
 
-def _check_arguments(batch_size, learning_rate, optimizer, label_smoothing):
+def _check_arguments(
+    batch_size, learning_rate, head_learning_rate, optimizer, label_smoothing
+):
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(
             "`batch_size` must be a positive int. Received: "
             f"batch_size={batch_size!r}"
         )
-    if not learning_rate > 0:
-        raise ValueError(
-            "`learning_rate` must be positive. Received: "
-            f"learning_rate={learning_rate!r}"
-        )
+    for name, value in (
+        ("learning_rate", learning_rate),
+        ("head_learning_rate", head_learning_rate),
+    ):
+        if not (isinstance(value, numbers.Real) and value > 0):
+            raise ValueError(
+                f"`{name}` must be a positive number. Received: "
+                f"{name}={value!r}"
+            )
     if optimizer not in OPTIMIZERS:
         raise ValueError(
             f"`optimizer` must be one of {sorted(OPTIMIZERS)}. Received: "
@@ -341,7 +372,7 @@ class _Trainer:
         for v in self.optimizer.variables:
             if v is self.optimizer.iterations:
                 pairs.append((ITERATIONS_NAME, v))
-            elif v is not self.optimizer.learning_rate:  # Frozen: a constant.
+            elif v is not self.optimizer.learning_rate:  # Set by `train`.
                 pairs.append(("optimizer_" + v.name, v))
         weights = {weight_name(name): v for name, v in pairs}
         if len(weights) != len(pairs):
@@ -363,13 +394,16 @@ class _Trainer:
         module.optimizer_variables = [v.value for v in self.optimizer.variables]
         images = tf.TensorSpec([batch_size, *image_shape], tf.float32, name="x")
         labels = tf.TensorSpec([batch_size], tf.int32, name="y")
+        rate = tf.TensorSpec([], tf.float32, name="learning_rate")
         any_images = tf.TensorSpec([None, *image_shape], tf.float32, name="x")
         state = [
             tf.TensorSpec(v.shape, v.dtype, name=name)
             for name, v in self.state.items()
         ]
         functions = {
-            "train": tf.function(self.train, input_signature=[images, labels]),
+            "train": tf.function(
+                self.train, input_signature=[images, labels, rate]
+            ),
             "infer": tf.function(self.infer, input_signature=[any_images]),
             # Android's runSignature refuses an empty input map: an ignored
             # scalar input makes `get_weights` callable there.
@@ -391,7 +425,8 @@ class _Trainer:
     def _pixels(self, x):
         return x if self.preprocess is None else self.preprocess(x)
 
-    def train(self, x, y):
+    def train(self, x, y, learning_rate):
+        self.optimizer.learning_rate = learning_rate
         with tf.GradientTape() as tape:
             logits = self.forward(self._pixels(x), training=True)
             num_classes = logits.shape[-1]

@@ -13,7 +13,9 @@ import org.tensorflow.lite.Tensor
 /**
  * Trains a Rep-Net model exported by `keras_repnet.export_tflite` on the phone.
  *
- * The model's signatures do the work: "train" (one optimizer step on a batch),
+ * The model's signatures do the work: "train" (one optimizer step on a batch, at the
+ * learning rate of [learningRate]: a cosine decay from the export's peak to zero over the
+ * run, the schedule of `keras-repnet train` and `tflite/repnet_trainer.py`),
  * "infer" (class probabilities), "get_weights" and "set_weights" (every trained and
  * optimizer variable, by name). The weights persist in [checkpointFile] as an `.npz`
  * in the format of `tflite/repnet_trainer.py` (so a phone can continue what a desktop
@@ -29,7 +31,8 @@ import org.tensorflow.lite.Tensor
  *         // trainer.batchSize images of height x width x 3 RGB floats in [0, 255] (the model
  *         // preprocesses them itself), in a seeded order so that a resumed run sees the same.
  *         val (pixels, labels) = batch(epoch, step)
- *         val loss = trainer.trainStep(pixels, labels)
+ *         val rate = trainer.learningRate(epoch * stepsPerEpoch + step, epochs * stepsPerEpoch)
+ *         val loss = trainer.trainStep(pixels, labels, rate)
  *         if ((step + 1) % 50 == 0) trainer.save(epoch, step + 1)
  *     }
  *     trainer.save(epoch + 1, 0)
@@ -42,11 +45,14 @@ import org.tensorflow.lite.Tensor
  * @param modelFile the `.tflite` file (copy it out of assets/ first, or map it).
  * @param checkpointFile where [save] writes the weights and [restore] reads them.
  * @param numThreads CPU threads of the interpreter.
+ * @param peakLearningRate where the schedule starts: by default the `learning_rate` of
+ *   the sidecar `model.json` that `export_tflite` writes beside the `.tflite` file.
  */
 class RepNetTrainer(
     modelFile: File,
     private val checkpointFile: File,
     numThreads: Int = 2,
+    val peakLearningRate: Float = sidecarLearningRate(modelFile),
 ) : AutoCloseable {
     private val interpreter = Interpreter(modelFile, Interpreter.Options().setNumThreads(numThreads))
 
@@ -68,8 +74,20 @@ class RepNetTrainer(
         numClasses = interpreter.getOutputTensorFromSignature("logits", "infer").shape().last()
     }
 
-    /** One optimizer step; returns the loss of the batch. Pixels are NHWC RGB in [0, 255]. */
-    fun trainStep(pixels: FloatArray, labels: IntArray): Float {
+    /**
+     * The learning rate of step [step] (0-based, counted over all epochs) of [totalSteps]:
+     * `peak * (1 + cos(pi * step / totalSteps)) / 2`, Keras' `CosineDecay` to zero.
+     */
+    fun learningRate(step: Int, totalSteps: Int): Float {
+        val progress = step.coerceAtMost(totalSteps).toDouble() / totalSteps.coerceAtLeast(1)
+        return (peakLearningRate * 0.5 * (1.0 + Math.cos(Math.PI * progress))).toFloat()
+    }
+
+    /**
+     * One optimizer step at [learningRate] (the side network's; the head's is scaled by the
+     * export's ratio); returns the loss of the batch. Pixels are NHWC RGB in [0, 255].
+     */
+    fun trainStep(pixels: FloatArray, labels: IntArray, learningRate: Float): Float {
         require(pixels.size == batchSize * height * width * 3) {
             "Expected $batchSize images of ${height}x${width}x3 floats. Received: ${pixels.size} floats."
         }
@@ -82,8 +100,13 @@ class RepNetTrainer(
         }
         val x = direct(pixels.size * 4).apply { asFloatBuffer().put(pixels) }
         val y = direct(labels.size * 4).apply { asIntBuffer().put(labels) }
+        require(learningRate >= 0f && learningRate.isFinite()) {
+            "The learning rate must be finite and not negative. Received: $learningRate."
+        }
+        val rate = direct(4).apply { putFloat(0, learningRate) }
         val loss = direct(4)
-        interpreter.runSignature(mapOf("x" to x, "y" to y), mapOf("loss" to loss), "train")
+        interpreter.runSignature(
+            mapOf("x" to x, "y" to y, "learning_rate" to rate), mapOf("loss" to loss), "train")
         loss.rewind()
         return loss.float
     }
@@ -206,17 +229,33 @@ class RepNetTrainer(
     private fun output(name: String, signature: String): Tensor =
         interpreter.getOutputTensorFromSignature(name, signature)
 
-    private companion object {
-        const val GET = "get_weights"
-        const val SET = "set_weights"
-        const val CHECKPOINT_FORMAT = "keras-repnet-checkpoint/1"
-        const val META_KEY = "meta.json"
-        val SIGNATURES = listOf("train", "infer", GET, SET)
+    companion object {
+        private const val GET = "get_weights"
+        private const val SET = "set_weights"
+        private const val CHECKPOINT_FORMAT = "keras-repnet-checkpoint/1"
+        private const val MODEL_FORMAT = "keras-repnet-tflite/2"
+        private const val META_KEY = "meta.json"
+        private val SIGNATURES = listOf("train", "infer", GET, SET)
 
-        fun direct(bytes: Int): ByteBuffer = ByteBuffer.allocateDirect(bytes).order(ByteOrder.nativeOrder())
+        /** The peak `learning_rate` in the sidecar `.json` beside [modelFile]. */
+        fun sidecarLearningRate(modelFile: File): Float {
+            val sidecar = File(modelFile.parentFile, modelFile.nameWithoutExtension + ".json")
+            require(sidecar.exists()) {
+                "No sidecar at $sidecar: copy the .json that export_tflite wrote beside " +
+                    "${modelFile.name}, or pass peakLearningRate."
+            }
+            val metadata = JSONObject(sidecar.readText())
+            require(metadata.optString("format") == MODEL_FORMAT) {
+                "$sidecar has format ${metadata.opt("format")}, expected $MODEL_FORMAT: " +
+                    "export the model again with keras_repnet.export_tflite."
+            }
+            return metadata.getDouble("learning_rate").toFloat()
+        }
+
+        private fun direct(bytes: Int): ByteBuffer = ByteBuffer.allocateDirect(bytes).order(ByteOrder.nativeOrder())
 
         /** The numpy dtype of a tensor type; Android's ABIs are all little-endian. */
-        fun descr(type: DataType): String = when (type) {
+        private fun descr(type: DataType): String = when (type) {
             DataType.FLOAT32 -> "<f4"
             DataType.INT32 -> "<i4"
             DataType.INT64 -> "<i8"
