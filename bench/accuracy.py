@@ -19,7 +19,7 @@ order, most informative first:
    seed 0 is the third): mean +- std.
 3. `baselines`: the grids of tinytl, mobiletl and bn-only.
 4. `ft-full`: the grid of full fine-tuning.
-5. `long`: repnet, ft-last and ft-full at their picked rates with 3x the
+5. `long`: repnet, ft-last, ft-full and tinytl at their picked rates with 3x the
    epochs on the far-domain sets: has each reached its plateau?
 6. `small`: the grids of repnet and ft-last on MobileNetV2 0.35.
 7. `fewshot`: 10 and 50 labelled images per class, repnet against ft-last,
@@ -117,6 +117,9 @@ GRID_STAGES = {
 }
 SMALL_BACKBONE_METHODS = ("repnet", "ft-last")
 SEEDED_METHODS = ("repnet", "ft-last", "ft-full")
+# Trained 3x longer in the `long` stage: the seeded methods and the strongest
+# cheap baseline.
+LONG_METHODS = (*SEEDED_METHODS, "tinytl")
 SEEDS = (0, 1, 2)
 # `build()`'s documented recipe (side, head), tried as is at batch 8.
 REPNET_RECIPE = (1e-2, 1e-3)
@@ -124,7 +127,9 @@ SMALL_BATCH = 8
 # The `long` stage trains this many times the protocol's epochs.
 LONG_EPOCHS_FACTOR = 3
 SHOTS = (10, 50)
-ABLATIONS = ("repnet-dual", "repnet-down", "repnet-none", "repnet-all")
+ABLATIONS = (
+    "repnet-no-shifts", "repnet-dual", "repnet-down", "repnet-none", "repnet-all"
+)
 # Peak learning rates (side, head) tried per method; "side" is every
 # trainable variable outside the head (ft-last has none). Each grid holds
 # the method's default (`keras_repnet.methods.default_learning_rates`); the
@@ -222,11 +227,12 @@ def _backbone_model(backbone, image_size):
 
 def run(
     set_name, backbone, method, rates, seed, shots, settings,
-    batch_size=None, epochs=None,
+    batch_size=None, epochs=None, options=None,
 ):
     """Trains one run, or reads its result if it finished before.
     `batch_size` and `epochs` override the protocol's (the `batch8` and
-    `long` stages)."""
+    `long` stages); `options` are more `build_method` arguments (for
+    `bench/recipe_search.py`, which keeps its runs apart)."""
     import keras
 
     import keras_repnet
@@ -267,6 +273,7 @@ def run(
         splits.num_classes,
         input_shape=(size, size, 3),
         weights=weights,
+        **(options or {}),
     )
     steps = num_epochs * math.ceil(splits.num_train / batch)
     training.compile_model(
@@ -363,7 +370,7 @@ def stage_runs(stage, sets, results):
                     if rates:
                         yield set_name, "MobileNetV2", method, rates, 0, shots
         elif stage == "long" and far:
-            for method in SEEDED_METHODS:
+            for method in LONG_METHODS:
                 rates = best_rates(results, set_name, "MobileNetV2", method)
                 if rates:
                     yield set_name, "MobileNetV2", method, rates, 0, None

@@ -6,7 +6,8 @@
 For each backbone, measures in a fresh process per configuration (see
 `keras_repnet.memory.measure`; random weights): the frozen backbone's
 inference (the floor), last layer only, full fine-tuning and Rep-Net, the
-last two with plain autodiff and with keras-repnet's lean backward
+last two with plain autodiff and with keras-repnet's lean backward (and
+Rep-Net without its backbone shifts, `repnet-no-shifts`)
 (`keras_repnet.backward`: bool masks for ReLUs). Beside each measured
 peak: the analytic `ideal` (TinyTL / Rep-Net accounting) and `ours` (what
 TensorFlow keeps) step peaks of `keras_repnet.memory.profile`. MB are 10^6
@@ -39,6 +40,7 @@ CONFIGS = (
     ("full fine-tuning, lean backward", "ft-full", True),
     ("Rep-Net, plain autodiff", "repnet", False),
     ("Rep-Net, lean backward", "repnet", True),
+    ("Rep-Net without backbone shifts, lean backward", "repnet-no-shifts", True),
 )
 COLUMNS = [
     "backbone",

@@ -77,11 +77,52 @@ def test_only_side_and_head_train():
     assert moved and all(
         p.startswith("repnet_module_") and "moving_" in p for p in moved
     ), moved
-    # Every side module and the head learn. (A module's last norm scale
-    # starts at zero, so its first step trains only that norm.)
-    assert all(p.startswith(("repnet_module_", "repnet_head")) for p in trainable)
+    # Every side module, backbone shift and the head learn. (A module's last
+    # norm scale starts at zero, so its first step trains only that norm.)
+    norms = {
+        layer.name
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+        and not layer.name.startswith("repnet_")
+    }
+    shifts = {p.split("/")[0] for p in trainable if p.endswith("_shift/bias")}
+    assert shifts == {f"{name}_shift" for name in norms}
+    assert all(
+        p.startswith(("repnet_module_", "repnet_head")) or p.split("/")[0] in shifts
+        for p in trainable
+    )
     owners = {p.split("/")[0] for p in changed(trainable, model.trainable_weights)}
     assert owners == {p.split("/")[0] for p in trainable}
+
+
+@pytest.mark.parametrize(
+    "backbone, shifts, expected",
+    [
+        ("MobileNetV2", "auto", True),  # ReLU6 only: masks.
+        ("MobileNetV3Small", "auto", False),  # Hard-swish, squeeze-excite.
+        ("MobileNetV2", False, False),
+        ("MobileNetV3Small", True, True),
+    ],
+)
+def test_backbone_shifts_follow_the_cost_of_their_backward(
+    backbone, shifts, expected
+):
+    model = keras_repnet.build(
+        backbone, 3, input_shape=(32, 32, 3), weights=None,
+        backbone_shifts=shifts,
+    )
+    added = [
+        layer for layer in model.layers if isinstance(layer, keras_repnet.methods.ChannelBias)
+    ]
+    assert bool(added) == expected
+    if expected:  # One after each batch norm, starting at zero.
+        norms = [
+            layer for layer in model.layers
+            if isinstance(layer, keras.layers.BatchNormalization)
+            and not layer.name.startswith("repnet_")
+        ]
+        assert len(added) == len(norms)
+        assert all(not np.any(layer.bias) for layer in added)
 
 
 def test_new_model_starts_from_the_backbone_features():
@@ -193,6 +234,7 @@ def test_mirrored_strategy_on_cpu_devices():
         ({"dropout": 1.0}, ValueError, "dropout=1.0"),
         ({"side_width": "wide"}, ValueError, "side_width='wide'"),
         ({"side_downscale": 0}, ValueError, "side_downscale=0"),
+        ({"backbone_shifts": "yes"}, ValueError, "backbone_shifts='yes'"),
         ({"num_modules": 0}, ValueError, "num_modules=0"),
     ],
 )

@@ -17,9 +17,13 @@ RULE_TOLERANCE = 1e-5
 MODEL_TOLERANCE = 1e-4
 
 
-def relative_error(actual, expected):
+def relative_error(actual, expected, floor=0.0):
+    """Largest difference over the largest expected value (or `floor`, if
+    larger: float32 round-off scales with the summands, and a gradient that
+    nearly cancels, e.g. behind saturated ReLU6s, is far smaller than them)."""
     actual, expected = np.asarray(actual), np.asarray(expected)
-    return np.abs(actual - expected).max() / (np.abs(expected).max() + 1e-30)
+    scale = max(np.abs(expected).max(), floor)
+    return np.abs(actual - expected).max() / (scale + 1e-30)
 
 
 def tape_gradients(fn, tensors, output_gradient, **override):
@@ -293,8 +297,11 @@ def test_model_gradients_equal_plain_autodiff(backbone, size):
             assert counts["Conv2D"] and counts["AvgPool"], counts
         if backbone == "MobileNetV3Small":
             assert counts["Mul"], counts  # hard-swish
+        # Backbone shifts deep behind random blocks get gradients of 1e-6;
+        # measure those against 1e-3 of the model's largest gradient.
+        floor = 1e-3 * max(float(np.abs(np.asarray(e)).max()) for e in expected)
         for v, a, e in zip(model.trainable_variables, actual, expected):
-            error = relative_error(a, e)
+            error = relative_error(a, e, floor)
             assert error < MODEL_TOLERANCE, (builtins_only, v.path, error)
 
 

@@ -38,7 +38,8 @@ def _head(model):
 def _expected(name, model):
     if name.startswith("repnet"):
         side = _weights_of(model, RepNetModule)
-        return side | _head(model), _head(model)
+        shifts = _weights_of(model, methods.ChannelBias)  # `build()`'s "auto".
+        return side | shifts | _head(model), shifts | _head(model)
     if name == "ft-full":
         everything = {w.path for w in model.weights}
         return everything, {w.path for w in model.trainable_weights}
@@ -75,6 +76,7 @@ def _count(model, layer_type):
 # after the 5th boundary from the end, the 160->320 block, the last 1x1
 # convolution) have 16 norms and 11 ReLUs.
 STRUCTURE = {
+    "repnet": {methods.ChannelBias: 52},
     "tinytl": {RepNetModule: 15, methods.ChannelBias: 52},
     "mobiletl": {methods.ChannelBias: 16, methods.SignBackward: 11},
     "adv-rep": {methods.InputPerturbation: 1, methods.LabelMapping: 1},
@@ -111,7 +113,7 @@ def test_method_starts_from_backbone_trains_its_variables_round_trips(
     assert_round_trip(model, tmp_path / f"{name}.keras", images)
 
 
-def test_repnet_names_select_the_connect_modes(monkeypatch):
+def test_repnet_names_select_their_build_arguments(monkeypatch):
     received = []
     monkeypatch.setattr(
         methods.registry,
@@ -121,9 +123,15 @@ def test_repnet_names_select_the_connect_modes(monkeypatch):
     for name in methods.REPNET_METHODS:
         methods.build_method(name, "MobileNetV2", 3, weights=None)
     assert [kwargs["connect"] for kwargs in received] == [
-        "up", "dual", "down", "none", "all"
+        "up", "up", "dual", "down", "none", "all"
+    ]
+    assert [kwargs.get("backbone_shifts") for kwargs in received[:2]] == [
+        None,  # `build()`'s default: shifts on.
+        False,
     ]
     assert received[0]["name"] == "repnet_mobilenetv2"
+    with pytest.raises(ValueError, match="sets \\['connect'\\] itself"):
+        methods.build_method("repnet", "MobileNetV2", 3, connect="dual")
 
 
 def test_sign_backward_passes_values_forward_and_a_mask_back():

@@ -6,6 +6,7 @@ from keras_repnet.core import backbones
 from keras_repnet.core import heads
 from keras_repnet.core import taps as taps_lib
 from keras_repnet.core.layers import ActivationConnector
+from keras_repnet.core.layers import ChannelBias
 from keras_repnet.core.layers import RepNetModule
 from keras_repnet.core.models import RepNetModel
 
@@ -31,6 +32,7 @@ def build(
     side_groups: int = 1,
     side_width: float | str = "auto",
     side_downscale: int = 2,
+    backbone_shifts: bool | str = "auto",
     dropout: float = 0.2,
     name: str | None = None,
 ) -> keras.Model:
@@ -40,19 +42,22 @@ def build(
     level from an output stride of 4 on, at least 4, see `select_taps`). The
     side path is sequential and starts from the input image: module `i`
     reads the previous connector's output and produces `p_i` at the tap's
-    shape; the connector adds it to the backbone feature `x_i`. Only the
-    modules and the head are trainable; the backbone layers get
-    `trainable=False`, so their batch norms stay in inference mode. A built
-    backbone passed in shares its layers with the new model and is frozen in
-    place.
+    shape; the connector adds it to the backbone feature `x_i`. The
+    modules, the head and (where their backward costs only masks, see
+    `backbone_shifts`) a shift after each backbone batch norm train; the
+    backbone layers get `trainable=False`, so their weights stay and their
+    batch norms stay in inference mode. A built backbone passed in shares
+    its layers with the new model and is frozen in place.
 
     The default, `connect="up"`, departs from the paper's proposed "dual"
     connector (its Table 1 ablation found dual best): the side network reads
-    `x_i + p_i` at every tap, the backbone runs unchanged, and the head reads
-    both networks' pooled features. In this project's accuracy protocol
-    (`bench/accuracy.py`, see the README) "up" was the more accurate on
-    every far-domain set measured, and it is the cheapest in memory and
-    time, since no gradient has to cross the frozen backbone.
+    `x_i + p_i` at every tap, the backbone's weights and connections are
+    unchanged, and the head reads both networks' pooled features. In this
+    project's accuracy protocol (`bench/accuracy.py`, see the README) "up"
+    was the more accurate on every far-domain set measured. The backbone
+    shifts, as in the reference code, let the frozen features adapt: they
+    cost the backbone's ReLU masks in memory and gained the most accuracy
+    of anything tried (see the README).
 
     Args:
         backbone: a `keras.applications` constructor (e.g.
@@ -88,6 +93,15 @@ def build(
             their tap's resolution and are upsampled bilinearly to it, as in
             the reference code (less memory and time; see
             `RepNetModule`). Defaults to 2.
+        backbone_shifts: bool or `"auto"`. Train a per-channel shift after
+            each of the backbone's batch norms (`ChannelBias`: the norms
+            stay frozen, in inference mode), as the reference code's
+            "+bias". The backward pass then crosses the backbone. `"auto"`
+            trains them where that costs only masks: backbones whose
+            nonlinearities are all ReLU-like and that multiply no two
+            activations (`shifts_cost_masks_only`; e.g. MobileNetV2, ResNet,
+            not MobileNetV3, whose hard-swish and squeeze-excite keep float
+            activations). Defaults to `"auto"`.
         dropout: float. Dropout rate before the head. Defaults to 0.2.
         name: str. Model name. Defaults to `"repnet_<backbone>"`.
 
@@ -105,12 +119,19 @@ def build(
     >>> model.fit(train_ds, validation_data=val_ds, epochs=5)
     """
     _check_arguments(num_classes, connect, side_width, side_downscale, dropout)
+    if not (isinstance(backbone_shifts, bool) or backbone_shifts == "auto"):
+        raise ValueError(
+            '`backbone_shifts` must be a bool or "auto". Received: '
+            f"backbone_shifts={backbone_shifts!r}"
+        )
     frozen = backbones.resolve(backbone, input_shape, weights)
     plan = _resolve_taps(frozen, taps, connect, num_modules)
     if side_width == "auto":
         side_width = auto_side_width(
             plan, frozen.count_params(), side_kernel_size
         )
+    if backbone_shifts == "auto":
+        backbone_shifts = shifts_cost_masks_only(frozen)
     frozen.trainable = False
 
     # === Functional Model ===
@@ -123,6 +144,7 @@ def build(
         side_groups,
         side_width,
         side_downscale,
+        backbone_shifts,
     )
     features = heads.replay(frozen, image, side.call_layer)
     side.check_complete()
@@ -136,6 +158,26 @@ def build(
     return RepNetModel(
         image, logits, name=name, backbone=backbones.backbone_name(backbone)
     )
+
+
+def shifts_cost_masks_only(backbone: keras.Model) -> bool:
+    """Whether training shifts inside `backbone` keeps only masks for the
+    backward pass: every nonlinearity is piecewise linear (ReLU, ReLU6,
+    leaky ReLU: a mask each under the lean rules) and no layer multiplies
+    two activations (as squeeze-excite does), as the memory profiler
+    classifies the layers (`keras_repnet.memory`)."""
+    from keras_repnet.memory import graph as memory_graph
+
+    for node in memory_graph.Graph.of(backbone).nodes:
+        if node.kind == "multiply":
+            return False
+        if node.kind == "activation" and node.detail not in (
+            None,
+            "linear",
+            *memory_graph.PIECEWISE_LINEAR,
+        ):
+            return False
+    return True
 
 
 def auto_side_width(plan, frozen_params, kernel_size, budget=None) -> float:
@@ -206,17 +248,21 @@ class _SidePath:
     backbone, layer by layer, in topological order."""
 
     def __init__(
-        self, image, plan, connect, kernel_size, groups, width, downscale
+        self, image, plan, connect, kernel_size, groups, width, downscale,
+        shifts,
     ):
         self.plan = {tap.layer_name: (i, tap) for i, tap in enumerate(plan)}
         self.connect = connect
         self.kernel_size, self.groups, self.width = kernel_size, groups, width
         self.downscale = downscale
+        self.shifts = shifts
         self.features = image  # What the next side module reads.
         self.connected = 0
 
     def call_layer(self, layer, *args, **kwargs):
         outputs = layer(*args, **kwargs)
+        if self.shifts and isinstance(layer, keras.layers.BatchNormalization):
+            outputs = ChannelBias(name=f"{layer.name}_shift")(outputs)
         if layer.name not in self.plan:
             return outputs
         index, tap = self.plan[layer.name]

@@ -171,3 +171,46 @@ class ActivationConnector(keras.layers.Add):
     a separate class so that the connector plan of a model can be found by
     type (see `keras_repnet.describe`).
     """
+
+
+class AddedWeight(keras.layers.Layer):
+    """Adds a trainable weight, initialised to zero, to its input. The
+    weight's gradient is a sum of the incoming gradient: it reads no stored
+    activation (`weight_gradient_reads_input`, read by
+    `keras_repnet.memory.profile`)."""
+
+    weight_gradient_reads_input = False
+    weight_name = None  # The variable's name, and this layer's attribute.
+
+    def weight_shape(self, input_shape):
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        weight = self.add_weight(
+            shape=self.weight_shape(input_shape),
+            initializer="zeros",
+            name=self.weight_name,
+        )
+        setattr(self, self.weight_name, weight)
+
+    def call(self, inputs):
+        weight = getattr(self, self.weight_name)
+        return inputs + keras.ops.cast(weight, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="keras_repnet")
+class ChannelBias(AddedWeight):
+    """Adds a trainable per-channel shift, initialised to zero.
+
+    Placed after a frozen (inference-mode) batch norm it trains that norm's
+    shift (beta) without touching the frozen layer: `beta + bias`. Its
+    gradient is the sum of the incoming gradient, so it stores no activation.
+    """
+
+    weight_name = "bias"
+
+    def weight_shape(self, input_shape):
+        return (input_shape[-1],)

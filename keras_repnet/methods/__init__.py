@@ -30,7 +30,7 @@ layers the methods add), one module a method family (`fine_tuning.py`,
 `keras_repnet.build`), `common.py` (their shared model constructor).
 """
 
-from keras_repnet.methods.layers import ChannelBias
+from keras_repnet.core.layers import ChannelBias
 from keras_repnet.methods.layers import InputPerturbation
 from keras_repnet.methods.layers import LabelMapping
 from keras_repnet.methods.layers import SignBackward

@@ -10,12 +10,14 @@ from keras_repnet.methods import mobiletl
 from keras_repnet.methods import reprogramming
 from keras_repnet.methods import tinytl
 
+# Rep-Net methods -> the `build()` arguments that make them.
 REPNET_METHODS = {
-    "repnet": "up",
-    "repnet-dual": "dual",
-    "repnet-down": "down",
-    "repnet-none": "none",
-    "repnet-all": "all",
+    "repnet": {"connect": "up"},
+    "repnet-no-shifts": {"connect": "up", "backbone_shifts": False},
+    "repnet-dual": {"connect": "dual"},
+    "repnet-down": {"connect": "down"},
+    "repnet-none": {"connect": "none"},
+    "repnet-all": {"connect": "all"},
 }
 METHODS = (
     *REPNET_METHODS,
@@ -46,7 +48,9 @@ _LEARNING_RATES = {
 _DEFAULT_LEARNING_RATES = (1e-3, 1e-2)
 
 DESCRIPTIONS = {
-    "repnet": "Rep-Net: the side network gets x + p at each tap ('up')",
+    "repnet": "Rep-Net: the side network gets x + p at each tap ('up'), "
+    "backbone batch-norm shifts",
+    "repnet-no-shifts": "Rep-Net ablation: no backbone shifts",
     "repnet-dual": "Rep-Net ablation: both networks get x + p (the paper's)",
     "repnet-down": "Rep-Net ablation: only the backbone gets x + p",
     "repnet-none": "Rep-Net ablation: no exchange, side joins before the head",
@@ -106,7 +110,7 @@ def build_method(
         weights: `"imagenet"`, `None` or a weights file for the backbone.
             Defaults to `"imagenet"`.
         **kwargs: method options. Rep-Net methods take the arguments of
-            `keras_repnet.build` (except `connect`); every method with a head
+            `keras_repnet.build` except those the name sets; every method with a head
             takes `dropout` (default 0.2); `tinytl` takes `kernel_size`
             (default 5) and `groups` (default 2); `mobiletl` takes
             `top_blocks` (default 5); `adv-rep` takes `source_top`
@@ -129,14 +133,22 @@ def build_method(
             f"num_classes={num_classes!r}"
         )
     if name in REPNET_METHODS:
+        fixed = sorted(set(REPNET_METHODS[name]) & set(kwargs))
+        if fixed:
+            raise ValueError(
+                f"Method {name!r} sets {fixed} itself "
+                f"({REPNET_METHODS[name]}). Received: "
+                f"{ {key: kwargs[key] for key in fixed} }. Pick the method "
+                f"with the setting you want: {', '.join(REPNET_METHODS)}."
+            )
         model_name = kwargs.pop("name", None) or common.model_name(name, backbone)
         return build(
             backbone,
             num_classes,
             input_shape=input_shape,
             weights=weights,
-            connect=REPNET_METHODS[name],
             name=model_name,
+            **REPNET_METHODS[name],
             **kwargs,
         )
     options = _options(name, kwargs)

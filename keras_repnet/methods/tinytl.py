@@ -7,9 +7,9 @@ import keras
 from keras_repnet.core import backbones
 from keras_repnet.core import heads
 from keras_repnet.core import taps as taps_lib
+from keras_repnet.core.layers import ChannelBias
 from keras_repnet.core.layers import RepNetModule
 from keras_repnet.methods import common
-from keras_repnet.methods.layers import ChannelBias
 
 
 def tinytl(
