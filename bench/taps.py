@@ -3,7 +3,7 @@
     python bench/taps.py [--image_size=224]
 
 Prints a markdown table (backbone, taps, their resolutions and channels, side
-and frozen parameters, side / frozen) and writes bench/results/taps.{json,md}.
+and frozen parameters, side / frozen, backbone shift parameters) and writes bench/results/taps.{json,md}.
 """
 
 import keras
@@ -28,7 +28,7 @@ def main(_):
         except Exception as error:  # Report, do not hide, what fails.
             rows.append({"backbone": name, "taps": 0, "plan": f"error: {error}"[:120],
                          "side params": "-", "frozen params": "-",
-                         "side / frozen": "-"})
+                         "side / frozen": "-", "shifts": "-"})
             continue
         plan = keras_repnet.connector_plan(model)
         counts = keras_repnet.parameter_counts(model)
@@ -42,13 +42,17 @@ def main(_):
                 "side params": f"{counts['side']:,}",
                 "frozen params": f"{counts['frozen']:,}",
                 "side / frozen": f"{counts['side'] / counts['frozen']:.3f}",
+                "shifts": f"{counts['shifts']:,}",
             }
         )
         keras.backend.clear_session()
     write_results(
         "taps",
         rows,
-        ["backbone", "taps", "plan", "side params", "frozen params", "side / frozen"],
+        [
+            "backbone", "taps", "plan", "side params", "frozen params",
+            "side / frozen", "shifts",
+        ],
         {"image_size": size},
     )
 

@@ -172,6 +172,19 @@ def test_named_backbones_build_and_summarize(name):
     assert model.output_shape == (None, 5)
     # `side_width="auto"`: the side network within 10% of the backbone.
     assert counts["side"] <= 0.1 * counts["frozen"]
+    # One shift per channel of each backbone batch norm where their backward
+    # costs only masks (not EfficientNet's or MobileNetV3's swish-likes and
+    # squeeze-excite); the head is the rest.
+    norms = [
+        layer for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+        and not layer.name.startswith("repnet_")
+    ]
+    shifted = name not in ("EfficientNetB0", "MobileNetV3Large", "MobileNetV3Small")
+    channels = sum(layer.moving_mean.shape[0] for layer in norms)
+    assert counts["shifts"] == (channels if shifted else 0)
+    assert counts["head"] == model.get_layer("repnet_head").count_params()
+    assert "backbone shifts" in text
 
 
 def test_default_taps_start_at_stride_4_and_num_modules():

@@ -5,6 +5,7 @@ import math
 import keras
 
 from keras_repnet.core.layers import ActivationConnector
+from keras_repnet.core.layers import ChannelBias
 from keras_repnet.core.layers import RepNetModule
 
 
@@ -17,20 +18,31 @@ def parameter_counts(model: keras.Model) -> dict:
     """Trainable and frozen parameter counts of a Rep-Net model.
 
     Returns:
-        A dict with `side` (Rep-Net modules' trainable weights), `head` (the
-        other trainable weights), `trainable` (their sum) and `frozen` (every
-        non-trainable weight outside the side modules: the backbone).
+        A dict with `side` (Rep-Net modules' trainable weights), `shifts`
+        (the backbone shifts, `ChannelBias`), `head` (the other trainable
+        weights), `trainable` (their sum) and `frozen` (every non-trainable
+        weight outside the side modules: the backbone).
     """
     modules = [layer for layer in model.layers if isinstance(layer, RepNetModule)]
     side_ids = {id(w) for m in modules for w in m.weights}
+    shift_ids = {
+        id(w)
+        for layer in model.layers
+        if isinstance(layer, ChannelBias)
+        for w in layer.weights
+    }
     side = count_params(w for w in model.trainable_weights if id(w) in side_ids)
+    shifts = count_params(
+        w for w in model.trainable_weights if id(w) in shift_ids
+    )
     trainable = count_params(model.trainable_weights)
     frozen = count_params(
         w for w in model.non_trainable_weights if id(w) not in side_ids
     )
     return {
         "side": side,
-        "head": trainable - side,
+        "shifts": shifts,
+        "head": trainable - side - shifts,
         "trainable": trainable,
         "frozen": frozen,
     }
@@ -93,7 +105,8 @@ def describe(model: keras.Model, print_fn=None) -> str:
     counts = parameter_counts(model)
     lines.append(
         f"Trainable: {counts['trainable']:,} (side {counts['side']:,}, "
-        f"head {counts['head']:,}). Frozen: {counts['frozen']:,}."
+        f"backbone shifts {counts['shifts']:,}, head {counts['head']:,}). "
+        f"Frozen: {counts['frozen']:,}."
     )
     text = "\n".join(lines)
     (print_fn or print)(text)
