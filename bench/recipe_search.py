@@ -20,7 +20,9 @@ shifts`: "up" connectors, 4 modules at half resolution, no backbone shifts)
 and trains through `bench/accuracy.py`'s `run` at its settings (64 px, batch
 32, at most 3,000 images, seed 0, side 3e-2 / head 3e-3: the rates the
 protocol picked on the far sets), on sign digits unless a set is named, 6
-epochs unless 18 are, writing `results/recipe_search/runs/<config>/`.
+epochs unless 18 are, writing `results/recipe_search/runs/<config>/`. A
+configuration that is a run of the protocol (a method's defaults, label
+smoothing 0.1) reads or makes that run in `results/accuracy/runs/`.
 """
 
 import json
@@ -113,14 +115,17 @@ ROUND_2 = {
                        0.1, 6),
 }
 ROUND_2_RATES = (3e-2, 3e-3)
+PROTOCOL_OUTPUT = "results/accuracy"
+PROTOCOL_SMOOTHING = 0.1
 
 
 def run_round_2(name):
     import accuracy
 
     description, set_name, method, options, smoothing, epochs = ROUND_2[name]
+    own = options or smoothing != PROTOCOL_SMOOTHING
     settings = {
-        "output_dir": str(OUTPUT / "runs" / name),
+        "output_dir": str(OUTPUT / "runs" / name) if own else PROTOCOL_OUTPUT,
         "image_size": 64,
         "epochs": epochs,
         "batch_size": 32,
@@ -130,6 +135,7 @@ def run_round_2(name):
     started = time.time()
     result = accuracy.run(
         set_name, "MobileNetV2", method, ROUND_2_RATES, 0, None, settings,
+        epochs=epochs if epochs != 6 and not own else None,
         options=options,
     )
     return {
