@@ -37,12 +37,12 @@ class RepNetModel(keras.Model):
       at the first taps, are recomputed in the backward pass.
 
     Measured by `bench/memory.py` at 224x224, batch 8, with `build()`'s
-    defaults: the step peak is 80.4 MB on MobileNetV2 (82.9 MB with plain
-    autodiff; the frozen backbone's inference alone: 77.8 MB) and 17.4 MB
-    on MobileNetV3Small (18.4; 14.9). The "up" connectors keep the backward
-    pass out of the frozen backbone, so the rules matter most for
-    `connect="dual"` and for full fine-tuning (MobileNetV3Small: 191 ->
-    139 MB).
+    defaults: the step peak is 96.8 MB on MobileNetV2 (209.5 MB with plain
+    autodiff; the frozen backbone's inference alone: 77.8 MB), whose
+    backbone shifts send the backward pass through the frozen backbone, and
+    17.2 MB on MobileNetV3Small (17.8; 14.8), where `build()` adds no shifts.
+    The rules also matter for `connect="dual"` and for full fine-tuning
+    (MobileNetV3Small: 191 -> 139 MB).
     Works with `fit` in graph or eager mode and under `tf.distribute`
     strategies.
 
