@@ -529,8 +529,9 @@ def markdown(rows, few_shot, small_batch, longer, measured, settings):
         )
     if longer:
         lines += _extra_runs_table(
-            f"{LONG_EPOCHS_FACTOR}x the epochs, at the picked rates, "
-            "MobileNetV2, seed 0:",
+            f"{LONG_EPOCHS_FACTOR}x the epochs, MobileNetV2, seed 0 (the "
+            "`long` stage at the picked rates; other rates are round 2 of "
+            "`bench/recipe_search.py`):",
             longer,
             ("epochs",),
         )

@@ -5,7 +5,9 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 from helpers import FLOWERS
 from helpers import MOBILENET_V2_WEIGHTS
 from helpers import requires
@@ -98,6 +100,23 @@ def test_interrupted_training_resumes(make_image_folder, tmp_path):
     # run still covers both.
     assert len(results["history"]["accuracy"]) == 2
     assert not (tmp_path / "run" / "backup").exists()
+
+
+def test_fit_without_validation_reports_only_training_metrics(tmp_path):
+    """Keras' CSVLogger writes "NA" for the validation metrics of a fit
+    without validation data (as few-shot runs are); they are left out."""
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    model.compile("sgd", "mse", metrics=["mae"])
+    x, y = np.ones((8, 4), "float32"), np.zeros((8, 2), "float32")
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+
+    history = training.fit_resumable(
+        model, train, None, epochs=2, output_dir=str(tmp_path), verbose=0
+    )
+
+    assert sorted(history) == ["loss", "mae"]
+    assert len(history["loss"]) == 2 and all(np.isfinite(history["loss"]))
 
 
 @requires(MOBILENET_V2_WEIGHTS)

@@ -233,6 +233,10 @@ def versions() -> dict:
     }
 
 
+# What `keras.callbacks.CSVLogger` writes for a metric an epoch lacks.
+_MISSING = "NA"
+
+
 def fit_resumable(
     model, train, validation, *, epochs, output_dir, callbacks=(), verbose="auto"
 ) -> dict:
@@ -262,9 +266,15 @@ def fit_resumable(
 
 def read_history(path) -> dict:
     """Per-epoch metrics from a `CSVLogger` file, one value per epoch (the
-    last row wins when a resumed run logged an epoch twice)."""
+    last row wins when a resumed run logged an epoch twice). Columns the
+    logger filled with "NA" (e.g. `val_*` of a fit without validation data)
+    are left out."""
     with open(path, newline="") as f:
         rows = {int(row.pop("epoch")): row for row in csv.DictReader(f)}
     epochs = [rows[e] for e in sorted(rows)]
-    names = epochs[0].keys() if epochs else []
+    names = [
+        name
+        for name in (epochs[0] if epochs else [])
+        if all(row[name] != _MISSING for row in epochs)
+    ]
     return {name: [float(row[name]) for row in epochs] for name in names}
