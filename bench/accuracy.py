@@ -587,6 +587,7 @@ def plot(rows, measured, path):
         if memories and max(memories) > 3 * min(memories):
             axis.set_xscale("log")
             axis.xaxis.set_major_formatter(ticker.ScalarFormatter())
+            axis.xaxis.set_minor_formatter(ticker.NullFormatter())
         axis.set_title(set_name)
         axis.set_xlabel("measured training memory, MB (224 px, batch 8)")
         axis.set_ylabel("test accuracy")
