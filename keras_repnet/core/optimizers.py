@@ -57,15 +57,9 @@ class MultiRateAdam(_MultiRate, keras.optimizers.Adam):
 
 @keras.saving.register_keras_serializable(package="keras_repnet")
 class MultiRateSGD(_MultiRate, keras.optimizers.SGD):
-    """SGD whose learning rate is scaled per group of variables, as
-    `MultiRateAdam` does.
-
-    Args:
-        learning_rate: float or `keras.optimizers.schedules.LearningRateSchedule`.
-            The base rate. Defaults to 0.001.
-        lr_multipliers: dict. Variable path prefix to multiplier. The first
-            matching prefix wins. Defaults to `{}` (plain SGD).
-        **kwargs: other `keras.optimizers.SGD` arguments.
+    """SGD whose learning rate is scaled per group of variables: the
+    arguments of `MultiRateAdam`, with `keras.optimizers.SGD`'s (e.g.
+    `momentum`) as `**kwargs`.
 
     Example:
 
