@@ -2,6 +2,7 @@ import keras
 import numpy as np
 
 from keras_repnet import MultiRateAdam
+from keras_repnet import MultiRateSGD
 
 
 def step(optimizer, gradient=1.0):
@@ -44,3 +45,11 @@ def test_serialization_keeps_multipliers():
 
     assert isinstance(restored, MultiRateAdam)
     assert restored.lr_multipliers == {"repnet_head": 0.2}
+
+
+def test_sgd_multiplier_scales_the_step():
+    side, head = step(MultiRateSGD(0.1, lr_multipliers={"repnet_head": 0.25}), 2.0)
+
+    # Plain SGD: the step is the learning rate times the gradient.
+    np.testing.assert_allclose(side, -0.2, rtol=1e-6)
+    np.testing.assert_allclose(head, -0.05, rtol=1e-6)
