@@ -156,8 +156,8 @@ def train_command():
         )
     print(
         f"Parameters: {params['trainable']:,} trainable (side "
-        f"{params['side']:,}, head {params['head']:,}), {params['frozen']:,} "
-        "frozen."
+        f"{params['side']:,}, backbone shifts {params['shifts']:,}, head "
+        f"{params['head']:,}), {params['frozen']:,} frozen."
     )
     print(f"Wall time: {results['wall_time_s']} s. Outputs in {_OUTPUT_DIR.value}/")
 

@@ -95,6 +95,19 @@ def test_only_side_and_head_train():
     assert owners == {p.split("/")[0] for p in trainable}
 
 
+def test_connector_plan_names_the_taps_behind_the_shifts():
+    backbone = keras.applications.MobileNetV2(
+        weights=None, include_top=False, input_shape=(64, 64, 3)
+    )
+    model = keras_repnet.build(backbone, 3)  # Shifted: MobileNetV2 gets them.
+
+    plan = keras_repnet.connector_plan(model)
+
+    assert [row["tap"] for row in plan] == [
+        tap.layer_name for tap in keras_repnet.select_taps(backbone)
+    ]
+
+
 @pytest.mark.parametrize(
     "backbone, shifts, expected",
     [

@@ -57,6 +57,8 @@ def connector_plan(model: keras.Model) -> list[dict]:
             module_tensor = layer.input[1]
             backbone_tensor = layer.input[0]
             producer = backbone_tensor._keras_history.operation
+            if isinstance(producer, ChannelBias):  # The tap is what it shifts.
+                producer = producer.input._keras_history.operation
             connectors[module_tensor._keras_history.operation.name] = (
                 producer.name,
                 layer.name,
