@@ -44,7 +44,10 @@ def main(_):
     interpreter = Interpreter(model_path=_MODEL.value, num_threads=_THREADS.value)
     train = interpreter.get_signature_runner("train")
     infer = interpreter.get_signature_runner("infer")
-    train_seconds = median_seconds(lambda: train(x=images, y=labels, learning_rate=np.float32(1e-3)), _REPEATS.value)
+    rate = np.float32(1e-3)
+    train_seconds = median_seconds(
+        lambda: train(x=images, y=labels, learning_rate=rate), _REPEATS.value
+    )
     peak = _status_mib("VmHWM") - before
     infer_seconds = median_seconds(lambda: infer(x=images[:1]), _REPEATS.value)
     print(

@@ -116,14 +116,13 @@ ROUND_2 = {
 }
 ROUND_2_RATES = (3e-2, 3e-3)
 PROTOCOL_OUTPUT = "results/accuracy"
-PROTOCOL_SMOOTHING = 0.1
 
 
 def run_round_2(name):
     import accuracy
 
     description, set_name, method, options, smoothing, epochs = ROUND_2[name]
-    own = options or smoothing != PROTOCOL_SMOOTHING
+    own = options or smoothing != accuracy.LABEL_SMOOTHING
     settings = {
         "output_dir": str(OUTPUT / "runs" / name) if own else PROTOCOL_OUTPUT,
         "image_size": 64,
@@ -135,7 +134,7 @@ def run_round_2(name):
     started = time.time()
     result = accuracy.run(
         set_name, "MobileNetV2", method, ROUND_2_RATES, 0, None, settings,
-        epochs=epochs if epochs != 6 and not own else None,
+        epochs=epochs if epochs != accuracy.EPOCHS and not own else None,
         options=options,
     )
     return {

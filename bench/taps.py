@@ -3,7 +3,8 @@
     python bench/taps.py [--image_size=224]
 
 Prints a markdown table (backbone, taps, their resolutions and channels, side
-and frozen parameters, side / frozen, backbone shift parameters) and writes bench/results/taps.{json,md}.
+and frozen parameters, side / frozen, backbone shift parameters) and writes
+bench/results/taps.{json,md}.
 """
 
 import keras

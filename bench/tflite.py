@@ -217,6 +217,7 @@ def accuracy_rows(size, epochs, max_examples):
     model = build("MobileNetV2", size, dropout=0.0)
     preprocess = data.preprocessing_for("MobileNetV2")
     rows = []
+    rate = np.float32(_LEARNING_RATE.value)
     with tempfile.TemporaryDirectory() as folder:
         for quantize in (False, True):
             path = os.path.join(folder, f"{quantize}.tflite")
@@ -234,7 +235,6 @@ def accuracy_rows(size, epochs, max_examples):
             train = interpreter.get_signature_runner("train")
             infer = interpreter.get_signature_runner("infer")
             start = time.perf_counter()
-            rate = np.float32(_LEARNING_RATE.value)
             losses = [
                 float(train(x=np.float32(x), y=y, learning_rate=rate)["loss"])
                 for x, y in batches

@@ -14,6 +14,7 @@ from absl import app
 from absl import flags
 
 from keras_repnet.core.builder import CONNECT_MODES
+from keras_repnet.methods.registry import REPNET_LEARNING_RATES
 
 COMMANDS = ("train", "memory", "export", "compare")
 
@@ -60,13 +61,13 @@ _BATCH_SIZE = flags.DEFINE_integer(
 )
 _SIDE_LR = flags.DEFINE_float(
     "side_lr",
-    1e-2,
+    REPNET_LEARNING_RATES[0],
     "Peak learning rate of the Rep-Net modules (cosine decay), in `train`, "
     "`compare` and on device (`export`).",
 )
 _HEAD_LR = flags.DEFINE_float(
     "head_lr",
-    1e-3,
+    REPNET_LEARNING_RATES[1],
     "Peak learning rate of the classifier head (cosine decay), in `train`, "
     "`compare` and on device (`export`).",
 )

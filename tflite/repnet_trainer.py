@@ -723,6 +723,11 @@ def fit(
             "`validation_split` must be in [0, 1). "
             f"Received: validation_split={validation_split}"
         )
+    peak = trainer.learning_rate if learning_rate is None else learning_rate
+    if not peak > 0:
+        raise ValueError(
+            f"The learning rate must be positive. Received: {peak}"
+        )
     train_indices, validation_indices = split_indices(
         len(labels), validation_split, seed
     )
@@ -759,11 +764,6 @@ def fit(
         log(
             f"Resuming from {checkpoint_path}: epoch {state['epoch'] + 1}, "
             f"step {state['step']}."
-        )
-    peak = trainer.learning_rate if learning_rate is None else learning_rate
-    if not peak > 0:
-        raise ValueError(
-            f"The learning rate must be positive. Received: {peak}"
         )
     total_steps = epochs * steps_per_epoch
     steps_this_run, rate = 0, 0.0

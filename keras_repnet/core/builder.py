@@ -118,12 +118,10 @@ def build(
     ...     metrics=["accuracy"])
     >>> model.fit(train_ds, validation_data=val_ds, epochs=5)
     """
-    _check_arguments(num_classes, connect, side_width, side_downscale, dropout)
-    if not (isinstance(backbone_shifts, bool) or backbone_shifts == "auto"):
-        raise ValueError(
-            '`backbone_shifts` must be a bool or "auto". Received: '
-            f"backbone_shifts={backbone_shifts!r}"
-        )
+    _check_arguments(
+        num_classes, connect, side_width, side_downscale, backbone_shifts,
+        dropout,
+    )
     frozen = backbones.resolve(backbone, input_shape, weights)
     plan = _resolve_taps(frozen, taps, connect, num_modules)
     if side_width == "auto":
@@ -197,7 +195,9 @@ def auto_side_width(plan, frozen_params, kernel_size, budget=None) -> float:
     return float(min(1.0, max(width, 1e-3)))
 
 
-def _check_arguments(num_classes, connect, side_width, side_downscale, dropout):
+def _check_arguments(
+    num_classes, connect, side_width, side_downscale, backbone_shifts, dropout
+):
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(
             "`num_classes` must be an int of at least 2. Received: "
@@ -219,6 +219,11 @@ def _check_arguments(num_classes, connect, side_width, side_downscale, dropout):
         raise ValueError(
             "`side_downscale` must be a positive int. Received: "
             f"side_downscale={side_downscale!r}"
+        )
+    if not (isinstance(backbone_shifts, bool) or backbone_shifts == "auto"):
+        raise ValueError(
+            '`backbone_shifts` must be a bool or "auto". Received: '
+            f"backbone_shifts={backbone_shifts!r}"
         )
     if not 0 <= dropout < 1:
         raise ValueError(

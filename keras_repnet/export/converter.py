@@ -5,8 +5,8 @@ operators only (no select-TF "Flex" runtime, which phones do not ship):
 `train` (one optimizer step on a batch of pixels and labels, at the
 learning rate the caller passes), `infer`,
 `get_weights` and `set_weights` (for checkpoints kept by the app). Only the
-trainable variables (the Rep-Net side network and the head) change on
-device; the frozen backbone becomes constants.
+trainable variables (the Rep-Net side network, the backbone shifts and the
+head) change on device; the frozen backbone becomes constants.
 """
 
 import json
@@ -64,9 +64,10 @@ def export_tflite(
       head's is that times the export's ratio `head_learning_rate /
       learning_rate`. The trainers (`tflite/repnet_trainer.py`, the
       Android sample) pass a cosine decay from the peak `learning_rate` to
-      zero over the run, as `keras-repnet train` uses. Layers run as in `fit`: trainable batch norms
-      update their moving statistics, frozen ones stay in inference mode, and
-      `Dropout` layers drop units (with LiteRT's builtin random generator).
+      zero over the run, as `keras-repnet train` uses. Layers run as in
+      `fit`: trainable batch norms update their moving statistics, frozen
+      ones stay in inference mode, and `Dropout` layers drop units (with
+      LiteRT's builtin random generator).
     - `infer(x: float32[N, H, W, 3]) -> {"logits", "probabilities"}` for
       any `N`.
     - `get_weights(unused: int32[]) -> {name: tensor}` (the input is ignored:

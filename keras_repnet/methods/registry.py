@@ -110,8 +110,8 @@ def build_method(
         weights: `"imagenet"`, `None` or a weights file for the backbone.
             Defaults to `"imagenet"`.
         **kwargs: method options. Rep-Net methods take the arguments of
-            `keras_repnet.build` except those the name sets; every method with a head
-            takes `dropout` (default 0.2); `tinytl` takes `kernel_size`
+            `keras_repnet.build` except those the name sets; every method
+            with a head takes `dropout` (default 0.2); `tinytl` takes `kernel_size`
             (default 5) and `groups` (default 2); `mobiletl` takes
             `top_blocks` (default 5); `adv-rep` takes `source_top`
             (`"auto"`, `"backbone"` or `"random"`, default `"auto"`).
