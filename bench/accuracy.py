@@ -204,6 +204,18 @@ def _few_shot(source, shots, seed):
 # === Runs ===
 
 
+def few_shot_epochs(set_name, shots, settings):
+    """Epochs that give a few-shot run the optimizer steps of the protocol's
+    run on the whole set: a phone that holds 10 images per class trains them
+    for many epochs, and a side network that starts from zero needs steps."""
+    train, _ = _dataset(set_name, settings["image_size"])
+    num_classes = len(np.unique(train[1]))
+    batch = settings["batch_size"]
+    whole = min(settings["train_examples"], int(0.8 * len(train[0])))
+    steps = settings["epochs"] * math.ceil(whole / batch)
+    return math.ceil(steps / math.ceil(shots * num_classes / batch))
+
+
 def _run_name(set_name, backbone, method, rates, seed, shots, batch_size, epochs):
     rate = "_".join(f"{r:g}" for r in rates)
     shot = f"_{shots}shot" if shots else ""
@@ -306,6 +318,7 @@ def run(
         "shots": shots,
         "batch_size": batch_size,
         "epochs": epochs,
+        "steps": steps,
         "num_train": splits.num_train,
         "num_validation": splits.num_validation,
         "num_test": splits.num_test,
@@ -422,11 +435,27 @@ def _mean_std(values):
     return mean, std, len(values)
 
 
-def summarize(results, sets):
+def summarize(results, sets, settings):
     """One row per (set, backbone, method) at the picked rates; the few-shot
     runs; the batch-8 runs."""
     small_batch = [r for r in results if r.get("batch_size")]
-    longer = [r for r in results if r.get("epochs")]
+    longer = [r for r in results if r.get("epochs") and not r["shots"]]
+    few_shot = []
+    for r in results:
+        if r["shots"]:
+            epochs = r["epochs"] or settings["epochs"]
+            batches = math.ceil(r["num_train"] / settings["batch_size"])
+            few_shot.append(
+                {
+                    "set": r["set"],
+                    "method": r["method"],
+                    "shots": r["shots"],
+                    "epochs": epochs,
+                    "steps": r.get("steps") or epochs * batches,
+                    "test": r["test_accuracy"],
+                    "train": r["final_train_accuracy"],
+                }
+            )
     results = _protocol_runs(results)
     rows = []
     for set_name in sets:
@@ -466,16 +495,6 @@ def summarize(results, sets):
                         "trainable_params": runs[0]["trainable_params"],
                     }
                 )
-    few_shot = [
-        {
-            "set": r["set"],
-            "method": r["method"],
-            "shots": r["shots"],
-            "test": r["test_accuracy"],
-        }
-        for r in results
-        if r["shots"]
-    ]
     return rows, few_shot, small_batch, longer
 
 
@@ -549,17 +568,21 @@ def markdown(rows, few_shot, small_batch, longer, measured, settings):
     if few_shot:
         lines += [
             "",
-            "Few-shot (labelled images per class), MobileNetV2, seed 0:",
+            "Few-shot (labelled images per class), MobileNetV2, seed 0, at the "
+            "protocol's epochs and at the optimizer steps of a run on the "
+            "whole set:",
             "",
-            "| set | shots | method | test |",
-            "|---|---|---|---|",
+            "| set | shots | method | epochs | steps | test | final train |",
+            "|---|---|---|---|---|---|---|",
         ]
         for row in sorted(
-            few_shot, key=lambda r: (r["set"], r["shots"], r["method"])
+            few_shot,
+            key=lambda r: (r["set"], r["shots"], r["steps"], r["method"]),
         ):
             lines.append(
                 f"| {row['set']} | {row['shots']} | {row['method']} | "
-                f"{row['test']:.3f} |"
+                f"{row['epochs']} | {row['steps']} | {row['test']:.3f} | "
+                f"{row['train']:.3f} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -608,7 +631,7 @@ def report(output_dir, sets, settings):
     ]
     memory_path = Path(output_dir) / "memory.json"
     measured = json.loads(memory_path.read_text()) if memory_path.exists() else {}
-    rows, few_shot, small_batch, longer = summarize(results, sets)
+    rows, few_shot, small_batch, longer = summarize(results, sets, settings)
     _write_json(
         {
             "settings": settings,
@@ -660,6 +683,10 @@ def main(argv):
                 "long": {"epochs": LONG_EPOCHS_FACTOR * settings["epochs"]},
             }.get(stage, {})
             for spec in list(stage_runs(stage, sets, results)):
+                if stage == "fewshot":
+                    overrides = {
+                        "epochs": few_shot_epochs(spec[0], spec[5], settings)
+                    }
                 run(*spec, settings=settings, **overrides)
                 results = report(settings["output_dir"], sets, settings)
     report(settings["output_dir"], sets, settings)
