@@ -108,3 +108,31 @@ def test_subclassed_model_is_refused():
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="Received: mode='every'"):
         keras_repnet.find_taps(application("MobileNetV2", size=32), mode="every")
+
+
+def test_levels_without_a_cut_point_get_their_cell_output():
+    # Each cell reads the two cells before it, as NASNet's do, so no tensor
+    # at 16x16 is on every input-output path: the main path jumps from the
+    # stem (32x32) to the last cell (8x8).
+    inputs = keras.Input((32, 32, 3))
+    stem = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+    previous, x = stem, stem
+    for strides in (2, 1, 2, 1):
+        a = keras.layers.Conv2D(8, 3, strides=strides, padding="same")(x)
+        pool = previous.shape[1] // a.shape[1]
+        b = keras.layers.AveragePooling2D(pool)(previous) if pool > 1 else previous
+        b = keras.layers.Conv2D(8, 1)(b)
+        previous, x = x, keras.layers.Concatenate()([a, b])
+    backbone = keras.Model(inputs, x)
+
+    found = keras_repnet.find_taps(backbone)
+
+    assert [t.shape[:2] for t in found] == [(16, 16), (8, 8)]
+    cell = backbone.get_layer(found[0].layer_name)
+    assert isinstance(cell, keras.layers.Concatenate)
+
+
+def test_nasnet_gets_a_tap_per_level():
+    found = keras_repnet.select_taps(application("NASNetMobile", size=96))
+
+    assert [t.shape[:2] for t in found] == [(s, s) for s in (24, 12, 6, 3)]

@@ -43,6 +43,7 @@ def test_cli_trains_end_to_end(make_image_folder, tmp_path):
     assert "Validation accuracy:" in result.stdout
     assert "Test accuracy:" in result.stdout and "on 24 images" in result.stdout
     assert "trainable (side" in result.stdout and "frozen" in result.stdout
+    assert "optimizer steps" in result.stderr  # 10: too few, a warning
     assert {p.name for p in output.iterdir()} >= {
         "model.keras", "results.json", "history.png", "history.csv"
     }

@@ -4,6 +4,7 @@ import csv
 import os
 import platform
 import time
+import warnings
 
 import keras
 import tensorflow as tf
@@ -66,6 +67,12 @@ def one_hot(dataset: tf.data.Dataset, num_classes: int) -> tf.data.Dataset:
         return images, tf.one_hot(labels, num_classes)
 
     return dataset.map(encode)
+
+# Fewer optimizer steps than this draw a warning. A Rep-Net starts as the
+# frozen backbone (its side modules add zero) and needs steps to learn: with
+# 10 sign-language images per class, 24 steps reached 0.23 test accuracy and
+# 252 steps 0.73 (`bench/accuracy.py`'s few-shot runs, results/accuracy).
+MIN_STEPS = 250
 
 
 def train(
@@ -150,6 +157,14 @@ def train(
     )
     describe(model)
     steps_per_epoch = -(-splits.num_train // batch_size)
+    if epochs * steps_per_epoch < MIN_STEPS:
+        warnings.warn(
+            f"Training for {epochs * steps_per_epoch} optimizer steps "
+            f"({epochs} epochs of {steps_per_epoch}). Rep-Net's side network "
+            f"starts from zero and needs more: with few images, raise "
+            f"`epochs` to at least {-(-MIN_STEPS // steps_per_epoch)}.",
+            stacklevel=2,
+        )
     compile_model(
         model,
         make_optimizer(

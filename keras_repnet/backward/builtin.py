@@ -17,7 +17,8 @@ def _conv2d_grad(op, grad):
 
     The filter gradient is a convolution of the input with the output
     gradient where the batch plays the role of the channels and the stride
-    becomes a dilation ("swap"); 1x1 stride-1 kernels use a matmul.
+    becomes a dilation ("swap"). 1x1 stride-1 kernels use matmuls for both
+    (see `conv1x1_input_grad`).
     """
     x, kernel = op.inputs
     strides, dilations = ops.attr(op, "strides"), ops.attr(op, "dilations")
@@ -31,12 +32,41 @@ def _conv2d_grad(op, grad):
         or None in x.shape[1:]
     ):
         return None  # Not covered: TensorFlow's function.
-    input_grad = tf.nn.conv2d_transpose(
-        grad, kernel, ops.shape(x), strides, padding=padding
-    )
+    if tuple(kernel.shape[:2]) == (1, 1) and list(strides) == [1, 1, 1, 1]:
+        input_grad = conv1x1_input_grad(grad, kernel, ops.shape(x))
+    else:
+        input_grad = tf.nn.conv2d_transpose(
+            grad, kernel, ops.shape(x), strides, padding=padding
+        )
     return input_grad, conv2d_filter_grad(
         x, grad, kernel.shape, strides[1:3], padding
     )
+
+
+def conv1x1_input_grad(grad, kernel, input_shape):
+    """Gradient of a 1x1 stride-1 `Conv2D` w.r.t. its input, reading the
+    kernel in the layout of the forward `CONV_2D`.
+
+    LiteRT stores a convolution's filter as `[Cout, KH, KW, Cin]`; a
+    `TRANSPOSE_CONV` (TensorFlow's input gradient) wants
+    `[Cin, KH, KW, Cout]`, so a frozen kernel would be stored twice. A
+    batched matmul by the `[Cout, Cin]` kernel holds the same bytes as the
+    forward filter, and the converter stores identical constants once. (A
+    2-D matmul would become `FULLY_CONNECTED`, whose weights are
+    `[Cin, Cout]` again.)
+
+    Args:
+        grad: the output gradient, `[N, H, W, Cout]`.
+        kernel: the kernel, `[1, 1, Cin, Cout]`.
+        input_shape: the convolution's input shape, `[N, H, W, Cin]`.
+
+    Returns:
+        The input gradient, `[N, H, W, Cin]`.
+    """
+    cin, cout = kernel.shape[2:]
+    forward_layout = tf.transpose(tf.reshape(kernel, [cin, cout]))  # [Cout, Cin]
+    rows = tf.reshape(grad, [1, -1, cout])
+    return tf.reshape(tf.matmul(rows, forward_layout[None]), input_shape)
 
 
 def conv2d_filter_grad(x, grad, kernel_shape, strides, padding):

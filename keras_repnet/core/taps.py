@@ -51,6 +51,10 @@ class Tap:
 class _Graph:
     producer: dict  # id(tensor) -> Node that outputs it.
     main_path: list  # Cut-point tensors in topological order.
+    order: dict  # id(tensor) -> position in topological order.
+    # id(tensor) -> how many input-output paths go through it (the main
+    # path's tensors carry all of them).
+    paths_through: dict
 
 
 def _analyse(model) -> _Graph:
@@ -83,18 +87,27 @@ def _analyse(model) -> _Graph:
             for out in node.outputs
         )
     total = paths_from_input[id(model.outputs[0])]
-    main_path = [
-        t
-        for t in order
-        if paths_from_input[id(t)] * paths_to_output[id(t)] == total
-    ]
-    return _Graph(producer, main_path)
+    paths_through = {
+        id(t): paths_from_input[id(t)] * paths_to_output[id(t)] for t in order
+    }
+    main_path = [t for t in order if paths_through[id(t)] == total]
+    return _Graph(
+        producer,
+        main_path,
+        {id(t): position for position, t in enumerate(order)},
+        paths_through,
+    )
 
 
 def _spatial(tensor):
     if len(tensor.shape) != 4:
         return None
     return tensor.shape[1], tensor.shape[2]
+
+
+def _known_spatial(tensor):
+    size = _spatial(tensor)
+    return size is not None and None not in size
 
 
 def _region(graph, start, end):
@@ -162,14 +175,61 @@ def _levels(main_path):
             continue
         if current is None:
             current = size
-        elif (
-            size[0] < current[0] * _LEVEL_RATIO
-            or size[1] < current[1] * _LEVEL_RATIO
-        ):
+        elif _smaller_level(size, current):
             starts.append(position)
             current = size
     ends = [s - 1 for s in starts[1:]] + [len(main_path) - 1]
     return list(zip(starts, ends))
+
+
+def _smaller_level(size, current):
+    """Whether `size` starts a new resolution level below `current`."""
+    return (
+        size[0] < current[0] * _LEVEL_RATIO or size[1] < current[1] * _LEVEL_RATIO
+    )
+
+
+def _same_level(size, level):
+    return not _smaller_level(size, level) and not _smaller_level(level, size)
+
+
+def _skipped_levels(graph):
+    """Taps for the levels the main path jumps over.
+
+    Where blocks read the two blocks before them (NASNet's cells), no tensor
+    at a middle resolution is on every input-output path, so the main path
+    goes from a fine level straight to a much coarser one. Between two such
+    main-path tensors, each skipped level gets the tensor that the most
+    input-output paths go through (a cell's output), the nearest thing to a
+    cut point. Returns the tensors in the order of their levels.
+    """
+    found = []
+    spatial_path = [t for t in graph.main_path if _known_spatial(t)]
+    for start, end in zip(spatial_path, spatial_path[1:]):
+        current, last = _spatial(start), _spatial(end)
+        if not _smaller_level(last, current):
+            continue
+        region = sorted(
+            (t for t in _region(graph, start, end) if _known_spatial(t)),
+            key=lambda t: graph.order[id(t)],
+        )
+        # In computing order, a level starts at the first tensor well below
+        # the one before (padding and a cell's lagging second input are
+        # larger, so they never start one); `end`'s own level is the main
+        # path's.
+        levels = []
+        for tensor in region:
+            size = _spatial(tensor)
+            if _smaller_level(size, current) and _smaller_level(last, size):
+                levels.append(size)
+                current = size
+        for size in levels:
+            best = max(
+                (t for t in region if _same_level(_spatial(t), size)),
+                key=lambda t: (graph.paths_through[id(t)], -graph.order[id(t)]),
+            )
+            found.append(best)
+    return found
 
 
 def _tap_of_level(graph, first, last):
@@ -246,15 +306,21 @@ def find_taps(model: keras.Model, mode: str = "downsampling") -> list[Tap]:
             "and an input large enough for them (received input shape "
             f"{tuple(model.inputs[0].shape[1:])})."
         )
-    chosen = {_tap_of_level(graph, first, last): "downsampling"
-              for first, last in levels}
+    path = graph.main_path
+    chosen = {}  # id(tensor) -> (tensor, reason)
+    for first, last in levels:
+        tensor = path[_tap_of_level(graph, first, last)]
+        chosen[id(tensor)] = (tensor, "downsampling")
+    for tensor in _skipped_levels(graph):
+        chosen[id(tensor)] = (tensor, "downsampling")
     if mode == "all":
         first_level = levels[0][0]
         for position in _block_boundaries(graph):
             if position >= first_level:
-                chosen.setdefault(position, "block")
+                chosen.setdefault(id(path[position]), (path[position], "block"))
     return [
-        _as_tap(graph, graph.main_path[p], chosen[p]) for p in sorted(chosen)
+        _as_tap(graph, *chosen[key])
+        for key in sorted(chosen, key=graph.order.get)
     ]
 
 

@@ -27,6 +27,7 @@ from keras_repnet.core.optimizers import MultiRateAdam
 from keras_repnet.core.optimizers import MultiRateSGD
 from keras_repnet.export import model as export_model
 from keras_repnet.export import ops as tflite_ops
+from keras_repnet.export import quantize as quantize_lib
 from keras_repnet.methods.registry import REPNET_LEARNING_RATES
 
 # Format 2: `train` takes the step's learning rate.
@@ -110,11 +111,12 @@ def export_tflite(
         label_smoothing: float. In `[0, 1)`. Defaults to 0.
         class_names: list of str. Stored in the sidecar file. Defaults to
             `None`.
-        quantize_backbone: bool. Store the frozen weights in int8 with the
-            converter's dynamic-range quantization (hybrid kernels that also
-            quantize activations and gradients on the fly): a smaller file
-            and interpreter, but slower steps and a small accuracy cost
-            (`bench/tflite.py` measures both). Defaults to `False`.
+        quantize_backbone: bool. Store the frozen weights in int8, one
+            scale per output channel, each dequantized to float by a builtin
+            `DEQUANTIZE` (ai-edge-quantizer's weight-only recipe, installed
+            with `pip install 'keras-repnet[int8]'`): a smaller file, float
+            compute (`bench/tflite.py` measures size, speed and accuracy).
+            Defaults to `False`.
         flex_checkpoints: bool. Add the `save` and `restore` signatures that
             write TensorFlow checkpoints. Defaults to `False`.
         preprocess: The function that maps pixels in `[0, 255]` to the
@@ -294,21 +296,23 @@ def _convert(saved_model, keys, quantize, flex_checkpoints):
     if flex_checkpoints:
         ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
     try:
-        content = _converter(saved_model, keys, quantize, ops).convert()
+        content = _converter(saved_model, keys, ops).convert()
     except Exception as error:  # The converter raises its own error types.
         if flex_checkpoints:
             raise
         # Convert again with select-TF ops allowed to name the culprits.
         content = _converter(
-            saved_model, keys, quantize, ops + [tf.lite.OpsSet.SELECT_TF_OPS]
+            saved_model, keys, ops + [tf.lite.OpsSet.SELECT_TF_OPS]
         ).convert()
         _check_builtin(content, keys)
         raise error
+    if quantize:
+        content = quantize_lib.weight_only_int8(content)
     _check_builtin(content, SIGNATURES)
     return content
 
 
-def _converter(saved_model, keys, quantize, ops):
+def _converter(saved_model, keys, ops):
     converter = tf.lite.TFLiteConverter.from_saved_model(
         saved_model, signature_keys=list(keys)
     )
@@ -317,8 +321,6 @@ def _converter(saved_model, keys, quantize, ops):
     # Zero-filled initial values (the optimizer slots) become FILL ops in the
     # initializer instead of stored zeros.
     converter._experimental_unfold_large_splat_constant = True
-    if quantize:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     return converter
 
 
