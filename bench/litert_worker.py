@@ -1,9 +1,11 @@
 """Times an exported model in a process that imports LiteRT only, as a device.
 
     python bench/litert_worker.py --model=m.tflite [--repeats=10] [--threads=2]
+        [--noxnnpack]
 
-Prints one JSON line: the median `train` step and batch-1 `infer` in ms, and
-the peak RSS the interpreter added (MiB over the process before it existed).
+Prints one JSON line: the median `train` step (at the file's batch size) and
+`infer` at batch 1 and at the file's batch size in ms, and the peak RSS the
+interpreter added (MiB over the process before it existed).
 Run it with `MALLOC_MMAP_THRESHOLD_=65536` so that freed memory is returned.
 Used by bench/tflite.py.
 """
@@ -16,11 +18,15 @@ import numpy as np
 from absl import app
 from absl import flags
 from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.interpreter import OpResolverType
 from common import median_seconds
 
 _MODEL = flags.DEFINE_string("model", None, "An exported .tflite file.", required=True)
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed calls (after a warm-up).")
 _THREADS = flags.DEFINE_integer("threads", 2, "Interpreter threads.")
+_XNNPACK = flags.DEFINE_bool(
+    "xnnpack", True, "Apply LiteRT's default XNNPACK delegate."
+)
 
 
 def _status_mib(field):
@@ -41,7 +47,13 @@ def main(_):
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # Resets VmHWM to the current RSS.
     before = _status_mib("VmRSS")
-    interpreter = Interpreter(model_path=_MODEL.value, num_threads=_THREADS.value)
+    interpreter = Interpreter(
+        model_path=_MODEL.value,
+        num_threads=_THREADS.value,
+        experimental_op_resolver_type=OpResolverType.AUTO
+        if _XNNPACK.value
+        else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
     train = interpreter.get_signature_runner("train")
     infer = interpreter.get_signature_runner("infer")
     rate = np.float32(1e-3)
@@ -50,11 +62,13 @@ def main(_):
     )
     peak = _status_mib("VmHWM") - before
     infer_seconds = median_seconds(lambda: infer(x=images[:1]), _REPEATS.value)
+    batch_seconds = median_seconds(lambda: infer(x=images), _REPEATS.value)
     print(
         json.dumps(
             {
                 "train_ms": round(train_seconds * 1000, 1),
                 "infer_ms": round(infer_seconds * 1000, 2),
+                "infer_batch_ms": round(batch_seconds * 1000, 2),
                 "peak_rss_mib": round(peak, 1),
             }
         )

@@ -1,6 +1,6 @@
-"""Copies benchmark tables into README.md.
+"""Copies benchmark tables into README.md and tflite/README.md.
 
-Every table in the README between `<!-- results:NAME -->` and
+Every table in those files between `<!-- results:NAME -->` and
 `<!-- /results:NAME -->` is replaced by `bench/results/NAME.md` (or, for a
 comparison run, `results/NAME/results.md`), so the README shows what the
 scripts last measured:
@@ -32,15 +32,19 @@ def _table(name):
     )
 
 
+READMES = ("README.md", "tflite/README.md")
+
+
 def main(argv):
     del argv
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    updated = _BLOCK.sub(
-        lambda m: m.group(1) + _table(m.group("name")) + m.group(3), text
-    )
-    readme.write_text(updated)
-    print(f"README.md: {len(_BLOCK.findall(text))} tables refreshed.")
+    for name in READMES:
+        readme = ROOT / name
+        text = readme.read_text()
+        updated = _BLOCK.sub(
+            lambda m: m.group(1) + _table(m.group("name")) + m.group(3), text
+        )
+        readme.write_text(updated)
+        print(f"{name}: {len(_BLOCK.findall(text))} tables refreshed.")
 
 
 if __name__ == "__main__":

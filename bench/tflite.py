@@ -5,23 +5,29 @@
 
 For each backbone (MobileNetV2 with the offline ImageNet weights,
 MobileNetV3Small with random weights: sizes and speed do not depend on them)
-it exports a Rep-Net with `keras_repnet.export_tflite` (float, and with an
-int8 backbone) and compares the file sizes with the float inference-only
+it exports a Rep-Net with `keras_repnet.export_tflite` (float, with an int8
+backbone, and float with `share_weights=False`: the export before weight
+sharing) and compares the file sizes with the float inference-only
 model; then, in a fresh process that imports only `ai_edge_litert` (as on a
-device: bench/litert_worker.py), it times `train` and `infer` with 2 threads
-and measures the interpreter's memory (peak RSS over the process before the
+device: bench/litert_worker.py), it times `train` (batch 8) and `infer`
+(batch 1 and 8) with 1, 2 and 4 threads, with and without XNNPACK, and
+measures the interpreter's memory (peak RSS over the process before the
 interpreter existed). The Keras train step on the same batch is timed too.
+Run it on an otherwise idle machine: the timings share its cores.
 
-The accuracy check trains MobileNetV2 on the flower photos, from the same
+The accuracy check trains MobileNetV2 on the flower photos (near domain) and
+the sign-language digits (far domain), each from the same
 initial weights on the same (augmented, shuffled) batches, with Keras
 (`train_on_batch`) and with the exported model in LiteRT (float and int8
 backbone), and compares the final validation accuracies. The models have no
 dropout, so both sides see exactly the same computation; any gap comes from
-numerics. Full run: all 3454 training images (863 validation), 2 epochs at
-128 px; `--short`: 400 training and 400 validation images, 1 epoch at 96 px.
+numerics. Full run: all training images (flowers 3454, 863 validation; sign
+digits 1650, 412), 2 epochs at 128 px; `--short`: at most 400 training and
+400 validation images, 1 epoch at 96 px.
 
-Prints markdown tables and writes bench/results/tflite{,_accuracy}.{json,md}
-(`--short` writes tflite_short*).
+Prints markdown tables and writes
+bench/results/tflite{,_speed,_accuracy}.{json,md} (`--short` writes
+tflite*_short).
 """
 
 import json
@@ -39,6 +45,7 @@ from absl import app
 from absl import flags
 from common import FLOWERS
 from common import MOBILENET_V2_WEIGHTS
+from common import SHARED_ASSETS
 from common import median_seconds
 from common import write_results
 
@@ -52,17 +59,27 @@ _BACKBONES = flags.DEFINE_list(
 )
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 128, "Input side in pixels.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per train step.")
-_THREADS = flags.DEFINE_integer("threads", 2, "LiteRT interpreter threads.")
+_THREADS = flags.DEFINE_list(
+    "threads", ["1", "2", "4"], "LiteRT interpreter threads to time."
+)
+# Threads of the accuracy check's interpreters.
+ACCURACY_THREADS = 2
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed calls (after a warm-up).")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 _EPOCHS = flags.DEFINE_integer("epochs", 2, "Epochs of the accuracy check.")
 _MAX_EXAMPLES = flags.DEFINE_integer(
     "max_examples", None, "Training images of the accuracy check (all if unset)."
 )
-_ACCURACY = flags.DEFINE_bool("accuracy", True, "Run the flower accuracy check.")
+_ACCURACY = flags.DEFINE_bool("accuracy", True, "Run the accuracy check.")
+_SPEED = flags.DEFINE_bool("speed", True, "Measure sizes and speed.")
 
 CLASSES = 5
 MIB = 2**20
+# The accuracy check's sets: the near-domain flowers and a far-domain one.
+ACCURACY_SETS = {
+    "flowers": FLOWERS,
+    "sign_digits": str(SHARED_ASSETS / "datasets" / "sign_language_digits"),
+}
 
 
 def main(_):
@@ -73,16 +90,27 @@ def main(_):
     settings = {
         "image_size": size,
         "batch_size": _BATCH_SIZE.value,
-        "threads": _THREADS.value,
+        "threads": [int(t) for t in _THREADS.value],
         "repeats": repeats,
         "learning_rate": _LEARNING_RATE.value,
+        "cpu_cores": os.cpu_count(),
     }
-    rows = [speed_row(name, size, repeats) for name in _BACKBONES.value]
-    write_results("tflite" + suffix, rows, list(rows[0]), settings)
+    if _SPEED.value:
+        sizes, speeds = [], []
+        for name in _BACKBONES.value:
+            size_row, speed_rows = measure(name, size, repeats)
+            sizes.append(size_row)
+            speeds += speed_rows
+        write_results("tflite" + suffix, sizes, list(sizes[0]), settings)
+        write_results("tflite_speed" + suffix, speeds, list(speeds[0]), settings)
     if _ACCURACY.value:
         epochs = 1 if short else _EPOCHS.value
         max_examples = 400 if short else _MAX_EXAMPLES.value
-        rows = accuracy_rows(size, epochs, max_examples)
+        rows = [
+            row
+            for set_name, folder in ACCURACY_SETS.items()
+            for row in accuracy_rows(set_name, folder, size, epochs, max_examples)
+        ]
         write_results(
             "tflite_accuracy" + suffix,
             rows,
@@ -94,20 +122,25 @@ def main(_):
 # === Sizes, speed and memory ===
 
 
-def build(name, size, dropout=0.2):
+def build(name, size, dropout=0.2, num_classes=CLASSES):
     weights = MOBILENET_V2_WEIGHTS if name == "MobileNetV2" else None
     return keras_repnet.build(
-        name, CLASSES, input_shape=(size, size, 3), weights=weights, dropout=dropout
+        name, num_classes, input_shape=(size, size, 3), weights=weights, dropout=dropout
     )
 
 
-def speed_row(name, size, repeats):
+def measure(name, size, repeats):
+    """The file sizes of one backbone's exports, and the LiteRT timings of
+    each file at every thread count, with and without XNNPACK."""
     model = build(name, size)
     batch = _BATCH_SIZE.value
+    speeds = []
     with tempfile.TemporaryDirectory() as folder:
         paths = {
             "float": os.path.join(folder, "float.tflite"),
             "int8": os.path.join(folder, "int8.tflite"),
+            # The export before weight sharing, for comparison.
+            "float, kernel copies": os.path.join(folder, "copies.tflite"),
         }
         start = time.perf_counter()
         export.export_tflite(model, paths["float"], batch_size=batch)
@@ -115,28 +148,44 @@ def speed_row(name, size, repeats):
         export.export_tflite(
             model, paths["int8"], batch_size=batch, quantize_backbone=True
         )
+        export.export_tflite(
+            model, paths["float, kernel copies"], batch_size=batch, share_weights=False
+        )
         inference_bytes = inference_only_size(model, folder)
-        litert = {key: run_worker(path, repeats) for key, path in paths.items()}
+        for weights, path in paths.items():
+            for threads in _THREADS.value:
+                for xnnpack in (True, False):
+                    timing = run_worker(path, repeats, int(threads), xnnpack)
+                    speeds.append(
+                        {
+                            "backbone": name,
+                            "weights": weights,
+                            "threads": int(threads),
+                            "XNNPACK": "yes" if xnnpack else "no",
+                            f"train ms (batch {batch})": timing["train_ms"],
+                            "infer ms (batch 1)": timing["infer_ms"],
+                            f"infer ms (batch {batch})": timing["infer_batch_ms"],
+                            "peak RSS MiB": timing["peak_rss_mib"],
+                        }
+                    )
         float_bytes = os.path.getsize(paths["float"])
         int8_bytes = os.path.getsize(paths["int8"])
-    keras_ms = keras_step_ms(model, name, size, repeats)
+        copies_bytes = os.path.getsize(paths["float, kernel copies"])
     counts = keras_repnet.parameter_counts(model)
-    return {
+    sizes = {
         "backbone": name,
         "trainable params": f"{counts['trainable']:,}",
         "inference-only MiB": round(inference_bytes / MIB, 2),
         "train float MiB": round(float_bytes / MIB, 2),
-        "x inference": round(float_bytes / inference_bytes, 3),
+        "float / inference": round(float_bytes / inference_bytes, 3),
+        "kernel copies MiB": round(copies_bytes / MIB, 2),
+        "copies / inference": round(copies_bytes / inference_bytes, 3),
         "train int8-backbone MiB": round(int8_bytes / MIB, 2),
+        "int8 / float": round(int8_bytes / float_bytes, 3),
         "export s": round(export_seconds),
-        "LiteRT train ms": litert["float"]["train_ms"],
-        "LiteRT train ms (int8)": litert["int8"]["train_ms"],
-        "Keras train ms": keras_ms,
-        "LiteRT infer ms (batch 1)": litert["float"]["infer_ms"],
-        "LiteRT infer ms (int8, batch 1)": litert["int8"]["infer_ms"],
-        "LiteRT peak RSS MiB": litert["float"]["peak_rss_mib"],
-        "LiteRT peak RSS MiB (int8)": litert["int8"]["peak_rss_mib"],
+        f"Keras train ms (batch {batch})": keras_step_ms(model, name, size, repeats),
     }
+    return sizes, speeds
 
 
 def inference_only_size(model, folder):
@@ -168,7 +217,7 @@ def _batch(size, batch_size, seed=0):
     return images, rng.integers(0, CLASSES, batch_size).astype("int32")
 
 
-def run_worker(path, repeats):
+def run_worker(path, repeats, threads, xnnpack):
     """Runs bench/litert_worker.py on `path` in a fresh process."""
     worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "litert_worker.py")
     result = subprocess.run(
@@ -177,7 +226,8 @@ def run_worker(path, repeats):
             worker,
             f"--model={path}",
             f"--repeats={repeats}",
-            f"--threads={_THREADS.value}",
+            f"--threads={threads}",
+            "--xnnpack" if xnnpack else "--noxnnpack",
         ],
         capture_output=True,
         text=True,
@@ -192,13 +242,14 @@ def run_worker(path, repeats):
 # === Accuracy on the flower photos ===
 
 
-def accuracy_rows(size, epochs, max_examples):
-    """Final validation accuracy of Keras vs LiteRT training (MobileNetV2)."""
+def accuracy_rows(set_name, folder, size, epochs, max_examples):
+    """Final validation accuracy of Keras vs LiteRT training (MobileNetV2)
+    on one image folder."""
     from ai_edge_litert.interpreter import Interpreter
 
     batch = _BATCH_SIZE.value
     splits = data.load(
-        FLOWERS,
+        folder,
         image_size=size,
         batch_size=batch,
         preprocess=None,
@@ -214,7 +265,7 @@ def accuracy_rows(size, epochs, max_examples):
     ]
     val_x = np.concatenate([x for x, _ in splits.validation.as_numpy_iterator()])
     val_y = np.concatenate([y for _, y in splits.validation.as_numpy_iterator()])
-    model = build("MobileNetV2", size, dropout=0.0)
+    model = build("MobileNetV2", size, dropout=0.0, num_classes=splits.num_classes)
     preprocess = data.preprocessing_for("MobileNetV2")
     rows = []
     rate = np.float32(_LEARNING_RATE.value)
@@ -231,7 +282,7 @@ def accuracy_rows(size, epochs, max_examples):
                 quantize_backbone=quantize,
                 class_names=splits.class_names,
             )
-            interpreter = Interpreter(model_path=path, num_threads=_THREADS.value)
+            interpreter = Interpreter(model_path=path, num_threads=ACCURACY_THREADS)
             train = interpreter.get_signature_runner("train")
             infer = interpreter.get_signature_runner("infer")
             start = time.perf_counter()
@@ -264,7 +315,8 @@ def accuracy_rows(size, epochs, max_examples):
     losses = [
         float(
             model.train_on_batch(
-                preprocess(np.float32(x)), np.eye(CLASSES, dtype="float32")[y]
+                preprocess(np.float32(x)),
+                np.eye(splits.num_classes, dtype="float32")[y],
             )
         )
         for x, y in batches
@@ -272,11 +324,16 @@ def accuracy_rows(size, epochs, max_examples):
     seconds = time.perf_counter() - start
     logits = model.predict(preprocess(val_x.copy()), verbose=0)
     rows.insert(0, _accuracy_row("Keras", logits, val_y, losses, seconds))
-    for row in rows:
-        row["train images"] = splits.num_train
-        row["validation images"] = splits.num_validation
-        row["steps"] = len(batches)
-    return rows
+    return [
+        {
+            "set": set_name,
+            **row,
+            "train images": splits.num_train,
+            "validation images": splits.num_validation,
+            "steps": len(batches),
+        }
+        for row in rows
+    ]
 
 
 def _accuracy_row(name, logits, labels, losses, seconds):

@@ -340,27 +340,44 @@ def _large_constants(path):
     )
 
 
-@pytest.mark.parametrize("quantize, stored", [(False, 4), (True, 1)])
-def test_frozen_pointwise_kernel_is_stored_once(tmp_path, quantize, stored):
+@pytest.mark.parametrize(
+    "quantize, share, constants, gradient_op",
+    [
+        (False, True, [64 * 256 * 4], "BATCH_MATMUL"),
+        (True, True, [64 * 256], "BATCH_MATMUL"),
+        (False, False, [64 * 256 * 4] * 2, "TRANSPOSE_CONV"),
+    ],
+)
+def test_frozen_pointwise_kernel_is_stored_once(
+    tmp_path, quantize, share, constants, gradient_op
+):
     model = _frozen_pointwise_classifier()
     path = tmp_path / "m.tflite"
     export.export_tflite(
-        model, path, batch_size=2, preprocess=None, quantize_backbone=quantize
+        model,
+        path,
+        batch_size=2,
+        preprocess=None,
+        quantize_backbone=quantize,
+        share_weights=share,
     )
 
-    # The forward CONV_2D and the input gradient's BATCH_MATMUL read one
-    # buffer: 64 x 256 weights, in float32 or int8.
-    assert _large_constants(path) == [64 * 256 * stored]
-    assert "BATCH_MATMUL" in tflite_ops.operators(path, "train")
-    assert "TRANSPOSE_CONV" not in tflite_ops.operators(path, "train")
+    # Shared: the forward CONV_2D and the input gradient's BATCH_MATMUL read
+    # one buffer of 64 x 256 weights, in float32 or int8. Not shared: the
+    # TRANSPOSE_CONV has its own transposed copy.
+    assert _large_constants(path) == constants
+    operators = tflite_ops.operators(path, "train")
+    assert gradient_op in operators
+    assert ("TRANSPOSE_CONV" in operators) == (not share)
     runners = _runners(path)
     images = np.random.default_rng(0).uniform(0, 1, (2, 8, 8, 3)).astype("float32")
     expected = model.predict(images, verbose=0)
     np.testing.assert_allclose(
         runners.infer(x=images)["logits"], expected, atol=0.02 if quantize else 1e-5
     )
+    rate = np.float32(1e-2)
     losses = [
-        float(runners.train(x=images, y=np.int32([0, 2]), learning_rate=np.float32(1e-2))["loss"])
+        float(runners.train(x=images, y=np.int32([0, 2]), learning_rate=rate)["loss"])
         for _ in range(5)
     ]
     assert losses[-1] < losses[0], losses

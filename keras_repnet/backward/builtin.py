@@ -6,10 +6,30 @@ Flex delegate. Cases a rule does not cover fall back to TensorFlow's
 function.
 """
 
+import contextlib
+import contextvars
+
 import numpy as np
 import tensorflow as tf
 
 from keras_repnet.backward import ops
+
+
+# Whether the input gradient of a 1x1 convolution reads its kernel in the
+# forward layout (`conv1x1_input_grad`), so that a converter stores it once.
+_SHARED_KERNELS = contextvars.ContextVar("shared_kernels", default=True)
+
+
+@contextlib.contextmanager
+def kernel_copies():
+    """Within the block, 1x1 input gradients are TensorFlow's
+    `conv2d_transpose` (LiteRT `TRANSPOSE_CONV`, with its own transposed
+    copy of each kernel), as before weight sharing."""
+    token = _SHARED_KERNELS.set(False)
+    try:
+        yield
+    finally:
+        _SHARED_KERNELS.reset(token)
 
 
 def _conv2d_grad(op, grad):
@@ -32,7 +52,11 @@ def _conv2d_grad(op, grad):
         or None in x.shape[1:]
     ):
         return None  # Not covered: TensorFlow's function.
-    if tuple(kernel.shape[:2]) == (1, 1) and list(strides) == [1, 1, 1, 1]:
+    if (
+        _SHARED_KERNELS.get()
+        and tuple(kernel.shape[:2]) == (1, 1)
+        and list(strides) == [1, 1, 1, 1]
+    ):
         input_grad = conv1x1_input_grad(grad, kernel, ops.shape(x))
     else:
         input_grad = tf.nn.conv2d_transpose(

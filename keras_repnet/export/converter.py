@@ -9,6 +9,7 @@ trainable variables (the Rep-Net side network, the backbone shifts and the
 head) change on device; the frozen backbone becomes constants.
 """
 
+import contextlib
 import json
 import numbers
 import os
@@ -21,6 +22,7 @@ import tensorflow as tf
 
 from keras_repnet import backward
 from keras_repnet import data
+from keras_repnet.backward.builtin import kernel_copies
 from keras_repnet.core import backbones
 from keras_repnet.core.heads import HEAD_NAME
 from keras_repnet.core.optimizers import MultiRateAdam
@@ -51,6 +53,7 @@ def export_tflite(
     label_smoothing: float = 0.0,
     class_names: list[str] | None = None,
     quantize_backbone: bool = False,
+    share_weights: bool = True,
     flex_checkpoints: bool = False,
     preprocess="auto",
 ):
@@ -117,6 +120,10 @@ def export_tflite(
             with `pip install 'keras-repnet[int8]'`): a smaller file, float
             compute (`bench/tflite.py` measures size, speed and accuracy).
             Defaults to `False`.
+        share_weights: bool. Let the backward pass read each frozen 1x1
+            kernel in the forward layout, so that the file stores it once
+            (`False`: a second, transposed copy for `TRANSPOSE_CONV`, about
+            2x the inference-only file on MobileNetV2). Defaults to `True`.
         flex_checkpoints: bool. Add the `save` and `restore` signatures that
             write TensorFlow checkpoints. Defaults to `False`.
         preprocess: The function that maps pixels in `[0, 255]` to the
@@ -146,7 +153,8 @@ def export_tflite(
     with tempfile.TemporaryDirectory() as saved_model:
         # The saved model keeps the first trace of each function, so the
         # builtin-only gradients must be in place while tracing.
-        with backward.override(builtins_only=True):
+        copies = contextlib.nullcontext() if share_weights else kernel_copies()
+        with backward.override(builtins_only=True), copies:
             module, functions = trainer.module(
                 batch_size, image_shape, flex_checkpoints
             )
@@ -169,6 +177,7 @@ def export_tflite(
         "schedule": SCHEDULE,
         "label_smoothing": label_smoothing,
         "quantized_backbone": quantize_backbone,
+        "shared_weights": share_weights,
         "signatures": list(keys),
     }
     with open(sidecar_path(path), "w") as f:
