@@ -3,8 +3,9 @@
 The backbone's *main path* is the chain of tensors that every path from the
 input to the output goes through (cut points of the functional graph). Side
 branches such as squeeze-excite pooling or residual convolutions are, by that
-definition, off the main path. Taps are chosen on the main path only, from
-shapes and topology; layer names are never consulted for the decision.
+definition, off the main path. Taps are chosen on the main path, or, at a
+resolution it skips, as near to it as the graph allows, from shapes and
+topology; layer names are never consulted for the decision.
 """
 
 import dataclasses
@@ -274,7 +275,10 @@ def find_taps(model: keras.Model, mode: str = "downsampling") -> list[Tap]:
     resolution level reached by the backbone's main path: the output of the
     block that first reaches the lower resolution. That is the first tensor at
     the new level that feeds a residual or multi-branch block, or, where the
-    level has none, its narrowest tensor. With `mode="all"` every block
+    level has none, its narrowest tensor. Where the main path skips a level
+    (cells that read the two cells before them, as NASNet's, leave no tensor
+    there on every path), the tap is the level's tensor that the most
+    input-output paths go through. With `mode="all"` every block
     boundary on the main path is a tap as well.
 
     Args:
