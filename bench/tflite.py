@@ -16,7 +16,8 @@ interpreter existed). The Keras train step on the same batch is timed too.
 Run it on an otherwise idle machine: the timings share its cores.
 
 The accuracy check trains MobileNetV2 on the flower photos (near domain) and
-the sign-language digits (far domain), each from the same
+the sign-language digits (far domain), twice each (seeds 0 and 1: the split,
+the batches and the initial weights), and within a seed from the same
 initial weights on the same (augmented, shuffled) batches, with Keras
 (`train_on_batch`) and with the exported model in LiteRT (float and int8
 backbone), and compares the final validation accuracies. The models have no
@@ -75,6 +76,8 @@ _SPEED = flags.DEFINE_bool("speed", True, "Measure sizes and speed.")
 
 CLASSES = 5
 MIB = 2**20
+# The accuracy check's seeds (each a split, batches and initial weights).
+ACCURACY_SEEDS = (0, 1)
 # The accuracy check's sets: the near-domain flowers and a far-domain one.
 ACCURACY_SETS = {
     "flowers": FLOWERS,
@@ -109,7 +112,10 @@ def main(_):
         rows = [
             row
             for set_name, folder in ACCURACY_SETS.items()
-            for row in accuracy_rows(set_name, folder, size, epochs, max_examples)
+            for seed in ACCURACY_SEEDS
+            for row in accuracy_rows(
+                set_name, folder, size, epochs, max_examples, seed
+            )
         ]
         write_results(
             "tflite_accuracy" + suffix,
@@ -242,18 +248,21 @@ def run_worker(path, repeats, threads, xnnpack):
 # === Accuracy on the flower photos ===
 
 
-def accuracy_rows(set_name, folder, size, epochs, max_examples):
+def accuracy_rows(set_name, folder, size, epochs, max_examples, seed):
     """Final validation accuracy of Keras vs LiteRT training (MobileNetV2)
-    on one image folder."""
+    on one image folder; `seed` draws the split, the batches and the
+    initial side network and head."""
     from ai_edge_litert.interpreter import Interpreter
 
     batch = _BATCH_SIZE.value
+    keras.utils.set_random_seed(seed)
     splits = data.load(
         folder,
         image_size=size,
         batch_size=batch,
         preprocess=None,
         max_examples=max_examples,
+        seed=seed,
     )
     # The same shuffled, augmented batches for both sides (uint8 to save
     # memory); LiteRT's train signature takes full batches only.
@@ -327,6 +336,7 @@ def accuracy_rows(set_name, folder, size, epochs, max_examples):
     return [
         {
             "set": set_name,
+            "seed": seed,
             **row,
             "train images": splits.num_train,
             "validation images": splits.num_validation,

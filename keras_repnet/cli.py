@@ -84,6 +84,13 @@ _SEED = flags.DEFINE_integer("seed", 1337, "Seed of the split and the training."
 _MAX_EXAMPLES = flags.DEFINE_integer(
     "max_examples", None, "Use at most this many examples (quick runs)."
 )
+# Read by the console script (keras_repnet_launcher) before TensorFlow starts.
+flags.DEFINE_bool(
+    "verbose",
+    False,
+    "Show TensorFlow's start-up logs, which `keras-repnet` holds back unless "
+    "TF_CPP_MIN_LOG_LEVEL is set.",
+)
 
 
 # `memory`

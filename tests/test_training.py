@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import subprocess
 import sys
@@ -55,6 +56,22 @@ def test_cli_trains_end_to_end(make_image_folder, tmp_path):
     assert results["parameters"]["frozen"] > results["parameters"]["trainable"]
     model = keras.models.load_model(output / "model.keras")
     assert model.output_shape == (None, 3)
+
+
+def test_cli_holds_back_tensorflow_start_up_logs():
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    command = [CLI, "memory", "--backbone=MobileNetV3Small", "--image_size=64"]
+
+    quiet = subprocess.run(command, capture_output=True, text=True, env=env)
+    verbose = subprocess.run(
+        [*command, "--verbose"], capture_output=True, text=True, env=env
+    )
+
+    assert quiet.returncode == verbose.returncode == 0, quiet.stderr[-2000:]
+    assert "frozen parameters" in quiet.stdout
+    # TensorFlow's C++ logs start with a severity letter and a date.
+    assert not re.search(r"^[IWE]\d{4} ", quiet.stderr, re.M), quiet.stderr
+    assert quiet.stdout == verbose.stdout
 
 
 @pytest.mark.parametrize(
