@@ -3,7 +3,8 @@
 `export_tflite(model, path)` (in `converter.py`) traces the train, infer
 and weight signatures and converts them with builtin ops only; `model.py`
 rewrites the Keras model for the export (folded batch norms, a builtin
-dropout); `ops.py` reads which operators a `.tflite` file uses.
+dropout); `quantize.py` stores the frozen weights in int8 (weight-only);
+`ops.py` reads which operators a `.tflite` file uses.
 """
 
 from keras_repnet.export.converter import CHECKPOINT_SIGNATURES

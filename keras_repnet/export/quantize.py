@@ -6,13 +6,17 @@ ai-edge-quantizer's weight-only recipe: each is followed by a builtin
 `DEQUANTIZE`, so activations and gradients stay float and every kernel runs
 its float form (the converter's dynamic-range quantization instead picks
 hybrid kernels that quantize activations on every call).
+
+A frozen 1x1 kernel is read by the forward `CONV_2D` as `[Cout, 1, 1, Cin]`
+and by the input gradient's `BATCH_MATMUL` as `[1, Cout, Cin]`: two tensors,
+one buffer (`keras_repnet.backward.builtin.conv1x1_input_grad`). The
+quantizer quantizes the buffer once and gives both tensors the convolution's
+scale axis 0; `_match_scale_axes` moves it to the axis of the same bytes in
+the other shape.
 """
 
-# A frozen 1x1 kernel is read by the forward CONV_2D as [Cout, 1, 1, Cin] and
-# by the input gradient's BATCH_MATMUL as [1, Cout, Cin], one shared buffer
-# (`keras_repnet.backward.builtin.conv1x1_input_grad`). The quantizer gives
-# both tensors the conv's scale axis 0; `_match_scale_axes` moves it to the
-# axis of the same bytes in the other shape.
+import contextlib
+import io
 
 
 def weight_only_int8(content: bytes) -> bytes:
@@ -33,7 +37,12 @@ def weight_only_int8(content: bytes) -> bytes:
             "ai-edge-quantizer: `pip install 'keras-repnet[int8]'`."
         ) from error
     model = quantizer.Quantizer(bytearray(content), recipe.weight_only_wi8_afp32())
-    return _match_scale_axes(bytes(model.quantize().quantized_model))
+    # The quantizer prints a progress bar and a size report.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(
+        io.StringIO()
+    ):
+        quantized = model.quantize().quantized_model
+    return _match_scale_axes(bytes(quantized))
 
 
 def _match_scale_axes(content):
