@@ -302,6 +302,9 @@ def _underscored(arg):
 
 
 def run():
+    # absl's --help prints the __main__ module's docstring; a console
+    # script's has none.
+    sys.modules["__main__"].__doc__ = __doc__
     sys.argv = [sys.argv[0]] + [_underscored(arg) for arg in sys.argv[1:]]
     app.run(main)
 
