@@ -321,15 +321,17 @@ def accuracy_rows(set_name, folder, size, epochs, max_examples, seed):
         jit_compile=False,
     )
     start = time.perf_counter()
-    losses = [
-        float(
-            model.train_on_batch(
-                preprocess(np.float32(x)),
-                np.eye(splits.num_classes, dtype="float32")[y],
+    losses = []
+    for x, y in batches:
+        model.reset_metrics()  # Keras < 3.15 averages since the last reset.
+        losses.append(
+            float(
+                model.train_on_batch(
+                    preprocess(np.float32(x)),
+                    np.eye(splits.num_classes, dtype="float32")[y],
+                )
             )
         )
-        for x, y in batches
-    ]
     seconds = time.perf_counter() - start
     logits = model.predict(preprocess(val_x.copy()), verbose=0)
     rows.insert(0, _accuracy_row("Keras", logits, val_y, losses, seconds))

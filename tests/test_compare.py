@@ -1,5 +1,6 @@
 """End-to-end tests of the comparison harness on tiny data."""
 
+import ast
 import json
 from pathlib import Path
 
@@ -145,6 +146,9 @@ def test_pareto_front_and_table_without_memory():
 def test_unknown_methods_are_refused(tmp_path):
     with pytest.raises(ValueError, match="Unknown or no methods"):
         comparison.compare("x", methods=["repnet", "lora"], output_dir=str(tmp_path))
+    # A comma-separated string is split, not read letter by letter.
+    with pytest.raises(ValueError, match=r"Unknown or no methods: \['lora'\]"):
+        comparison.compare("x", methods="repnet, lora", output_dir=str(tmp_path))
 
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -167,5 +171,16 @@ def test_notebook_is_nbformat_4_and_its_code_compiles():
             line for line in cell["source"] if not line.lstrip().startswith(("!", "%"))
         )
         compile(source, f"repnet_colab.ipynb code cell {index}", "exec")
-    text = json.dumps(notebook)
-    assert 'weights=\\"imagenet\\"' in text and "export_tflite" in text
+    # papermill's parameters: one tagged cell that assigns exactly these names.
+    tagged = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
+    assert len(tagged) == 1
+    names = {
+        node.targets[0].id
+        for node in ast.parse("".join(tagged[0]["source"])).body
+        if isinstance(node, ast.Assign)
+    }
+    assert names == {
+        "DATASET", "BACKBONE", "WEIGHTS", "IMAGE_SIZE",
+        "EPOCHS", "BATCH_SIZE", "METHODS", "OUTPUT_DIR",
+    }
+    assert "export_tflite" in json.dumps(notebook)

@@ -76,8 +76,8 @@ def compare(
             test split, if any.
         backbone: str. A `keras.applications` model name.
         weights: `"imagenet"`, `None` or a weights file for the backbone.
-        methods: list of str. Names from `keras_repnet.methods.METHODS`.
-            Defaults to all of them.
+        methods: list of str, or one comma-separated str. Names from
+            `keras_repnet.methods.METHODS`. Defaults to all of them.
         output_dir: str. Where results go.
         image_size: int. Side of the square input images.
         epochs: int. Training epochs of every method.
@@ -152,6 +152,8 @@ def compare(
 
 
 def _check_methods(methods):
+    if isinstance(methods, str):  # "repnet,ft-last", as on the command line
+        methods = [name.strip() for name in methods.split(",") if name.strip()]
     methods = list(methods_lib.METHODS if methods is None else methods)
     unknown = [m for m in methods if m not in methods_lib.METHODS]
     if unknown or not methods:

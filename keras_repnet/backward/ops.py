@@ -3,6 +3,8 @@ static shapes, and forward summaries computed early."""
 
 import tensorflow as tf
 
+from keras_repnet import compat
+
 _ATTR_DEFAULTS = {
     "data_format": b"NHWC",
     "dilations": [1, 1, 1, 1],
@@ -44,7 +46,7 @@ def forward(x, fn):
     new_ops = _ops_between(x, summary)
     for consumer in x.consumers():
         if consumer not in new_ops:
-            consumer._add_control_input(summary.op)
+            compat.add_control_input(consumer, summary.op)
     return summary
 
 

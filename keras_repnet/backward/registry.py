@@ -12,14 +12,13 @@ import threading
 
 import keras
 import tensorflow as tf
-from tensorflow.python.framework import ops as tf_ops
 
+from keras_repnet import compat
 from keras_repnet.backward import builtin
 from keras_repnet.backward import lean
 from keras_repnet.backward.keeps import Keeps
 from keras_repnet.backward.keeps import TENSORFLOW_KEEPS
 
-_REGISTRY = tf_ops._gradient_registry._registry  # op type -> entry dict
 _TYPE_TAG = "type"  # The key of the function in a registry entry.
 
 _lock = threading.RLock()
@@ -60,7 +59,7 @@ _DISPATCHERS = {op_type: _dispatcher(op_type) for op_type in BUILTIN_RULES}
 def _original(op_type):
     """TensorFlow's gradient function for `op_type`, overridden or not."""
     with _lock:
-        entry = _originals.get(op_type) or _REGISTRY[op_type]
+        entry = _originals.get(op_type) or compat.gradient_registry()[op_type]
     return entry[_TYPE_TAG]
 
 
@@ -87,12 +86,13 @@ def override(builtins_only: bool = False):
     """
     global _builtin_entries
     op_types = list(BUILTIN_RULES if builtins_only else LEAN_RULES)
+    registry = compat.gradient_registry()
     with _lock:
         for op_type in op_types:
             if not _active[op_type]:
-                _originals[op_type] = _REGISTRY[op_type]
-                _REGISTRY[op_type] = {
-                    **_REGISTRY[op_type],
+                _originals[op_type] = registry[op_type]
+                registry[op_type] = {
+                    **registry[op_type],
                     _TYPE_TAG: _DISPATCHERS[op_type],
                 }
             _active[op_type] += 1
@@ -106,7 +106,7 @@ def override(builtins_only: bool = False):
                 _active[op_type] -= 1
                 if not _active[op_type]:
                     del _active[op_type]
-                    _REGISTRY[op_type] = _originals.pop(op_type)
+                    registry[op_type] = _originals.pop(op_type)
 
 
 def counts() -> dict:

@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from keras_repnet import backward
+from keras_repnet import compat
 from keras_repnet import data
 from keras_repnet.backward.builtin import kernel_copies
 from keras_repnet.core import backbones
@@ -329,7 +330,7 @@ def _converter(saved_model, keys, ops):
     converter.experimental_enable_resource_variables = True
     # Zero-filled initial values (the optimizer slots) become FILL ops in the
     # initializer instead of stored zeros.
-    converter._experimental_unfold_large_splat_constant = True
+    compat.unfold_splat_constants(converter)
     return converter
 
 
