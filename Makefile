@@ -38,7 +38,7 @@ test-oldest: $(VENV_OLDEST)/installed
 # The Colab notebook, executed end to end on the offline assets with tiny settings.
 notebook: $(VENV)/installed
 	mkdir -p runs/notebook
-	$(VENV)/bin/papermill examples/repnet_colab.ipynb runs/notebook/repnet_colab.ipynb \
+	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/papermill examples/repnet_colab.ipynb runs/notebook/repnet_colab.ipynb \
 		--cwd . --log-output \
 		-p DATASET $(ASSETS)/datasets/sign_language_digits -p WEIGHTS $(WEIGHTS) \
 		-p IMAGE_SIZE 32 -p EPOCHS 1 -p BATCH_SIZE 16 -p METHODS repnet,ft-last \

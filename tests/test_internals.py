@@ -9,6 +9,7 @@ memory saving) or the export would store its zeros.
 import keras
 import numpy as np
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 from helpers import random_batch
 from helpers import tiny_model
 
@@ -73,15 +74,24 @@ def test_lean_training_call_recomputes_the_side_modules(monkeypatch):
     assert modules and len(wrapped) == len(modules)
 
 
-def test_converter_defines_the_splat_switch():
-    function = tf.function(lambda x: x + 1).get_concrete_function(
-        tf.TensorSpec([1])
-    )
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
-    # Defined by the converter itself (an unknown name would be ignored).
-    assert getattr(converter, compat.UNFOLD_SPLAT_CONSTANTS) is False
-    compat.unfold_splat_constants(converter)
-    assert getattr(converter, compat.UNFOLD_SPLAT_CONSTANTS) is True
+def test_converter_writes_zeros_as_fill_ops():
+    @tf.function
+    def padded(x):
+        return tf.concat([x, tf.zeros([100_000])], 0)
+
+    function = padded.get_concrete_function(tf.TensorSpec([1]))
+
+    def convert(unfold):
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+        if unfold:
+            compat.unfold_splat_constants(converter)
+        return converter.convert()
+
+    stored, unfolded = convert(False), convert(True)
+    assert len(stored) > 400_000  # 100,000 float32 zeros
+    assert len(unfolded) < 10_000, "the converter ignored the switch"
+    ops = Interpreter(model_content=unfolded)._get_ops_details()
+    assert "FILL" in {op["op_name"] for op in ops}
 
 
 def test_missing_entry_point_says_what_to_do():
