@@ -15,6 +15,7 @@ from helpers import random_batch
 import keras_repnet
 from keras_repnet import export
 from keras_repnet.export import ops as tflite_ops
+from keras_repnet.export import zeros
 
 SIZE = 32
 CLASSES = 3
@@ -217,6 +218,22 @@ def test_weights_round_trip(v3_small):
         np.testing.assert_array_equal(value, shifted[name], err_msg=name)
 
 
+def test_initial_weights_match_keras_and_zeros_are_not_stored(v3_small):
+    weights = _runners(v3_small.path).get_weights(unused=np.int32(0))
+    for variable in v3_small.model.trainable_variables:
+        np.testing.assert_array_equal(
+            weights[export.weight_name(variable.path)], variable.numpy()
+        )
+    slots = [
+        name for name in weights
+        if name.startswith("optimizer_") and name != export.ITERATIONS_NAME
+    ]
+    assert slots and all(not np.any(weights[name]) for name in slots)
+    # Slots this large were stored zeros before FILL ops made them.
+    assert any(4 * weights[name].size >= zeros.MIN_BYTES for name in slots)
+    assert _stored_zero_initial_values(v3_small.path) == []
+
+
 def test_head_steps_at_its_share_of_the_rate(v2_cli):
     """Adam's first step moves each weight by about the learning rate (the
     gradient's sign times the rate): the head by the side's rate times the
@@ -339,6 +356,24 @@ def _large_constants(path):
     return sorted(
         len(b.data) for b in model.buffers if b.data is not None and len(b.data) > 4096
     )
+
+
+def _stored_zero_initial_values(path):
+    """Sizes of the stored all-zero values (of at least `zeros.MIN_BYTES`)
+    that an `ASSIGN_VARIABLE` writes into a variable."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(path.read_bytes(), 0))
+    assign = schema.BuiltinOperator.ASSIGN_VARIABLE
+    sizes = []
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            if model.operatorCodes[op.opcodeIndex].builtinCode != assign:
+                continue
+            data = model.buffers[subgraph.tensors[op.inputs[1]].buffer].data
+            if data is not None and len(data) >= zeros.MIN_BYTES and not np.any(data):
+                sizes.append(len(data))
+    return sizes
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,9 @@
 and weight signatures and converts them with builtin ops only; `model.py`
 rewrites the Keras model for the export (folded batch norms, a builtin
 dropout); `quantize.py` stores the frozen weights in int8 (weight-only);
-`ops.py` reads which operators a `.tflite` file uses.
+`zeros.py` makes zero initial values (the optimizer's slots) with `FILL`
+ops instead of storing them; `ops.py` reads which operators a `.tflite`
+file uses.
 """
 
 from keras_repnet.export.converter import CHECKPOINT_SIGNATURES

@@ -31,6 +31,7 @@ from keras_repnet.core.optimizers import MultiRateSGD
 from keras_repnet.export import model as export_model
 from keras_repnet.export import ops as tflite_ops
 from keras_repnet.export import quantize as quantize_lib
+from keras_repnet.export import zeros
 from keras_repnet.methods.registry import REPNET_LEARNING_RATES
 
 # Format 2: `train` takes the step's learning rate.
@@ -318,6 +319,7 @@ def _convert(saved_model, keys, quantize, flex_checkpoints):
         raise error
     if quantize:
         content = quantize_lib.weight_only_int8(content)
+    content = zeros.fill_zero_initial_values(content)
     _check_builtin(content, SIGNATURES)
     return content
 
