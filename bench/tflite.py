@@ -2,6 +2,8 @@
 
     python bench/tflite.py                 # full run (see below)
     python bench/tflite.py --short         # a smoke run of a few minutes
+    python bench/tflite.py --noaccuracy --backbones=MobileNetV2 --threads=1,2 \
+        --rounds=7 --results_name=tflite_ab   # the speed A/B, more rounds
 
 For each backbone (MobileNetV2 with the offline ImageNet weights,
 MobileNetV3Small with random weights: sizes and speed do not depend on them)
@@ -12,8 +14,11 @@ model; then, in a fresh process that imports only `ai_edge_litert` (as on a
 device: bench/litert_worker.py), it times `train` (batch 8) and `infer`
 (batch 1 and 8) with 1, 2 and 4 threads, with and without XNNPACK, and
 measures the interpreter's memory (peak RSS over the process before the
-interpreter existed). The Keras train step on the same batch is timed too.
-Run it on an otherwise idle machine: the timings share its cores.
+interpreter existed). Every configuration runs in each of `--rounds`
+rounds in turn (the median is reported, with the train step's range over
+the rounds), so that a slow spell of a shared machine does not land on one
+file only. The Keras train step on the same batch is timed too. Run it on an
+otherwise idle machine: the timings share its cores.
 
 The accuracy check trains MobileNetV2 on the flower photos (near domain) and
 the sign-language digits (far domain), twice each (seeds 0 and 1: the split,
@@ -66,6 +71,12 @@ _THREADS = flags.DEFINE_list(
 # Threads of the accuracy check's interpreters.
 ACCURACY_THREADS = 2
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed calls (after a warm-up).")
+_NAME = flags.DEFINE_string(
+    "results_name", "tflite", "Results go to bench/results/NAME{,_speed,_accuracy}."
+)
+_ROUNDS = flags.DEFINE_integer(
+    "rounds", 3, "Worker runs per configuration, interleaved with the others."
+)
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 _EPOCHS = flags.DEFINE_integer("epochs", 2, "Epochs of the accuracy check.")
 _MAX_EXAMPLES = flags.DEFINE_integer(
@@ -95,6 +106,7 @@ def main(_):
         "batch_size": _BATCH_SIZE.value,
         "threads": [int(t) for t in _THREADS.value],
         "repeats": repeats,
+        "rounds": 1 if short else _ROUNDS.value,
         "learning_rate": _LEARNING_RATE.value,
         "cpu_cores": os.cpu_count(),
     }
@@ -104,8 +116,8 @@ def main(_):
             size_row, speed_rows = measure(name, size, repeats)
             sizes.append(size_row)
             speeds += speed_rows
-        write_results("tflite" + suffix, sizes, list(sizes[0]), settings)
-        write_results("tflite_speed" + suffix, speeds, list(speeds[0]), settings)
+        write_results(_NAME.value + suffix, sizes, list(sizes[0]), settings)
+        write_results(_NAME.value + "_speed" + suffix, speeds, list(speeds[0]), settings)
     if _ACCURACY.value:
         epochs = 1 if short else _EPOCHS.value
         max_examples = 400 if short else _MAX_EXAMPLES.value
@@ -118,7 +130,7 @@ def main(_):
             )
         ]
         write_results(
-            "tflite_accuracy" + suffix,
+            _NAME.value + "_accuracy" + suffix,
             rows,
             list(rows[0]),
             {**settings, "epochs": epochs, "max_examples": max_examples},
@@ -158,24 +170,43 @@ def measure(name, size, repeats):
             model, paths["float, kernel copies"], batch_size=batch, share_weights=False
         )
         inference_bytes = inference_only_size(model, folder)
-        for weights, path in paths.items():
-            for threads in _THREADS.value:
-                for xnnpack in (True, False):
-                    timing = run_worker(path, repeats, int(threads), xnnpack)
-                    speeds.append(
-                        {
-                            "backbone": name,
-                            "weights": weights,
-                            "threads": int(threads),
-                            "XNNPACK": "yes" if xnnpack else "no",
-                            f"train ms (batch {batch})": timing["train_ms"],
-                            "infer ms (batch 1)": timing["infer_ms"],
-                            f"infer ms (batch {batch})": timing["infer_batch_ms"],
-                            "peak RSS MiB": timing["peak_rss_mib"],
-                        }
-                    )
+        # Rounds over every configuration in turn, so that a slow spell of
+        # the machine lands on all of them; each figure is the median of
+        # the rounds' medians, with the train step's range beside it.
+        configs = [
+            (weights, int(threads), xnnpack)
+            for weights in paths
+            for threads in _THREADS.value
+            for xnnpack in (True, False)
+        ]
+        runs = {config: [] for config in configs}
+        for _ in range(1 if _SHORT.value else _ROUNDS.value):
+            for weights, threads, xnnpack in configs:
+                runs[weights, threads, xnnpack].append(
+                    run_worker(paths[weights], repeats, threads, xnnpack)
+                )
+        for (weights, threads, xnnpack), timings in runs.items():
+
+            def median(field, timings=timings):
+                return statistics.median(t[field] for t in timings)
+
+            train = [t["train_ms"] for t in timings]
+            speeds.append(
+                {
+                    "backbone": name,
+                    "weights": weights,
+                    "threads": threads,
+                    "XNNPACK": "yes" if xnnpack else "no",
+                    f"train ms (batch {batch})": median("train_ms"),
+                    "train ms range": f"{min(train)}-{max(train)}",
+                    "infer ms (batch 1)": median("infer_ms"),
+                    f"infer ms (batch {batch})": median("infer_batch_ms"),
+                    "peak RSS MiB": median("peak_rss_mib"),
+                }
+            )
         float_bytes = os.path.getsize(paths["float"])
         int8_bytes = os.path.getsize(paths["int8"])
+        int8_quantization = quantization_bytes(paths["int8"])
         copies_bytes = os.path.getsize(paths["float, kernel copies"])
     counts = keras_repnet.parameter_counts(model)
     sizes = {
@@ -188,6 +219,7 @@ def measure(name, size, repeats):
         "copies / inference": round(copies_bytes / inference_bytes, 3),
         "train int8-backbone MiB": round(int8_bytes / MIB, 2),
         "int8 / float": round(int8_bytes / float_bytes, 3),
+        "int8 scales + zero points MiB": round(int8_quantization / MIB, 2),
         "export s": round(export_seconds),
         f"Keras train ms (batch {batch})": keras_step_ms(model, name, size, repeats),
     }
@@ -200,6 +232,24 @@ def inference_only_size(model, folder):
     model.export(saved_model, verbose=False)
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
     return len(converter.convert())
+
+
+def quantization_bytes(path):
+    """Bytes of the per-channel quantization parameters of a `.tflite` file:
+    a float32 scale and an int64 zero point per channel, for every tensor
+    (each signature's view of a shared int8 buffer has its own)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    with open(path, "rb") as f:
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(f.read(), 0))
+    total = 0
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            quantization = tensor.quantization
+            if quantization is not None and quantization.scale is not None:
+                total += 4 * len(quantization.scale)
+                total += 8 * len(quantization.zeroPoint)
+    return total
 
 
 def keras_step_ms(model, name, size, repeats):
