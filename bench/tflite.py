@@ -186,10 +186,10 @@ def measure(name, size, repeats):
                     run_worker(paths[weights], repeats, threads, xnnpack)
                 )
         for (weights, threads, xnnpack), timings in runs.items():
-
-            def median(field, timings=timings):
-                return statistics.median(t[field] for t in timings)
-
+            median = {
+                field: statistics.median(t[field] for t in timings)
+                for field in timings[0]
+            }
             train = [t["train_ms"] for t in timings]
             speeds.append(
                 {
@@ -197,15 +197,13 @@ def measure(name, size, repeats):
                     "weights": weights,
                     "threads": threads,
                     "XNNPACK": "yes" if xnnpack else "no",
-                    f"train ms (batch {batch})": median("train_ms"),
+                    f"train ms (batch {batch})": median["train_ms"],
                     "train ms range": f"{min(train)}-{max(train)}",
-                    "infer ms (batch 1)": median("infer_ms"),
-                    f"infer ms (batch {batch})": median("infer_batch_ms"),
-                    "peak RSS MiB": median("peak_rss_mib"),
+                    "infer ms (batch 1)": median["infer_ms"],
+                    f"infer ms (batch {batch})": median["infer_batch_ms"],
+                    "peak RSS MiB": median["peak_rss_mib"],
                 }
             )
-        float_bytes = os.path.getsize(paths["float"])
-        int8_bytes = os.path.getsize(paths["int8"])
         int8_quantization = quantization_bytes(paths["int8"])
         copies_bytes = os.path.getsize(paths["float, kernel copies"])
     counts = keras_repnet.parameter_counts(model)

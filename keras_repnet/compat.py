@@ -45,7 +45,7 @@ def supported() -> bool:
     )
 
 
-def unavailable(what: str, workaround: str) -> RuntimeError:
+def unavailable(what: str, workaround: str | None = None) -> RuntimeError:
     """The error raised when a private entry point has changed."""
     ranges = ", ".join(
         f"{name} {low}-{high}" for name, (low, high) in SUPPORTED.items()
@@ -53,7 +53,7 @@ def unavailable(what: str, workaround: str) -> RuntimeError:
     return RuntimeError(
         f"{what} is not available in TensorFlow {tf.__version__} with Keras "
         f"{keras.__version__}. keras-repnet supports {ranges}: install a "
-        f"supported pair, or {workaround}."
+        f"supported pair" + (f", or {workaround}." if workaround else ".")
     )
 
 
@@ -87,8 +87,5 @@ def unfold_splat_constants(converter):
     """Asks `converter` (a `tf.lite.TFLiteConverter`) to write zero-filled
     initial values as FILL ops rather than stored zeros."""
     if not hasattr(converter, UNFOLD_SPLAT_CONSTANTS):
-        raise unavailable(
-            f"TFLiteConverter.{UNFOLD_SPLAT_CONSTANTS}",
-            "export with TensorFlow 2.19-2.21",
-        )
+        raise unavailable(f"TFLiteConverter.{UNFOLD_SPLAT_CONSTANTS}")
     setattr(converter, UNFOLD_SPLAT_CONSTANTS, True)

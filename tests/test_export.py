@@ -348,11 +348,16 @@ def _frozen_pointwise_classifier():
     return keras.Model(inputs, keras.layers.Dense(3)(features))
 
 
-def _large_constants(path):
-    """Byte sizes of the constant buffers over 4 KiB of a `.tflite` file."""
+def _read_model(path):
+    """The flatbuffer object tree of a `.tflite` file."""
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(path.read_bytes(), 0))
+    return schema.ModelT.InitFromObj(schema.Model.GetRootAs(path.read_bytes(), 0))
+
+
+def _large_constants(path):
+    """Byte sizes of the constant buffers over 4 KiB of a `.tflite` file."""
+    model = _read_model(path)
     return sorted(
         len(b.data) for b in model.buffers if b.data is not None and len(b.data) > 4096
     )
@@ -363,7 +368,7 @@ def _stored_zero_initial_values(path):
     that an `ASSIGN_VARIABLE` writes into a variable."""
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(path.read_bytes(), 0))
+    model = _read_model(path)
     assign = schema.BuiltinOperator.ASSIGN_VARIABLE
     sizes = []
     for subgraph in model.subgraphs:

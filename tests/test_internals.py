@@ -98,3 +98,4 @@ def test_missing_entry_point_says_what_to_do():
     error = compat.unavailable("X", "do Y")
     assert "X is not available in TensorFlow" in str(error)
     assert "tensorflow 2.19-2.21" in str(error) and "do Y" in str(error)
+    assert str(compat.unavailable("X")).endswith("install a supported pair.")

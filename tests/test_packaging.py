@@ -45,3 +45,11 @@ def test_installing_keeps_the_installed_tensorflow_and_keras(tmp_path):
     }
     # Only keras-repnet itself: every dependency is already satisfied.
     assert installs == {"keras-repnet"}
+
+
+def test_makefile_tests_the_oldest_supported_versions():
+    makefile = (ROOT / "Makefile").read_text()
+    for name, (low, _) in compat.SUPPORTED.items():
+        assert f'"{name}=={low}.*"' in makefile, (
+            f"make test-oldest does not pin {name} {low} (compat.SUPPORTED)"
+        )
