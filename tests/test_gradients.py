@@ -14,7 +14,11 @@ from keras_repnet.core.models import RepNetModel
 import helpers
 
 RULE_TOLERANCE = 1e-5
-MODEL_TOLERANCE = 1e-4
+# A whole model sums in another order under the builtin rules (convolution
+# gradients as other ops): float32 round-off then reaches 1.6e-4 of the
+# floor below on some CPUs (CI, MobileNetV2 block 6's shift); a wrong rule
+# is off by order 1.
+MODEL_TOLERANCE = 1e-3
 
 
 def relative_error(actual, expected, floor=0.0):
