@@ -27,7 +27,14 @@ order, most informative first:
 8. `batch8`: repnet at `build()`'s recipe and at its picked rates, and
    ft-last at its picked rate, at batch 8 on the far-domain sets.
 9. `ablations`: the other Rep-Net connector modes on the first set.
-10. `memory`: each method's measured training-step peak at batch 8 and
+10. `mask`: `repnet-mask` (Rep-Net + a learned binary mask per backbone
+    kernel, the paper's Table 4) at repnet's picked rates on the far-domain
+    sets, with its sparsity and inference multiply-adds (at 224 px, the
+    learned masks on the same backbone).
+11. `mask-scores`: `repnet-mask` from other initial scores
+    (`MASK_INITIAL_SCORES`) on the first far-domain set: the trade between
+    sparsity and accuracy.
+12. `memory`: each method's measured training-step peak at batch 8 and
     224 px (`keras_repnet.memory.measure`), for the plot.
 
 Validation is used for every choice; the test split (the dataset's own, or a
@@ -61,6 +68,8 @@ STAGES = (
     "fewshot",
     "batch8",
     "ablations",
+    "mask",
+    "mask-scores",
     "memory",
 )
 
@@ -133,6 +142,10 @@ SHOTS = (10, 50)
 ABLATIONS = (
     "repnet-no-shifts", "repnet-dual", "repnet-down", "repnet-none", "repnet-all"
 )
+MASK_METHOD = "repnet-mask"
+MASK_INITIAL_SCORES = (0.02, 0.5)
+# Where the `mask` stage counts inference multiply-adds (the paper's size).
+MASK_COST_SIZE = 224
 # Peak learning rates (side, head) tried per method; "side" is every
 # trainable variable outside the head (ft-last has none). Each grid holds
 # the method's default (`keras_repnet.methods.default_learning_rates`); the
@@ -242,12 +255,13 @@ def _backbone_model(backbone, image_size):
 
 def run(
     set_name, backbone, method, rates, seed, shots, settings,
-    batch_size=None, epochs=None, options=None,
+    batch_size=None, epochs=None, options=None, tag=None,
 ):
     """Trains one run, or reads its result if it finished before.
     `batch_size` and `epochs` override the protocol's (the `batch8` and
     `long` stages); `options` are more `build_method` arguments (for
-    `bench/recipe_search.py`, which keeps its runs apart)."""
+    `bench/recipe_search.py`, which keeps its runs apart, and for the
+    `mask-scores` stage, which names them with `tag`)."""
     import keras
 
     import keras_repnet
@@ -255,7 +269,7 @@ def run(
 
     name = _run_name(
         set_name, backbone, method, rates, seed, shots, batch_size, epochs
-    )
+    ) + (f"_{tag}" if tag else "")
     batch = batch_size or settings["batch_size"]
     num_epochs = epochs or settings["epochs"]
     folder = Path(settings["output_dir"]) / "runs" / name
@@ -328,8 +342,45 @@ def run(
         "trainable_params": keras_repnet.parameter_counts(model)["trainable"],
         "wall_time_s": round(time.time() - started, 1),
     }
+    if options:
+        result["options"] = options
+    if method == MASK_METHOD:
+        result["mask"] = _mask_report(model, backbone, splits.num_classes)
     _write_json(result, result_path)
     return result
+
+
+def _mask_report(model, backbone, num_classes):
+    """A masked model's sparsity, and its multiply-adds at `MASK_COST_SIZE`
+    px: the learned scores copied into the same model built at that size
+    (scores do not depend on the input size)."""
+    import keras_repnet
+    from keras_repnet.core import flops
+    from keras_repnet.core import masks
+
+    report = masks.sparsity(model)
+    backbone_model, _ = _backbone_model(backbone, MASK_COST_SIZE)
+    large = keras_repnet.build_method(
+        MASK_METHOD,
+        backbone_model,
+        num_classes,
+        input_shape=(MASK_COST_SIZE, MASK_COST_SIZE, 3),
+        weights=None,
+    )
+    scores = {l.name: l.score for l in model.layers if masks.is_masked(l)}
+    for layer in large.layers:
+        if masks.is_masked(layer):
+            layer.score.assign(scores[layer.name])
+    cost = flops.multiply_adds(large)
+    return {
+        "granularity": cost["granularity"],
+        "sparsity": report["sparsity"],
+        "masked_weights": report["masked_weights"],
+        "dropped_weights": report["dropped_weights"],
+        "image_size_of_cost": MASK_COST_SIZE,
+        "multiply_adds": cost["dense"],
+        "masked_multiply_adds": cost["masked"],
+    }
 
 
 def _write_json(value, path):
@@ -348,7 +399,11 @@ def _final_validation(result):
 def _protocol_runs(results):
     """The runs at the protocol's batch size and epochs (not the `batch8`
     and `long` stages')."""
-    return [r for r in results if not r.get("batch_size") and not r.get("epochs")]
+    return [
+        r
+        for r in results
+        if not r.get("batch_size") and not r.get("epochs") and not r.get("options")
+    ]
 
 
 def best_rates(results, set_name, backbone, method):
@@ -399,6 +454,20 @@ def stage_runs(stage, sets, results):
             for method, rates in sorted(specs, key=str):
                 if rates:
                     yield set_name, "MobileNetV2", method, rates, 0, None
+        elif stage == "mask" and far:
+            rates = best_rates(results, set_name, "MobileNetV2", "repnet")
+            if rates:
+                yield set_name, "MobileNetV2", MASK_METHOD, rates, 0, None
+        elif stage == "mask-scores" and set_name == next(
+            (name for name in sets if SETS[name][2]), None
+        ):
+            rates = best_rates(results, set_name, "MobileNetV2", "repnet")
+            for score in MASK_INITIAL_SCORES:
+                if rates:
+                    yield set_name, "MobileNetV2", MASK_METHOD, rates, 0, None, {
+                        "options": {"mask_initial_score": score},
+                        "tag": f"score{score:g}",
+                    }
         elif stage == "ablations" and set_name == sets[0]:
             rates = best_rates(results, set_name, "MobileNetV2", "repnet")
             for method in ABLATIONS:
@@ -414,7 +483,9 @@ def measure_memory(output_dir):
     path = Path(output_dir) / "memory.json"
     measured = json.loads(path.read_text()) if path.exists() else {}
     for backbone in ("MobileNetV2",):
-        for method in (memory.INFERENCE, *METHODS, "repnet-no-shifts"):
+        for method in (
+            memory.INFERENCE, *METHODS, "repnet-no-shifts", MASK_METHOD
+        ):
             key = f"{backbone}/{method}"
             if key not in measured:
                 print(f"== memory {key}", flush=True)
@@ -456,6 +527,7 @@ def summarize(results, sets, settings):
                     "train": r["final_train_accuracy"],
                 }
             )
+    masked = [r for r in results if r["method"] == MASK_METHOD]
     results = _protocol_runs(results)
     rows = []
     for set_name in sets:
@@ -495,7 +567,37 @@ def summarize(results, sets, settings):
                         "trainable_params": runs[0]["trainable_params"],
                     }
                 )
-    return rows, few_shot, small_batch, longer
+    return rows, few_shot, small_batch, longer, _mask_rows(masked, results)
+
+
+def _mask_rows(masked, results):
+    """Each `repnet-mask` run beside repnet's run at the same rates and
+    seed."""
+    rows = []
+    for r in masked:
+        plain = next(
+            (
+                p
+                for p in results
+                if (p["set"], p["backbone"], p["method"], p["seed"], p["shots"])
+                == (r["set"], r["backbone"], "repnet", r["seed"], None)
+                and p["learning_rates"] == r["learning_rates"]
+            ),
+            None,
+        )
+        rows.append(
+            {
+                "set": r["set"],
+                "learning_rates": r["learning_rates"],
+                "initial_score": (r.get("options") or {}).get(
+                    "mask_initial_score", "default"
+                ),
+                "test": r["test_accuracy"],
+                "repnet_test": plain and plain["test_accuracy"],
+                **r["mask"],
+            }
+        )
+    return rows
 
 
 def _cell(stat):
@@ -530,7 +632,7 @@ def _extra_runs_table(title, runs, extra_columns):
     return lines
 
 
-def markdown(rows, few_shot, small_batch, longer, measured, settings):
+def markdown(rows, few_shot, small_batch, longer, masked, measured, settings):
     lines = [
         f"Test accuracy at {settings['image_size']} px, {settings['epochs']} "
         f"epochs, batch {settings['batch_size']}, at most "
@@ -565,6 +667,31 @@ def markdown(rows, few_shot, small_batch, longer, measured, settings):
             small_batch,
             (),
         )
+    if masked:
+        lines += [
+            "",
+            f"Rep-Net + a learned binary mask per backbone kernel "
+            f"(`{MASK_METHOD}`, the `mask` stages), MobileNetV2, seed 0, "
+            "against `repnet` at the same rates and seed. Multiply-adds per "
+            f"image at {MASK_COST_SIZE} px with the learned masks. Training "
+            f"memory (measured step peak, 224 px batch 8): {MASK_METHOD} "
+            f"{measured.get('MobileNetV2/' + MASK_METHOD, '-')} MB, repnet "
+            f"{measured.get('MobileNetV2/repnet', '-')} MB.",
+            "",
+            "| set | lr (side, head) | initial score | test | repnet test "
+            "| sparsity | M multiply-adds (dense -> masked) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in sorted(masked, key=lambda r: (r["set"], str(r["initial_score"]))):
+            repnet = row["repnet_test"]
+            lines.append(
+                f"| {row['set']} | {row['learning_rates'][0]:g}, "
+                f"{row['learning_rates'][1]:g} | {row['initial_score']} | "
+                f"{row['test']:.3f} | "
+                f"{'-' if repnet is None else format(repnet, '.3f')} | "
+                f"{row['sparsity']:.1%} | {row['multiply_adds'] / 1e6:.1f} -> "
+                f"{row['masked_multiply_adds'] / 1e6:.1f} |"
+            )
     if few_shot:
         lines += [
             "",
@@ -631,7 +758,9 @@ def report(output_dir, sets, settings):
     ]
     memory_path = Path(output_dir) / "memory.json"
     measured = json.loads(memory_path.read_text()) if memory_path.exists() else {}
-    rows, few_shot, small_batch, longer = summarize(results, sets, settings)
+    rows, few_shot, small_batch, longer, masked = summarize(
+        results, sets, settings
+    )
     _write_json(
         {
             "settings": settings,
@@ -641,12 +770,15 @@ def report(output_dir, sets, settings):
                 {k: r[k] for k in ("set", "method", "learning_rates", "test_accuracy")}
                 for r in small_batch
             ],
+            "mask": masked,
             "memory_mb": measured,
             "runs": results,
         },
         Path(output_dir) / "results.json",
     )
-    text = markdown(rows, few_shot, small_batch, longer, measured, settings)
+    text = markdown(
+        rows, few_shot, small_batch, longer, masked, measured, settings
+    )
     (Path(output_dir) / "results.md").write_text(text)
     if rows and measured:
         plot(rows, measured, Path(output_dir) / "accuracy_vs_memory.png")
@@ -687,6 +819,8 @@ def main(argv):
                     overrides = {
                         "epochs": few_shot_epochs(spec[0], spec[5], settings)
                     }
+                if len(spec) == 7:  # Options of the run.
+                    spec, overrides = spec[:6], spec[6]
                 run(*spec, settings=settings, **overrides)
                 results = report(settings["output_dir"], sets, settings)
     report(settings["output_dir"], sets, settings)

@@ -43,7 +43,7 @@ def test_cli_compares_two_methods_and_a_rerun_skips_them(
         epochs=1,
         batch_size=4,
         validation_split=0.25,
-        methods=["ft-last", "repnet"],
+        methods=["ft-last", "repnet-mask"],
         output_dir=str(output),
     ):
         cli.compare_command()
@@ -51,7 +51,9 @@ def test_cli_compares_two_methods_and_a_rerun_skips_them(
     assert "[1/2] ft-last: validation accuracy best" in printed
 
     results = json.loads((output / "results.json").read_text())
-    assert [row["method"] for row in results["methods"]] == ["ft-last", "repnet"]
+    assert [row["method"] for row in results["methods"]] == [
+        "ft-last", "repnet-mask"
+    ]
     for row in results["methods"]:
         assert len(row["history"]["val_accuracy"]) == 1
         assert 0 <= row["final_validation_accuracy"] <= 1
@@ -60,18 +62,23 @@ def test_cli_compares_two_methods_and_a_rerun_skips_them(
     head_only, repnet = results["methods"]
     assert head_only["trainable_params"] == 1280 * 3 + 3
     assert repnet["trainable_params"] > head_only["trainable_params"]
+    # MobileNetV2 at 32 px: 1/49 of its 300M multiply-adds at 224 px.
+    assert head_only["multiply_adds"] == pytest.approx(300e6 / 49, rel=0.05)
+    assert head_only["mask_sparsity"] is None
+    assert 0 <= repnet["mask_sparsity"] <= 1
+    assert repnet["mask_granularity"] == "kernel"
     table = (output / "results.md").read_text()
-    assert "| ft-last |" in table and "| repnet |" in table
+    assert "| ft-last |" in table and "| repnet-mask |" in table
     for plot in ("pareto.png", "curves.png"):
         assert (output / plot).read_bytes()[:4] == b"\x89PNG"
 
     rerun = comparison.compare(
-        str(images), methods=["repnet", "ft-last"], output_dir=str(output),
+        str(images), methods=["repnet-mask", "ft-last"], output_dir=str(output),
         **SETTINGS,
     )
     printed = capsys.readouterr().out
     assert printed.count("done before, skipped") == 2
-    assert [row["method"] for row in rerun["methods"]] == ["repnet", "ft-last"]
+    assert [row["method"] for row in rerun["methods"]] == ["repnet-mask", "ft-last"]
     with pytest.raises(ValueError, match="other settings"):
         comparison.compare(
             str(images), methods=["ft-last"], output_dir=str(output),
@@ -138,8 +145,8 @@ def test_pareto_front_and_table_without_memory():
     }
     table = comparison.markdown({"settings": settings, "methods": [row]})
     assert (
-        "| ft-last | 0.500 | 0.400 | 0.450 | - | 3,843 | - | - | - | - | - | 12 |"
-        in table
+        "| ft-last | 0.500 | 0.400 | 0.450 | - | 3,843 | - | - | - | - | - | 12 "
+        "| - | - |" in table
     )
 
 

@@ -257,11 +257,13 @@ def test_recompute_matches_and_updates_moving_stats_once():
         assert relative_error(a, e) < RULE_TOLERANCE
 
 
-def randomised_model(backbone, size):
+def randomised_model(backbone, size, **kwargs):
     """A Rep-Net with every trainable variable random (the zero-initialised
-    gammas of the side modules would hide most gradients) and no dropout."""
+    gammas of the side modules would hide most gradients; mask scores drop
+    about half the weights) and no dropout."""
     model = keras_repnet.build(
-        backbone, 3, input_shape=(size, size, 3), weights=None, dropout=0.0
+        backbone, 3, input_shape=(size, size, 3), weights=None, dropout=0.0,
+        **kwargs,
     )
     rng = np.random.default_rng(1)
     for v in model.trainable_variables:
@@ -286,10 +288,15 @@ def model_gradients(model, x, y, **override):
 
 
 @pytest.mark.parametrize(
-    "backbone,size", [("MobileNetV2", 32), ("MobileNetV3Small", 48)]
+    "backbone,size,mask",
+    [
+        ("MobileNetV2", 32, None),
+        ("MobileNetV3Small", 48, None),
+        ("MobileNetV2", 32, "kernel"),  # Scores: filter gradients too.
+    ],
 )
-def test_model_gradients_equal_plain_autodiff(backbone, size):
-    model = randomised_model(backbone, size)
+def test_model_gradients_equal_plain_autodiff(backbone, size, mask):
+    model = randomised_model(backbone, size, backbone_mask=mask)
     x, y = helpers.random_batch(model, batch_size=2)
     expected = model_gradients(model, x, y)
     for builtins_only in (False, True):

@@ -69,6 +69,13 @@ def test_lean_backward_keeps_less_than_plain_autodiff(repnet):
     assert lean.ideal == plain.ideal
 
 
+def test_masks_keep_the_backbone_activations():
+    plain, masked = (
+        memory.profile(_method(name), 2).ours for name in ("repnet", "repnet-mask")
+    )
+    assert masked.stored_bytes > 2 * plain.stored_bytes
+
+
 def test_repnet_stores_less_than_full_fine_tuning(repnet):
     ours = memory.profile(repnet, 2, lean_backward=False)
     full = memory.profile(_method("ft-full"), 2, lean_backward=False)
@@ -185,15 +192,20 @@ def _tensorflow_kept_bytes(model, batch_size):
 
 
 @pytest.mark.parametrize(
-    "backbone, lean",
+    "backbone, lean, mask",
     [
-        ("MobileNetV2", True),
-        ("MobileNetV3Small", True),
-        ("MobileNetV3Small", False),
+        ("MobileNetV2", True, None),
+        ("MobileNetV3Small", True, None),
+        ("MobileNetV3Small", False, None),
+        # The masks' gradients read every masked convolution's input.
+        ("MobileNetV2", True, "kernel"),
     ],
 )
-def test_ours_keeps_what_tensorflow_keeps(backbone, lean):
-    model = tiny_model(backbone=backbone)
+def test_ours_keeps_what_tensorflow_keeps(backbone, lean, mask):
+    model = keras_repnet.build(
+        backbone, 3, input_shape=(32, 32, 3), weights=None, connect="dual",
+        backbone_mask=mask,
+    )
     model.lean_backward = lean
     ours = memory.profile(model, 2).ours.stored_bytes
     # The profile also counts the head's inputs (a few KB).

@@ -13,6 +13,7 @@ from helpers import snapshot
 
 from keras_repnet import methods
 from keras_repnet.core.builder import HEAD_NAME
+from keras_repnet.core import masks
 from keras_repnet.core.layers import RepNetModule
 
 SIZE = 32
@@ -39,7 +40,13 @@ def _expected(name, model):
     if name.startswith("repnet"):
         side = _weights_of(model, RepNetModule)
         shifts = _weights_of(model, methods.ChannelBias)  # `build()`'s "auto".
-        return side | shifts | _head(model), shifts | _head(model)
+        # Only the scores of masked layers: their frozen kernels stay. Deep
+        # scores of a random backbone at 32 px may get no gradient yet.
+        scores = [
+            layer.score.path for layer in model.layers if masks.is_masked(layer)
+        ]
+        allowed = side | shifts | set(scores) | _head(model)
+        return allowed, shifts | set(scores[:1]) | _head(model)
     if name == "ft-full":
         everything = {w.path for w in model.weights}
         return everything, {w.path for w in model.trainable_weights}
@@ -77,6 +84,9 @@ def _count(model, layer_type):
 # convolution) have 16 norms and 11 ReLUs.
 STRUCTURE = {
     "repnet": {methods.ChannelBias: 52},
+    # Every Conv2D and DepthwiseConv2D of MobileNetV2 (no top): 52.
+    "repnet-mask": {methods.ChannelBias: 52, masks.MaskedConv2D: 35,
+                    masks.MaskedDepthwiseConv2D: 17},
     "tinytl": {RepNetModule: 15, methods.ChannelBias: 52},
     "mobiletl": {methods.ChannelBias: 16, methods.SignBackward: 11},
     "adv-rep": {methods.InputPerturbation: 1, methods.LabelMapping: 1},
@@ -84,7 +94,7 @@ STRUCTURE = {
 }
 
 
-@pytest.mark.parametrize("name", ["repnet", *OWN_METHODS])
+@pytest.mark.parametrize("name", ["repnet", "repnet-mask", *OWN_METHODS])
 def test_method_starts_from_backbone_trains_its_variables_round_trips(
     name, tmp_path
 ):
@@ -123,7 +133,10 @@ def test_repnet_names_select_their_build_arguments(monkeypatch):
     for name in methods.REPNET_METHODS:
         methods.build_method(name, "MobileNetV2", 3, weights=None)
     assert [kwargs["connect"] for kwargs in received] == [
-        "up", "up", "dual", "down", "none", "all"
+        "up", "up", "up", "dual", "down", "none", "all"
+    ]
+    assert [kwargs.get("backbone_mask") for kwargs in received[:3]] == [
+        None, None, "kernel"
     ]
     assert [kwargs.get("backbone_shifts") for kwargs in received[:2]] == [
         None,  # `build()`'s default: shifts on.

@@ -25,6 +25,8 @@ from keras_repnet.apps.reports import markdown
 from keras_repnet.apps.reports import plot_curves
 from keras_repnet.apps.reports import plot_pareto
 from keras_repnet.apps.reports import summary
+from keras_repnet.core import flops
+from keras_repnet.core import masks
 from keras_repnet.core.plan import count_params
 _RESULT_FILE = "result.json"
 
@@ -293,6 +295,7 @@ def _run_method(
         "test_accuracy": None if test_accuracy is None else float(test_accuracy),
         "trainable_params": count_params(model.trainable_weights),
         "frozen_params": count_params(model.non_trainable_weights),
+        **_inference_cost(model),
         "learning_rates": list(rates),
         "memory": _memory(method, model, settings, splits.num_classes),
         "measured": (
@@ -311,6 +314,18 @@ def _run_method(
     }
     files.write_json(row, os.path.join(output_dir, method, _RESULT_FILE))
     return row
+
+
+def _inference_cost(model):
+    """Multiply-adds per image (masked weights skipped) and the share of
+    the backbone's weights that the masks drop (`None` without masks)."""
+    cost = flops.multiply_adds(model)
+    report = masks.sparsity(model)
+    return {
+        "multiply_adds": cost["masked"],
+        "mask_sparsity": report["sparsity"] if report["layers"] else None,
+        "mask_granularity": cost["granularity"],
+    }
 
 
 # === Memory ===

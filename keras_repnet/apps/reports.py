@@ -22,6 +22,10 @@ def summary(row):
     )
 
 
+def _millions(value):
+    return None if value is None else value / 1e6
+
+
 def _cell(value, spec):
     return "-" if value is None else format(value, spec)
 
@@ -43,6 +47,8 @@ def markdown(results: dict) -> str:
         f"memory MB ours @{PAPER_IMAGE_SIZE}",
         f"measured step peak MB @{size}",
         "median step ms",
+        f"inference M mult-adds @{size}",
+        "mask sparsity",
     ]
     lines = [
         f"# Transfer methods on {settings['backbone']}",
@@ -60,7 +66,9 @@ def markdown(results: dict) -> str:
         f"analytic training memory at batch {MEMORY_BATCH_SIZE} "
         "(`keras_repnet.memory.profile`): ideal = the TinyTL / Rep-Net "
         "count (peak activations + trainable fp32 + frozen int8), ours = "
-        "what TensorFlow holds (fp32 parameters, Adam state, step peak).",
+        "what TensorFlow holds (fp32 parameters, Adam state, step peak). "
+        "Inference multiply-adds per image skip the weights a mask drops "
+        "(`keras_repnet.core.flops`).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -80,6 +88,8 @@ def markdown(results: dict) -> str:
             _cell(_memory_mb(row, PAPER_IMAGE_SIZE, "ours_mb"), ".1f"),
             _cell(measured, ".1f"),
             _cell(row["median_step_ms"], ".0f"),
+            _cell(_millions(row.get("multiply_adds")), ".1f"),
+            _cell(row.get("mask_sparsity"), ".1%"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Methods (peak learning rates side / head):", ""]

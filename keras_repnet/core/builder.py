@@ -4,6 +4,7 @@ import keras
 
 from keras_repnet.core import backbones
 from keras_repnet.core import heads
+from keras_repnet.core import masks
 from keras_repnet.core import taps as taps_lib
 from keras_repnet.core.layers import ActivationConnector
 from keras_repnet.core.layers import ChannelBias
@@ -33,6 +34,8 @@ def build(
     side_width: float | str = "auto",
     side_downscale: int = 2,
     backbone_shifts: bool | str = "auto",
+    backbone_mask: str | None = None,
+    mask_initial_score: float = masks.DEFAULT_INITIAL_SCORE,
     dropout: float = 0.2,
     name: str | None = None,
 ) -> keras.Model:
@@ -102,6 +105,14 @@ def build(
             activations (`shifts_cost_masks_only`; e.g. MobileNetV2, ResNet,
             not MobileNetV3, whose hard-swish and squeeze-excite keep float
             activations). Defaults to `"auto"`.
+        backbone_mask: str. Learn a binary mask on the frozen backbone's
+            `Conv2D`, `DepthwiseConv2D` and `Dense` weights (the paper's
+            Table 4, with Piggyback/KSM masks; `keras_repnet.core.masks`),
+            one trainable score per `"weight"`, `"kernel"` or `"channel"`.
+            The frozen weights never change; the masks' gradients keep the
+            backbone's activations in memory. Defaults to `None` (no mask).
+        mask_initial_score: float. Every mask score's start (weights are
+            kept while their score is above 0). Defaults to 0.1.
         dropout: float. Dropout rate before the head. Defaults to 0.2.
         name: str. Model name. Defaults to `"repnet_<backbone>"`.
 
@@ -122,6 +133,11 @@ def build(
         num_classes, connect, side_width, side_downscale, backbone_shifts,
         dropout,
     )
+    if backbone_mask not in (None, *masks.GRANULARITIES):
+        raise ValueError(
+            f"`backbone_mask` must be None or one of {masks.GRANULARITIES}. "
+            f"Received: backbone_mask={backbone_mask!r}"
+        )
     frozen = backbones.resolve(backbone, input_shape, weights)
     plan = _resolve_taps(frozen, taps, connect, num_modules)
     if side_width == "auto":
@@ -143,6 +159,8 @@ def build(
         side_width,
         side_downscale,
         backbone_shifts,
+        backbone_mask,
+        mask_initial_score,
     )
     features = heads.replay(frozen, image, side.call_layer)
     side.check_complete()
@@ -255,16 +273,23 @@ class _SidePath:
     def __init__(
         self, image, plan, connect, kernel_size, groups, width, downscale,
         shifts,
+        mask=None,
+        mask_initial_score=masks.DEFAULT_INITIAL_SCORE,
     ):
         self.plan = {tap.layer_name: (i, tap) for i, tap in enumerate(plan)}
         self.connect = connect
         self.kernel_size, self.groups, self.width = kernel_size, groups, width
         self.downscale = downscale
         self.shifts = shifts
+        self.mask, self.mask_initial_score = mask, mask_initial_score
         self.features = image  # What the next side module reads.
         self.connected = 0
 
     def call_layer(self, layer, *args, **kwargs):
+        if self.mask:
+            layer = masks.masked_copy(
+                layer, self.mask, self.mask_initial_score
+            ) or layer
         outputs = layer(*args, **kwargs)
         if self.shifts and isinstance(layer, keras.layers.BatchNormalization):
             outputs = ChannelBias(name=f"{layer.name}_shift")(outputs)

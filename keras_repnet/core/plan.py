@@ -7,6 +7,7 @@ import keras
 from keras_repnet.core.layers import ActivationConnector
 from keras_repnet.core.layers import ChannelBias
 from keras_repnet.core.layers import RepNetModule
+from keras_repnet.core import masks
 
 
 def count_params(weights) -> int:
@@ -19,9 +20,10 @@ def parameter_counts(model: keras.Model) -> dict:
 
     Returns:
         A dict with `side` (Rep-Net modules' trainable weights), `shifts`
-        (the backbone shifts, `ChannelBias`), `head` (the other trainable
-        weights), `trainable` (their sum) and `frozen` (every non-trainable
-        weight outside the side modules: the backbone).
+        (the backbone shifts, `ChannelBias`), `mask` (the scores of the
+        backbone masks, `keras_repnet.core.masks`), `head` (the other
+        trainable weights), `trainable` (their sum) and `frozen` (every
+        non-trainable weight outside the side modules: the backbone).
     """
     modules = [layer for layer in model.layers if isinstance(layer, RepNetModule)]
     side_ids = {id(w) for m in modules for w in m.weights}
@@ -35,6 +37,9 @@ def parameter_counts(model: keras.Model) -> dict:
     shifts = count_params(
         w for w in model.trainable_weights if id(w) in shift_ids
     )
+    mask = count_params(
+        layer.score for layer in model.layers if masks.is_masked(layer)
+    )
     trainable = count_params(model.trainable_weights)
     frozen = count_params(
         w for w in model.non_trainable_weights if id(w) not in side_ids
@@ -42,7 +47,8 @@ def parameter_counts(model: keras.Model) -> dict:
     return {
         "side": side,
         "shifts": shifts,
-        "head": trainable - side - shifts,
+        "mask": mask,
+        "head": trainable - side - shifts - mask,
         "trainable": trainable,
         "frozen": frozen,
     }
@@ -107,9 +113,34 @@ def describe(model: keras.Model, print_fn=None) -> str:
     counts = parameter_counts(model)
     lines.append(
         f"Trainable: {counts['trainable']:,} (side {counts['side']:,}, "
-        f"backbone shifts {counts['shifts']:,}, head {counts['head']:,}). "
-        f"Frozen: {counts['frozen']:,}."
+        f"backbone shifts {counts['shifts']:,}, "
+        + (f"mask scores {counts['mask']:,}, " if counts["mask"] else "")
+        + f"head {counts['head']:,}). Frozen: {counts['frozen']:,}."
     )
+    if counts["mask"]:
+        lines += _mask_lines(model)
     text = "\n".join(lines)
     (print_fn or print)(text)
     return text
+
+
+def _mask_lines(model):
+    """The masks' sparsity (total and per layer) and the multiply-adds."""
+    from keras_repnet.core import flops
+
+    report = masks.sparsity(model)
+    cost = flops.multiply_adds(model)
+    bound = " (an upper bound: per weight)" if cost["granularity"] == "weight" else ""
+    lines = [
+        f"Mask ({cost['granularity']}): {report['sparsity']:.1%} of "
+        f"{report['masked_weights']:,} backbone weights dropped. Inference "
+        f"{cost['dense'] / 1e6:.1f} -> {cost['masked'] / 1e6:.1f} "
+        f"M multiply-adds{bound}."
+    ]
+    width = max(len(r["layer"]) for r in report["layers"])
+    lines += [
+        f"  {r['layer'].ljust(width)}  {r['sparsity']:6.1%} of {r['weights']:,}"
+        for r in report["layers"]
+        if r["dropped"]
+    ]
+    return lines

@@ -25,6 +25,7 @@ from keras_repnet import compat
 from keras_repnet import data
 from keras_repnet.backward.builtin import kernel_copies
 from keras_repnet.core import backbones
+from keras_repnet.core import masks
 from keras_repnet.core.heads import HEAD_NAME
 from keras_repnet.core.optimizers import MultiRateAdam
 from keras_repnet.core.optimizers import MultiRateSGD
@@ -372,7 +373,11 @@ class _Trainer:
         self.loss = keras.losses.CategoricalCrossentropy(
             from_logits=True, label_smoothing=label_smoothing
         )
-        self.trainable = model.trainable_variables
+        # Mask scores stay as trained: the file applies the baked masks.
+        scores = {id(l.score) for l in model.layers if masks.is_masked(l)}
+        self.trainable = [
+            v for v in model.trainable_variables if id(v) not in scores
+        ]
         # Slots exist before tracing, so they are saved as variables.
         optimizer.build(self.trainable)
         self.state = self._weights()
@@ -382,7 +387,11 @@ class _Trainer:
         """Names and variables of everything `train` changes."""
         pairs = [(v.path, v) for v in self.trainable]
         for layer in self.model.layers:
-            if layer.trainable and type(layer) is not keras.layers.Dropout:
+            if (
+                layer.trainable
+                and type(layer) is not keras.layers.Dropout
+                and not masks.is_masked(layer)
+            ):
                 pairs += [(v.path, v) for v in layer.non_trainable_variables]
         for v in self.optimizer.variables:
             if v is self.optimizer.iterations:

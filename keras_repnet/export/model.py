@@ -1,8 +1,11 @@
 """The model that `export_tflite` traces, rewritten for LiteRT.
 
 `exportable(model)` returns a functional model that computes the same
-function as `model` and shares its trainable layers, with two changes:
+function as `model` and shares its trainable layers, with three changes:
 
+- Each masked backbone layer (`keras_repnet.core.masks`) becomes the plain
+  frozen layer with its mask written into the kernel (zeros stored): the
+  masks are fixed on device.
 - Each frozen batch norm that directly follows a frozen convolution is
   folded into it (kernel and bias scaled once, in numpy). The converter
   folds them anyway for inference, but only in the forward direction; a
@@ -19,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_repnet.core import graph as graph_lib
+from keras_repnet.core import masks
 
 FOLDABLE_CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
@@ -32,16 +36,18 @@ def exportable(model: keras.Model) -> tuple[keras.Model, list]:
 
     Returns:
         `(model, new_variables)`: the rewritten model (which shares every
-        layer of `model` except the folded pairs and `Dropout`s) and the
-        Keras variables of the layers it created (the folded convolutions),
-        which the export must save with the others.
+        layer of `model` except the masked layers, the folded pairs and
+        `Dropout`s) and the Keras variables of the layers it created (the
+        baked and folded convolutions), which the export must save with the
+        others.
     """
     if not _is_functional(model):
         return model, []
+    model, baked_variables = _bake_masks(model)
     pairs = foldable_pairs(model)
     dropouts = [layer for layer in model.layers if type(layer) is keras.layers.Dropout]
     if not pairs and not dropouts:
-        return model, []
+        return model, baked_variables
     folded = {id(conv): fold(conv, norm) for conv, norm in pairs}
     norms = {id(norm) for _, norm in pairs}
 
@@ -60,7 +66,25 @@ def exportable(model: keras.Model) -> tuple[keras.Model, list]:
         model, clone_function=lambda layer: layer, call_function=call
     )
     new_variables = [v for layer in folded.values() for v in layer.variables]
-    return rewritten, new_variables
+    return rewritten, baked_variables + new_variables
+
+
+def _bake_masks(model):
+    """`model` with each masked layer replaced by its `baked()` copy, and the
+    copies' variables."""
+    baked = {
+        id(layer): layer.baked() for layer in model.layers if masks.is_masked(layer)
+    }
+    if not baked:
+        return model, []
+
+    def call(layer, *args, **kwargs):
+        return baked.get(id(layer), layer)(*args, **kwargs)
+
+    rewritten = keras.models.clone_model(
+        model, clone_function=lambda layer: layer, call_function=call
+    )
+    return rewritten, [v for layer in baked.values() for v in layer.variables]
 
 
 def foldable_pairs(model: keras.Model) -> list[tuple]:

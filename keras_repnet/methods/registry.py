@@ -14,11 +14,15 @@ from keras_repnet.methods import tinytl
 REPNET_METHODS = {
     "repnet": {"connect": "up"},
     "repnet-no-shifts": {"connect": "up", "backbone_shifts": False},
+    "repnet-mask": {"connect": "up"},
     "repnet-dual": {"connect": "dual"},
     "repnet-down": {"connect": "down"},
     "repnet-none": {"connect": "none"},
     "repnet-all": {"connect": "all"},
 }
+# Rep-Net methods -> `build()` arguments they default to, which a caller may
+# change (e.g. `build_method("repnet-mask", ..., backbone_mask="channel")`).
+REPNET_DEFAULTS = {"repnet-mask": {"backbone_mask": "kernel"}}
 METHODS = (
     *REPNET_METHODS,
     "ft-full",
@@ -51,6 +55,8 @@ DESCRIPTIONS = {
     "repnet": "Rep-Net: the side network gets x + p at each tap ('up'), "
     "backbone batch-norm shifts",
     "repnet-no-shifts": "Rep-Net ablation: no backbone shifts",
+    "repnet-mask": "Rep-Net + a learned binary mask per backbone kernel "
+    "(the paper's Table 4)",
     "repnet-dual": "Rep-Net ablation: both networks get x + p (the paper's)",
     "repnet-down": "Rep-Net ablation: only the backbone gets x + p",
     "repnet-none": "Rep-Net ablation: no exchange, side joins before the head",
@@ -110,7 +116,8 @@ def build_method(
         weights: `"imagenet"`, `None` or a weights file for the backbone.
             Defaults to `"imagenet"`.
         **kwargs: method options. Rep-Net methods take the arguments of
-            `keras_repnet.build` except those the name sets; every method
+            `keras_repnet.build` except those the name sets (`repnet-mask`
+            defaults to `backbone_mask="kernel"`); every method
             with a head takes `dropout` (default 0.2); `tinytl` takes `kernel_size`
             (default 5) and `groups` (default 2); `mobiletl` takes
             `top_blocks` (default 5); `adv-rep` takes `source_top`
@@ -140,6 +147,13 @@ def build_method(
                 f"({REPNET_METHODS[name]}). Received: "
                 f"{ {key: kwargs[key] for key in fixed} }. Pick the method "
                 f"with the setting you want: {', '.join(REPNET_METHODS)}."
+            )
+        kwargs = {**REPNET_DEFAULTS.get(name, {}), **kwargs}
+        if name == "repnet-mask" and kwargs["backbone_mask"] is None:
+            raise ValueError(
+                "`repnet-mask` needs a mask granularity: backbone_mask="
+                '"weight", "kernel" or "channel". Received: backbone_mask=None '
+                '(that is the method "repnet").'
             )
         model_name = kwargs.pop("name", None) or common.model_name(name, backbone)
         return build(
