@@ -20,6 +20,8 @@ from keras_repnet.core.models import RepNetModel
 from keras_repnet.core.optimizers import MultiRateAdam
 from keras_repnet.core.optimizers import MultiRateSGD
 from keras_repnet.core.plan import connector_plan
+from keras_repnet.core.flops import multiply_adds
+from keras_repnet.core.masks import sparsity as mask_sparsity
 from keras_repnet.core.plan import describe
 from keras_repnet.core.plan import parameter_counts
 from keras_repnet.core.taps import Tap

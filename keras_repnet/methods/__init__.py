@@ -9,8 +9,9 @@ gives it its own learning rate; every other trainable variable is "side".
 
 | name | what trains | reference |
 |---|---|---|
-| `repnet` | Rep-Net modules (dual connectors) + head | Rep-Net, the paper |
+| `repnet` | Rep-Net modules (up connectors), backbone shifts + head | Rep-Net, the paper |
 | `repnet-none/down/up/all` | the same, connector ablations | Rep-Net Table 1 |
+| `repnet-mask` | Rep-Net + a binary mask per backbone kernel | Rep-Net Table 4 |
 | `ft-full` | every weight, batch norms in training mode | "FT-Full" |
 | `ft-last` | the head on pooled frozen features | "FT-Last" |
 | `bn-only` | batch-norm scales and shifts + head | Frankle et al. 2020 |
