@@ -31,9 +31,9 @@ order, most informative first:
     kernel, the paper's Table 4) at repnet's picked rates on the far-domain
     sets, with its sparsity and inference multiply-adds (at 224 px, the
     learned masks on the same backbone).
-11. `mask-scores`: `repnet-mask` from other initial scores
-    (`MASK_INITIAL_SCORES`) on the first far-domain set: the trade between
-    sparsity and accuracy.
+11. `mask-options`: `repnet-mask` with other options (`MASK_OPTIONS`:
+    initial scores, scores scaled by the weights' magnitude, channel masks)
+    on the first far-domain set.
 12. `memory`: each method's measured training-step peak at batch 8 and
     224 px (`keras_repnet.memory.measure`), for the plot.
 
@@ -69,7 +69,7 @@ STAGES = (
     "batch8",
     "ablations",
     "mask",
-    "mask-scores",
+    "mask-options",
     "memory",
 )
 
@@ -143,7 +143,14 @@ ABLATIONS = (
     "repnet-no-shifts", "repnet-dual", "repnet-down", "repnet-none", "repnet-all"
 )
 MASK_METHOD = "repnet-mask"
-MASK_INITIAL_SCORES = (0.02, 0.5)
+# `mask-options` stage: tag -> `build_method` options of repnet-mask.
+MASK_OPTIONS = {
+    "score0.02": {"mask_initial_score": 0.02},
+    "score0.5": {"mask_initial_score": 0.5},
+    "magnitude": {"mask_by_magnitude": True},
+    "channel": {"backbone_mask": "channel"},
+    "magnitude0.05": {"mask_by_magnitude": True, "mask_initial_score": 0.05},
+}
 # Where the `mask` stage counts inference multiply-adds (the paper's size).
 MASK_COST_SIZE = 224
 # Peak learning rates (side, head) tried per method; "side" is every
@@ -261,7 +268,7 @@ def run(
     `batch_size` and `epochs` override the protocol's (the `batch8` and
     `long` stages); `options` are more `build_method` arguments (for
     `bench/recipe_search.py`, which keeps its runs apart, and for the
-    `mask-scores` stage, which names them with `tag`)."""
+    `mask-options` stage, which names them with `tag`)."""
     import keras
 
     import keras_repnet
@@ -345,12 +352,14 @@ def run(
     if options:
         result["options"] = options
     if method == MASK_METHOD:
-        result["mask"] = _mask_report(model, backbone, splits.num_classes)
+        result["mask"] = _mask_report(
+            model, backbone, splits.num_classes, options or {}
+        )
     _write_json(result, result_path)
     return result
 
 
-def _mask_report(model, backbone, num_classes):
+def _mask_report(model, backbone, num_classes, options):
     """A masked model's sparsity, and its multiply-adds at `MASK_COST_SIZE`
     px: the learned scores copied into the same model built at that size
     (scores do not depend on the input size)."""
@@ -366,6 +375,7 @@ def _mask_report(model, backbone, num_classes):
         num_classes,
         input_shape=(MASK_COST_SIZE, MASK_COST_SIZE, 3),
         weights=None,
+        **options,
     )
     scores = {l.name: l.score for l in model.layers if masks.is_masked(l)}
     for layer in large.layers:
@@ -458,15 +468,15 @@ def stage_runs(stage, sets, results):
             rates = best_rates(results, set_name, "MobileNetV2", "repnet")
             if rates:
                 yield set_name, "MobileNetV2", MASK_METHOD, rates, 0, None
-        elif stage == "mask-scores" and set_name == next(
+        elif stage == "mask-options" and set_name == next(
             (name for name in sets if SETS[name][2]), None
         ):
             rates = best_rates(results, set_name, "MobileNetV2", "repnet")
-            for score in MASK_INITIAL_SCORES:
+            for tag, options in MASK_OPTIONS.items():
                 if rates:
                     yield set_name, "MobileNetV2", MASK_METHOD, rates, 0, None, {
-                        "options": {"mask_initial_score": score},
-                        "tag": f"score{score:g}",
+                        "options": options,
+                        "tag": tag,
                     }
         elif stage == "ablations" and set_name == sets[0]:
             rates = best_rates(results, set_name, "MobileNetV2", "repnet")
@@ -589,9 +599,9 @@ def _mask_rows(masked, results):
             {
                 "set": r["set"],
                 "learning_rates": r["learning_rates"],
-                "initial_score": (r.get("options") or {}).get(
-                    "mask_initial_score", "default"
-                ),
+                "options": ", ".join(
+                    f"{k}={v}" for k, v in (r.get("options") or {}).items()
+                ) or "defaults",
                 "test": r["test_accuracy"],
                 "repnet_test": plain and plain["test_accuracy"],
                 **r["mask"],
@@ -678,15 +688,15 @@ def markdown(rows, few_shot, small_batch, longer, masked, measured, settings):
             f"{measured.get('MobileNetV2/' + MASK_METHOD, '-')} MB, repnet "
             f"{measured.get('MobileNetV2/repnet', '-')} MB.",
             "",
-            "| set | lr (side, head) | initial score | test | repnet test "
+            "| set | lr (side, head) | options | test | repnet test "
             "| sparsity | M multiply-adds (dense -> masked) |",
             "|---|---|---|---|---|---|---|",
         ]
-        for row in sorted(masked, key=lambda r: (r["set"], str(r["initial_score"]))):
+        for row in sorted(masked, key=lambda r: (r["set"], r["options"])):
             repnet = row["repnet_test"]
             lines.append(
                 f"| {row['set']} | {row['learning_rates'][0]:g}, "
-                f"{row['learning_rates'][1]:g} | {row['initial_score']} | "
+                f"{row['learning_rates'][1]:g} | {row['options']} | "
                 f"{row['test']:.3f} | "
                 f"{'-' if repnet is None else format(repnet, '.3f')} | "
                 f"{row['sparsity']:.1%} | {row['multiply_adds'] / 1e6:.1f} -> "

@@ -92,6 +92,18 @@ def _float_mask_gradient(layer, keep, x):
     return tape.gradient(value, factor).numpy()
 
 
+def test_scores_by_magnitude_start_small_weights_near_the_threshold():
+    layer, _ = _layer_and_input("conv")
+    masked = masks.masked_copy(layer, "kernel", 0.1, by_magnitude=True)
+    kernel_magnitude = np.abs(layer.kernel.numpy()).mean(axis=(0, 1))
+    scores = masked.score.numpy()[0, 0]
+    np.testing.assert_allclose(
+        scores, 0.1 * kernel_magnitude / np.abs(layer.kernel.numpy()).mean(),
+        rtol=1e-5,
+    )
+    assert (scores > 0).all()  # Every weight kept at the start.
+
+
 def test_masked_layers_round_trip_through_keras_files(tmp_path):
     layer, x = _layer_and_input("conv")
     masked = masks.masked_copy(layer, "channel", initial_score=0.5)

@@ -53,3 +53,23 @@ def test_sgd_multiplier_scales_the_step():
     # Plain SGD: the step is the learning rate times the gradient.
     np.testing.assert_allclose(side, -0.2, rtol=1e-6)
     np.testing.assert_allclose(head, -0.05, rtol=1e-6)
+
+
+def test_make_optimizer_gives_mask_scores_their_own_rate():
+    from keras_repnet.apps import training
+    from keras_repnet.core import masks
+
+    dense = keras.layers.Dense(2)
+    dense.build((None, 3))
+    layer = masks.masked_copy(dense, "weight", initial_score=0.0)
+    side = keras.Variable(np.zeros(2, "float32"), name="side")
+    optimizer = training.make_optimizer(
+        1e-3, 1e-3, total_steps=10**9, mask_learning_rate=1e-2
+    )
+    optimizer.apply_gradients(
+        [(np.ones((3, 2), "float32"), layer.score), (np.ones(2, "float32"), side)]
+    )
+    assert layer.score.path.endswith("/mask_score")
+    # Adam's first step is the learning rate times the sign of the gradient.
+    np.testing.assert_allclose(layer.score.numpy(), -1e-2, rtol=1e-4)
+    np.testing.assert_allclose(side.numpy(), -1e-3, rtol=1e-4)

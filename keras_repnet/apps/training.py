@@ -12,6 +12,7 @@ import tensorflow as tf
 from keras_repnet import data as data_lib
 from keras_repnet.apps import files
 from keras_repnet.apps import plotting
+from keras_repnet.core import masks
 from keras_repnet.core.builder import HEAD_NAME
 from keras_repnet.core.builder import build
 from keras_repnet.core.optimizers import MultiRateAdam
@@ -22,13 +23,18 @@ from keras_repnet.version import __version__
 
 
 def make_optimizer(
-    side_learning_rate: float, head_learning_rate: float, total_steps: int
+    side_learning_rate: float,
+    head_learning_rate: float,
+    total_steps: int,
+    mask_learning_rate: float = masks.MASK_LEARNING_RATE,
 ) -> MultiRateAdam:
     """Adam with cosine decay to zero over `total_steps`; the head's rate is
-    `head_learning_rate`, every other trainable variable's the side's."""
+    `head_learning_rate`, the scores of backbone masks (`repnet-mask`)
+    `mask_learning_rate`, every other trainable variable's the side's."""
     for name, value in (
         ("side_learning_rate", side_learning_rate),
         ("head_learning_rate", head_learning_rate),
+        ("mask_learning_rate", mask_learning_rate),
     ):
         if value <= 0:
             raise ValueError(f"`{name}` must be positive. Received: {value}")
@@ -37,7 +43,10 @@ def make_optimizer(
     )
     return MultiRateAdam(
         schedule,
-        lr_multipliers={HEAD_NAME: head_learning_rate / side_learning_rate},
+        lr_multipliers={
+            HEAD_NAME: head_learning_rate / side_learning_rate,
+            masks.SCORE_PATHS: mask_learning_rate / side_learning_rate,
+        },
     )
 
 

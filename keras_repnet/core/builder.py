@@ -36,6 +36,7 @@ def build(
     backbone_shifts: bool | str = "auto",
     backbone_mask: str | None = None,
     mask_initial_score: float = masks.DEFAULT_INITIAL_SCORE,
+    mask_by_magnitude: bool = False,
     dropout: float = 0.2,
     name: str | None = None,
 ) -> keras.Model:
@@ -113,6 +114,9 @@ def build(
             backbone's activations in memory. Defaults to `None` (no mask).
         mask_initial_score: float. Every mask score's start (weights are
             kept while their score is above 0). Defaults to 0.1.
+        mask_by_magnitude: bool. Scale each score's start by the magnitude
+            of the weights it covers (relative to its layer's mean), so
+            that small weights are dropped first. Defaults to `False`.
         dropout: float. Dropout rate before the head. Defaults to 0.2.
         name: str. Model name. Defaults to `"repnet_<backbone>"`.
 
@@ -160,7 +164,7 @@ def build(
         side_downscale,
         backbone_shifts,
         backbone_mask,
-        mask_initial_score,
+        (mask_initial_score, mask_by_magnitude),
     )
     features = heads.replay(frozen, image, side.call_layer)
     side.check_complete()
@@ -274,21 +278,21 @@ class _SidePath:
         self, image, plan, connect, kernel_size, groups, width, downscale,
         shifts,
         mask=None,
-        mask_initial_score=masks.DEFAULT_INITIAL_SCORE,
+        mask_init=(masks.DEFAULT_INITIAL_SCORE, False),
     ):
         self.plan = {tap.layer_name: (i, tap) for i, tap in enumerate(plan)}
         self.connect = connect
         self.kernel_size, self.groups, self.width = kernel_size, groups, width
         self.downscale = downscale
         self.shifts = shifts
-        self.mask, self.mask_initial_score = mask, mask_initial_score
+        self.mask, self.mask_init = mask, mask_init
         self.features = image  # What the next side module reads.
         self.connected = 0
 
     def call_layer(self, layer, *args, **kwargs):
         if self.mask:
             layer = masks.masked_copy(
-                layer, self.mask, self.mask_initial_score
+                layer, self.mask, *self.mask_init
             ) or layer
         outputs = layer(*args, **kwargs)
         if self.shifts and isinstance(layer, keras.layers.BatchNormalization):

@@ -29,6 +29,13 @@ GRANULARITIES = ("weight", "kernel", "channel")
 # some 10 steps of consistent pressure (Piggyback's 1e-2 start, 5e-3
 # threshold and 1e-4 rate: 50 steps).
 DEFAULT_INITIAL_SCORE = 0.1
+# The scores' peak learning rate (`keras_repnet.apps.training.make_optimizer`
+# gives them their own): Rep-Net's side rate, whatever rate the side network
+# trains at, so that a mask's sparsity does not follow the side's rate.
+MASK_LEARNING_RATE = 1e-2
+# The scores' variable name, and a `MultiRateAdam` key that matches them.
+SCORE_NAME = "mask_score"
+SCORE_PATHS = f"*/{SCORE_NAME}"
 
 
 class _BinaryMask:
@@ -58,7 +65,7 @@ class _BinaryMask:
     def build(self, input_shape):
         super().build(input_shape)
         self.score = self.add_weight(
-            name="mask_score",
+            name=SCORE_NAME,
             shape=self.score_shape(),
             initializer=keras.initializers.Constant(self.initial_score),
             trainable=True,
@@ -213,10 +220,15 @@ def is_masked(layer) -> bool:
     return isinstance(layer, _BinaryMask)
 
 
-def masked_copy(layer, granularity, initial_score=DEFAULT_INITIAL_SCORE):
+def masked_copy(
+    layer, granularity, initial_score=DEFAULT_INITIAL_SCORE, by_magnitude=False
+):
     """The masked version of a built `Conv2D`, `DepthwiseConv2D` or `Dense`
     with its frozen weights, or `None` for any other layer (or one whose
-    data format is not channels-last)."""
+    data format is not channels-last). With `by_magnitude`, each score
+    starts at `initial_score` times the mean magnitude of the weights it
+    covers over the layer's mean magnitude: small weights start near the
+    threshold (as magnitude pruning would drop them first)."""
     masked_class = MASKED_CLASSES.get(type(layer))
     if masked_class is None or getattr(
         layer, "data_format", "channels_last"
@@ -231,6 +243,17 @@ def masked_copy(layer, granularity, initial_score=DEFAULT_INITIAL_SCORE):
     masked.kernel.assign(layer.kernel)
     if layer.use_bias:
         masked.bias.assign(layer.bias)
+    if by_magnitude:
+        magnitude = np.abs(keras.ops.convert_to_numpy(layer.kernel))
+        covered = tuple(
+            axis
+            for axis, size in enumerate(masked.score.shape)
+            if size < magnitude.shape[axis]
+        )
+        covered_mean = magnitude.mean(axis=covered, keepdims=True)
+        masked.score.assign(
+            initial_score * covered_mean / max(magnitude.mean(), 1e-12)
+        )
     return masked
 
 

@@ -1,5 +1,7 @@
 """Optimizers with a learning rate per group of variables."""
 
+import fnmatch
+
 import keras
 
 
@@ -14,7 +16,7 @@ class _MultiRate:
     def multiplier(self, variable) -> float:
         """The learning-rate multiplier of a `keras.Variable`."""
         for prefix, value in self.lr_multipliers.items():
-            if variable.path.startswith(prefix):
+            if fnmatch.fnmatchcase(variable.path, prefix + "*"):
                 return float(value)
         return 1.0
 
@@ -45,7 +47,8 @@ class MultiRateAdam(_MultiRate, keras.optimizers.Adam):
     Args:
         learning_rate: float or `keras.optimizers.schedules.LearningRateSchedule`.
             The base rate. Defaults to 0.001.
-        lr_multipliers: dict. Variable path prefix to multiplier. The first
+        lr_multipliers: dict. Variable path prefix (`*` matches any
+            characters, e.g. `"*/mask_score"`) to multiplier. The first
             matching prefix wins. Defaults to `{}` (plain Adam).
         **kwargs: other `keras.optimizers.Adam` arguments.
 
