@@ -32,8 +32,8 @@ order, most informative first:
     sets, with its sparsity and inference multiply-adds (at 224 px, the
     learned masks on the same backbone).
 11. `mask-options`: `repnet-mask` with other options (`MASK_OPTIONS`:
-    initial scores, scores scaled by the weights' magnitude, channel masks)
-    on the first far-domain set.
+    constant initial scores, other initial scores, channel masks) and with
+    its defaults for 3x the epochs, on the first far-domain set.
 12. `memory`: each method's measured training-step peak at batch 8 and
     224 px (`keras_repnet.memory.measure`), for the plot.
 
@@ -145,11 +145,11 @@ ABLATIONS = (
 MASK_METHOD = "repnet-mask"
 # `mask-options` stage: tag -> `build_method` options of repnet-mask.
 MASK_OPTIONS = {
-    "score0.02": {"mask_initial_score": 0.02},
-    "score0.5": {"mask_initial_score": 0.5},
-    "magnitude": {"mask_by_magnitude": True},
-    "channel": {"backbone_mask": "channel"},
-    "magnitude0.05": {"mask_by_magnitude": True, "mask_initial_score": 0.05},
+    "constant": {"mask_by_magnitude": False},
+    "score0.02": {"mask_initial_score": 0.02, "mask_by_magnitude": False},
+    "score0.5": {"mask_initial_score": 0.5, "mask_by_magnitude": False},
+    "channel": {"backbone_mask": "channel", "mask_by_magnitude": False},
+    "magnitude0.05": {"mask_initial_score": 0.05},
 }
 # Where the `mask` stage counts inference multiply-adds (the paper's size).
 MASK_COST_SIZE = 224
@@ -478,6 +478,10 @@ def stage_runs(stage, sets, results):
                         "options": options,
                         "tag": tag,
                     }
+            if rates:  # The defaults, 3x longer.
+                yield set_name, "MobileNetV2", MASK_METHOD, rates, 0, None, {
+                    "epochs": LONG_EPOCHS_FACTOR * EPOCHS
+                }
         elif stage == "ablations" and set_name == sets[0]:
             rates = best_rates(results, set_name, "MobileNetV2", "repnet")
             for method in ABLATIONS:
@@ -538,6 +542,8 @@ def summarize(results, sets, settings):
                 }
             )
     masked = [r for r in results if r["method"] == MASK_METHOD]
+    everything = results
+    longer = [r for r in longer if r["method"] != MASK_METHOD]
     results = _protocol_runs(results)
     rows = []
     for set_name in sets:
@@ -577,21 +583,23 @@ def summarize(results, sets, settings):
                         "trainable_params": runs[0]["trainable_params"],
                     }
                 )
-    return rows, few_shot, small_batch, longer, _mask_rows(masked, results)
+    return rows, few_shot, small_batch, longer, _mask_rows(masked, everything)
 
 
 def _mask_rows(masked, results):
-    """Each `repnet-mask` run beside repnet's run at the same rates and
-    seed."""
+    """Each `repnet-mask` run beside repnet's run at the same rates, seed,
+    epochs and batch size."""
     rows = []
+    same = ("set", "backbone", "seed", "shots", "learning_rates", "epochs",
+            "batch_size")
     for r in masked:
         plain = next(
             (
                 p
                 for p in results
-                if (p["set"], p["backbone"], p["method"], p["seed"], p["shots"])
-                == (r["set"], r["backbone"], "repnet", r["seed"], None)
-                and p["learning_rates"] == r["learning_rates"]
+                if p["method"] == "repnet"
+                and not p.get("options")
+                and all(p.get(key) == r.get(key) for key in same)
             ),
             None,
         )
@@ -602,6 +610,7 @@ def _mask_rows(masked, results):
                 "options": ", ".join(
                     f"{k}={v}" for k, v in (r.get("options") or {}).items()
                 ) or "defaults",
+                "epochs": r.get("epochs") or EPOCHS,
                 "test": r["test_accuracy"],
                 "repnet_test": plain and plain["test_accuracy"],
                 **r["mask"],
@@ -688,15 +697,18 @@ def markdown(rows, few_shot, small_batch, longer, masked, measured, settings):
             f"{measured.get('MobileNetV2/' + MASK_METHOD, '-')} MB, repnet "
             f"{measured.get('MobileNetV2/repnet', '-')} MB.",
             "",
-            "| set | lr (side, head) | options | test | repnet test "
+            "| set | lr (side, head) | options | epochs | test | repnet test "
             "| sparsity | M multiply-adds (dense -> masked) |",
-            "|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        for row in sorted(masked, key=lambda r: (r["set"], r["options"])):
+        for row in sorted(
+            masked, key=lambda r: (r["set"], r["epochs"], r["options"])
+        ):
             repnet = row["repnet_test"]
             lines.append(
                 f"| {row['set']} | {row['learning_rates'][0]:g}, "
                 f"{row['learning_rates'][1]:g} | {row['options']} | "
+                f"{row['epochs']} | "
                 f"{row['test']:.3f} | "
                 f"{'-' if repnet is None else format(repnet, '.3f')} | "
                 f"{row['sparsity']:.1%} | {row['multiply_adds'] / 1e6:.1f} -> "

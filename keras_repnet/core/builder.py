@@ -36,7 +36,7 @@ def build(
     backbone_shifts: bool | str = "auto",
     backbone_mask: str | None = None,
     mask_initial_score: float = masks.DEFAULT_INITIAL_SCORE,
-    mask_by_magnitude: bool = False,
+    mask_by_magnitude: bool = True,
     dropout: float = 0.2,
     name: str | None = None,
 ) -> keras.Model:
@@ -112,11 +112,13 @@ def build(
             one trainable score per `"weight"`, `"kernel"` or `"channel"`.
             The frozen weights never change; the masks' gradients keep the
             backbone's activations in memory. Defaults to `None` (no mask).
-        mask_initial_score: float. Every mask score's start (weights are
+        mask_initial_score: float. The mask scores' start (weights are
             kept while their score is above 0). Defaults to 0.1.
-        mask_by_magnitude: bool. Scale each score's start by the magnitude
-            of the weights it covers (relative to its layer's mean), so
-            that small weights are dropped first. Defaults to `False`.
+        mask_by_magnitude: bool. Scale each score's start by the mean
+            magnitude of the weights it covers over its layer's, so that
+            small weights are dropped first (on sign digits: 0.905 test
+            accuracy at 14.3% sparsity, against 0.857 at 6.4% with equal
+            starts; see the README). Defaults to `True`.
         dropout: float. Dropout rate before the head. Defaults to 0.2.
         name: str. Model name. Defaults to `"repnet_<backbone>"`.
 
@@ -278,7 +280,7 @@ class _SidePath:
         self, image, plan, connect, kernel_size, groups, width, downscale,
         shifts,
         mask=None,
-        mask_init=(masks.DEFAULT_INITIAL_SCORE, False),
+        mask_init=(masks.DEFAULT_INITIAL_SCORE, True),
     ):
         self.plan = {tap.layer_name: (i, tap) for i, tap in enumerate(plan)}
         self.connect = connect
