@@ -361,14 +361,13 @@ def run(
 
 
 def _mask_report(model, backbone, num_classes, options):
-    """A masked model's sparsity, and its multiply-adds at `MASK_COST_SIZE`
-    px: the learned scores copied into the same model built at that size
+    """A masked model's sparsity and multiply-adds, at `MASK_COST_SIZE` px:
+    the learned scores copied into the same model built at that size
     (scores do not depend on the input size)."""
     import keras_repnet
     from keras_repnet.core import flops
     from keras_repnet.core import masks
 
-    report = masks.sparsity(model)
     backbone_model, _ = _backbone_model(backbone, MASK_COST_SIZE)
     large = keras_repnet.build_method(
         MASK_METHOD,
@@ -383,6 +382,7 @@ def _mask_report(model, backbone, num_classes, options):
         if masks.is_masked(layer):
             layer.score.assign(scores[layer.name])
     cost = flops.multiply_adds(large)
+    report = masks.sparsity(large)
     return {
         "granularity": cost["granularity"],
         "sparsity": report["sparsity"],
@@ -525,7 +525,11 @@ def summarize(results, sets, settings):
     """One row per (set, backbone, method) at the picked rates; the few-shot
     runs; the batch-8 runs."""
     small_batch = [r for r in results if r.get("batch_size")]
-    longer = [r for r in results if r.get("epochs") and not r["shots"]]
+    longer = [
+        r
+        for r in results
+        if r.get("epochs") and not r["shots"] and r["method"] != MASK_METHOD
+    ]
     few_shot = []
     for r in results:
         if r["shots"]:
@@ -544,7 +548,6 @@ def summarize(results, sets, settings):
             )
     masked = [r for r in results if r["method"] == MASK_METHOD]
     everything = results
-    longer = [r for r in longer if r["method"] != MASK_METHOD]
     results = _protocol_runs(results)
     rows = []
     for set_name in sets:

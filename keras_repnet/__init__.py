@@ -14,14 +14,14 @@ from keras_repnet import methods
 from keras_repnet.apps.comparison import compare
 from keras_repnet.core import backbones
 from keras_repnet.core.builder import build
+from keras_repnet.core.flops import multiply_adds
 from keras_repnet.core.layers import ActivationConnector
 from keras_repnet.core.layers import RepNetModule
+from keras_repnet.core.masks import sparsity as mask_sparsity
 from keras_repnet.core.models import RepNetModel
 from keras_repnet.core.optimizers import MultiRateAdam
 from keras_repnet.core.optimizers import MultiRateSGD
 from keras_repnet.core.plan import connector_plan
-from keras_repnet.core.flops import multiply_adds
-from keras_repnet.core.masks import sparsity as mask_sparsity
 from keras_repnet.core.plan import describe
 from keras_repnet.core.plan import parameter_counts
 from keras_repnet.core.taps import Tap

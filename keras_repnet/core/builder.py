@@ -1,5 +1,7 @@
 """`build()`: a frozen backbone plus a trainable Rep-Net, as one Keras model."""
 
+import functools
+
 import keras
 
 from keras_repnet.core import backbones
@@ -165,8 +167,12 @@ def build(
         side_width,
         side_downscale,
         backbone_shifts,
-        backbone_mask,
-        (mask_initial_score, mask_by_magnitude),
+        backbone_mask and functools.partial(
+            masks.masked_copy,
+            granularity=backbone_mask,
+            initial_score=mask_initial_score,
+            by_magnitude=mask_by_magnitude,
+        ),
     )
     features = heads.replay(frozen, image, side.call_layer)
     side.check_complete()
@@ -279,23 +285,20 @@ class _SidePath:
     def __init__(
         self, image, plan, connect, kernel_size, groups, width, downscale,
         shifts,
-        mask=None,
-        mask_init=(masks.DEFAULT_INITIAL_SCORE, True),
+        masked_copy=None,
     ):
         self.plan = {tap.layer_name: (i, tap) for i, tap in enumerate(plan)}
         self.connect = connect
         self.kernel_size, self.groups, self.width = kernel_size, groups, width
         self.downscale = downscale
         self.shifts = shifts
-        self.mask, self.mask_init = mask, mask_init
+        self.masked_copy = masked_copy  # Layer -> its masked copy or None.
         self.features = image  # What the next side module reads.
         self.connected = 0
 
     def call_layer(self, layer, *args, **kwargs):
-        if self.mask:
-            layer = masks.masked_copy(
-                layer, self.mask, *self.mask_init
-            ) or layer
+        if self.masked_copy:
+            layer = self.masked_copy(layer) or layer
         outputs = layer(*args, **kwargs)
         if self.shifts and isinstance(layer, keras.layers.BatchNormalization):
             outputs = ChannelBias(name=f"{layer.name}_shift")(outputs)

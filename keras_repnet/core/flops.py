@@ -40,12 +40,14 @@ def multiply_adds(model: keras.Model) -> dict:
         if not isinstance(layer, _WEIGHTED):
             continue
         positions = math.prod(graph.shapes[node.outputs[0]][:-1])
-        dense += positions * math.prod(layer.kernel.shape)
+        weights = math.prod(layer.kernel.shape)
         if masks.is_masked(layer):
             granularities.add(layer.granularity)
-            masked += positions * int(layer.kept().sum())
+            kept = int(layer.kept().sum())
         else:
-            masked += positions * math.prod(layer.kernel.shape)
+            kept = weights
+        dense += positions * weights
+        masked += positions * kept
     return {
         "dense": dense,
         "masked": masked,

@@ -98,7 +98,7 @@ class _BinaryMask:
 
     def kept(self):
         """Numpy booleans of the kernel's shape: the weights the mask keeps."""
-        binary = keras.ops.convert_to_numpy(self.score) > 0
+        binary = ops.convert_to_numpy(self.score) > 0
         return np.broadcast_to(binary, tuple(self.kernel.shape))
 
     def _finish(self, outputs):
@@ -115,9 +115,9 @@ class _BinaryMask:
         config.update(name=f"{self.name}_baked", trainable=False)
         layer = self.BASE.from_config(config)
         layer.build(_input_shape(self))
-        weights = [keras.ops.convert_to_numpy(self.masked_kernel())]
+        weights = [ops.convert_to_numpy(self.masked_kernel())]
         if self.use_bias:
-            weights.append(keras.ops.convert_to_numpy(self.bias))
+            weights.append(ops.convert_to_numpy(self.bias))
         layer.set_weights(weights)
         return layer
 
@@ -244,7 +244,7 @@ def masked_copy(
     if layer.use_bias:
         masked.bias.assign(layer.bias)
     if by_magnitude:
-        magnitude = np.abs(keras.ops.convert_to_numpy(layer.kernel))
+        magnitude = np.abs(ops.convert_to_numpy(layer.kernel))
         covered = tuple(
             axis
             for axis, size in enumerate(masked.score.shape)

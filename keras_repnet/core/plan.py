@@ -4,10 +4,10 @@ import math
 
 import keras
 
+from keras_repnet.core import masks
 from keras_repnet.core.layers import ActivationConnector
 from keras_repnet.core.layers import ChannelBias
 from keras_repnet.core.layers import RepNetModule
-from keras_repnet.core import masks
 
 
 def count_params(weights) -> int:

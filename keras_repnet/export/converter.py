@@ -25,7 +25,6 @@ from keras_repnet import compat
 from keras_repnet import data
 from keras_repnet.backward.builtin import kernel_copies
 from keras_repnet.core import backbones
-from keras_repnet.core import masks
 from keras_repnet.core.heads import HEAD_NAME
 from keras_repnet.core.optimizers import MultiRateAdam
 from keras_repnet.core.optimizers import MultiRateSGD
@@ -373,10 +372,12 @@ class _Trainer:
         self.loss = keras.losses.CategoricalCrossentropy(
             from_logits=True, label_smoothing=label_smoothing
         )
-        # Mask scores stay as trained: the file applies the baked masks.
-        scores = {id(l.score) for l in model.layers if masks.is_masked(l)}
+        # What trains on device: the traced model's trainable variables
+        # (not the mask scores: `forward` holds the masks baked), in
+        # `model`'s order.
+        on_device = {id(v) for v in self.forward.trainable_variables}
         self.trainable = [
-            v for v in model.trainable_variables if id(v) not in scores
+            v for v in model.trainable_variables if id(v) in on_device
         ]
         # Slots exist before tracing, so they are saved as variables.
         optimizer.build(self.trainable)
@@ -386,12 +387,8 @@ class _Trainer:
     def _weights(self):
         """Names and variables of everything `train` changes."""
         pairs = [(v.path, v) for v in self.trainable]
-        for layer in self.model.layers:
-            if (
-                layer.trainable
-                and type(layer) is not keras.layers.Dropout
-                and not masks.is_masked(layer)
-            ):
+        for layer in self.forward.layers:
+            if layer.trainable and type(layer) is not keras.layers.Dropout:
                 pairs += [(v.path, v) for v in layer.non_trainable_variables]
         for v in self.optimizer.variables:
             if v is self.optimizer.iterations:
