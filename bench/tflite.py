@@ -233,21 +233,24 @@ def inference_only_size(model, folder):
 
 
 def quantization_bytes(path):
-    """Bytes of the per-channel quantization parameters of a `.tflite` file:
-    a float32 scale and an int64 zero point per channel, for every tensor
-    (each signature's view of a shared int8 buffer has its own)."""
+    """Bytes of the per-channel quantization parameters a `.tflite` file
+    stores: a float32 scale and an int64 zero point per channel, each
+    distinct vector once (`export.quantize.share_quantization_vectors`:
+    every signature's view of a shared int8 buffer points at one copy)."""
     from ai_edge_litert import schema_py_generated as schema
 
     with open(path, "rb") as f:
         model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(f.read(), 0))
-    total = 0
+    vectors = set()
     for subgraph in model.subgraphs:
         for tensor in subgraph.tensors:
             quantization = tensor.quantization
             if quantization is not None and quantization.scale is not None:
-                total += 4 * len(quantization.scale)
-                total += 8 * len(quantization.zeroPoint)
-    return total
+                scale = np.asarray(quantization.scale, np.float32)
+                zero_point = np.asarray(quantization.zeroPoint, np.int64)
+                vectors.add(("scale", scale.tobytes()))
+                vectors.add(("zero point", zero_point.tobytes()))
+    return sum(len(data) for _, data in vectors)
 
 
 def keras_step_ms(model, name, size, repeats):

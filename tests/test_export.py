@@ -276,6 +276,33 @@ def test_int8_backbone_is_smaller(v2_cli):
     assert sidecar["class_names"] == CLASS_NAMES  # From results.json.
 
 
+def test_int8_quantization_vectors_are_stored_once(v2_cli):
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    content = v2_cli.path.read_bytes()
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    # The same model written by LiteRT's own writer: every tensor's scales
+    # and zero points stored in full.
+    copies = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    per_tensor = sum(
+        4 * len(tensor.quantization.scale) + 8 * len(tensor.quantization.zeroPoint)
+        for subgraph in model.subgraphs
+        for tensor in subgraph.tensors
+        if tensor.quantization is not None and tensor.quantization.scale is not None
+    )
+    # The forward kernels of `infer` and `train` and the 1x1 matmul views
+    # read one int8 buffer each: three tables, one set of vectors, and the
+    # zero points are all 0.
+    assert len(copies) - len(content) > 0.7 * per_tensor
+    images = np.random.default_rng(0).uniform(0, 255, (BATCH_SIZE, SIZE, SIZE, 3))
+    outputs = [
+        Interpreter(model_content=data, num_threads=1)
+        .get_signature_runner("infer")(x=images.astype("float32"))["logits"]
+        for data in (content, copies)
+    ]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -320,6 +320,9 @@ def _convert(saved_model, keys, quantize, flex_checkpoints):
     if quantize:
         content = quantize_lib.weight_only_int8(content)
     content = zeros.fill_zero_initial_values(content)
+    if quantize:
+        # Last: the passes before write each table's vectors anew.
+        content = quantize_lib.share_quantization_vectors(content)
     _check_builtin(content, SIGNATURES)
     return content
 
