@@ -204,6 +204,8 @@ def measure(name, size, repeats):
                     "peak RSS MiB": median["peak_rss_mib"],
                 }
             )
+        float_bytes = os.path.getsize(paths["float"])
+        int8_bytes = os.path.getsize(paths["int8"])
         int8_quantization = quantization_bytes(paths["int8"])
         copies_bytes = os.path.getsize(paths["float, kernel copies"])
     counts = keras_repnet.parameter_counts(model)
