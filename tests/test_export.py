@@ -449,3 +449,22 @@ def test_frozen_pointwise_kernel_is_stored_once(
         for _ in range(5)
     ]
     assert losses[-1] < losses[0], losses
+    if quantize:
+        # The shared quantization vectors read as LiteRT's own writer's
+        # per-tensor copies do: the same training, to the bit.
+        from ai_edge_litert.tools import flatbuffer_utils
+
+        copies = tmp_path / "copies.tflite"
+        copies.write_bytes(
+            flatbuffer_utils.convert_object_to_bytearray(
+                flatbuffer_utils.read_model(str(path))
+            )
+        )
+        train = _runners(copies).train
+        np.testing.assert_array_equal(
+            [
+                float(train(x=images, y=np.int32([0, 2]), learning_rate=rate)["loss"])
+                for _ in range(5)
+            ],
+            losses,
+        )
