@@ -29,12 +29,13 @@ order, most informative first:
 9. `ablations`: the other Rep-Net connector modes on the first set.
 10. `mask`: `repnet-mask` (Rep-Net + a learned binary mask per backbone
     kernel, the paper's Table 4) at repnet's picked rates on the far-domain
-    sets, for the protocol's epochs and 3x as many, with its sparsity and
-    inference multiply-adds (at 224 px, the learned masks on the same
-    backbone).
+    sets, for the protocol's epochs and 3x as many, at its defaults and at
+    the options before the scores' warm-up (`MASK_BEFORE_WARMUP`), with its
+    sparsity and inference multiply-adds (at 224 px, the learned masks on
+    the same backbone).
 11. `mask-options`: `repnet-mask` with other options (`MASK_OPTIONS`:
-    constant initial scores, other initial scores, channel masks) on the
-    first far-domain set.
+    constant initial scores, other initial scores, channel masks, a warm-up
+    of the scores' rate) on the first far-domain set.
 12. `memory`: each method's measured training-step peak at batch 8 and
     224 px (`keras_repnet.memory.measure`), for the plot.
 
@@ -144,14 +145,31 @@ ABLATIONS = (
     "repnet-no-shifts", "repnet-dual", "repnet-down", "repnet-none", "repnet-all"
 )
 MASK_METHOD = "repnet-mask"
-# `mask-options` stage: tag -> `build_method` options of repnet-mask.
+# The options `repnet-mask` ran with before the warm-up (the `mask` stage
+# runs them beside the defaults on every far set, tagged).
+MASK_BEFORE_WARMUP = {"mask_initial_score": 0.1, "mask_warmup": 0.0}
+# `mask-options` stage: tag -> options of repnet-mask: `build_method`
+# arguments, and the optimizer's `OPTIMIZER_OPTIONS`.
 MASK_OPTIONS = {
-    "constant": {"mask_by_magnitude": False},
-    "score0.02": {"mask_initial_score": 0.02, "mask_by_magnitude": False},
-    "score0.5": {"mask_initial_score": 0.5, "mask_by_magnitude": False},
-    "channel": {"backbone_mask": "channel", "mask_by_magnitude": False},
-    "magnitude0.05": {"mask_initial_score": 0.05},
+    "constant": {**MASK_BEFORE_WARMUP, "mask_by_magnitude": False},
+    "score0.02": {
+        "mask_initial_score": 0.02, "mask_by_magnitude": False, "mask_warmup": 0.0
+    },
+    "score0.5": {
+        "mask_initial_score": 0.5, "mask_by_magnitude": False, "mask_warmup": 0.0
+    },
+    "channel": {
+        **MASK_BEFORE_WARMUP, "backbone_mask": "channel", "mask_by_magnitude": False
+    },
+    "magnitude0.05": {"mask_initial_score": 0.05, "mask_warmup": 0.0},
+    "magnitude0.07": {"mask_initial_score": 0.07, "mask_warmup": 0.0},
+    "warmup0.2": {"mask_warmup": 0.2, "mask_initial_score": 0.1},
+    "warmup0.2-magnitude0.05": {"mask_warmup": 0.2, "mask_initial_score": 0.05},
+    "warmup0.2-magnitude0.02": {"mask_warmup": 0.2, "mask_initial_score": 0.02},
+    "warmup0.2-magnitude0.01": {"mask_warmup": 0.2, "mask_initial_score": 0.01},
 }
+# Options of a run that go to `make_optimizer`, not to `build_method`.
+OPTIMIZER_OPTIONS = ("mask_warmup",)
 # Where the `mask` stage counts inference multiply-adds (the paper's size).
 MASK_COST_SIZE = 224
 # Peak learning rates (side, head) tried per method; "side" is every
@@ -304,18 +322,24 @@ def run(
         max_examples=None if shots else settings["train_examples"],
     )
     backbone_model, weights = _backbone_model(backbone, size)
+    build_options = _build_options(options)
     model = keras_repnet.build_method(
         method,
         backbone_model,
         splits.num_classes,
         input_shape=(size, size, 3),
         weights=weights,
-        **(options or {}),
+        **build_options,
     )
     steps = num_epochs * math.ceil(splits.num_train / batch)
+    optimizer_options = {
+        key: value
+        for key, value in (options or {}).items()
+        if key in OPTIMIZER_OPTIONS
+    }
     training.compile_model(
         model,
-        training.make_optimizer(*rates, steps),
+        training.make_optimizer(*rates, steps, **optimizer_options),
         settings["label_smoothing"],
     )
     history = training.fit_resumable(
@@ -354,10 +378,19 @@ def run(
         result["options"] = options
     if method == MASK_METHOD:
         result["mask"] = _mask_report(
-            model, backbone, splits.num_classes, options or {}
+            model, backbone, splits.num_classes, build_options
         )
     _write_json(result, result_path)
     return result
+
+
+def _build_options(options):
+    """A run's options that are `build_method` arguments."""
+    return {
+        key: value
+        for key, value in (options or {}).items()
+        if key not in OPTIMIZER_OPTIONS
+    }
 
 
 def _mask_report(model, backbone, num_classes, options):
@@ -467,12 +500,14 @@ def stage_runs(stage, sets, results):
                     yield set_name, "MobileNetV2", method, rates, 0, None
         elif stage == "mask" and far:
             rates = best_rates(results, set_name, "MobileNetV2", "repnet")
-            if rates:
-                yield set_name, "MobileNetV2", MASK_METHOD, rates, 0, None
-                # 3x longer, beside the `long` stage's repnet.
-                yield set_name, "MobileNetV2", MASK_METHOD, rates, 0, None, {
-                    "epochs": LONG_EPOCHS_FACTOR * EPOCHS
-                }
+            # The protocol's epochs and 3x longer (beside the `long` stage's
+            # repnet), at the defaults and at the options before the warm-up.
+            for epochs in (None, LONG_EPOCHS_FACTOR * EPOCHS):
+                for options, tag in ((None, None), (MASK_BEFORE_WARMUP, "before")):
+                    if rates:
+                        yield set_name, "MobileNetV2", MASK_METHOD, rates, 0, None, {
+                            "epochs": epochs, "options": options, "tag": tag
+                        }
         elif stage == "mask-options" and set_name == next(
             (name for name in sets if SETS[name][2]), None
         ):

@@ -27,10 +27,12 @@ def make_optimizer(
     head_learning_rate: float,
     total_steps: int,
     mask_learning_rate: float = masks.MASK_LEARNING_RATE,
+    mask_warmup: float = masks.MASK_WARMUP,
 ) -> MultiRateAdam:
     """Adam with cosine decay to zero over `total_steps`; the head's rate is
     `head_learning_rate`, the scores of backbone masks (`repnet-mask`)
-    `mask_learning_rate`, every other trainable variable's the side's."""
+    `mask_learning_rate`, ramped up from 0 over the first `mask_warmup` of
+    the steps, every other trainable variable's the side's."""
     for name, value in (
         ("side_learning_rate", side_learning_rate),
         ("head_learning_rate", head_learning_rate),
@@ -38,14 +40,28 @@ def make_optimizer(
     ):
         if value <= 0:
             raise ValueError(f"`{name}` must be positive. Received: {value}")
+    if not 0 <= mask_warmup < 1:
+        raise ValueError(f"`mask_warmup` must be in [0, 1). Received: {mask_warmup}")
     schedule = keras.optimizers.schedules.CosineDecay(
         side_learning_rate, decay_steps=max(1, total_steps)
     )
+    mask_multiplier = mask_learning_rate / side_learning_rate
+    warmup_steps = round(mask_warmup * total_steps)
+    if warmup_steps:
+        # A linear ramp from 0 to the multiplier, then flat (alpha=1: no
+        # decay of its own; the base schedule still decays).
+        mask_multiplier = keras.optimizers.schedules.CosineDecay(
+            0.0,
+            decay_steps=1,
+            alpha=1.0,
+            warmup_target=mask_multiplier,
+            warmup_steps=warmup_steps,
+        )
     return MultiRateAdam(
         schedule,
         lr_multipliers={
             HEAD_NAME: head_learning_rate / side_learning_rate,
-            masks.SCORE_PATHS: mask_learning_rate / side_learning_rate,
+            masks.SCORE_PATHS: mask_multiplier,
         },
     )
 

@@ -7,17 +7,22 @@ import keras
 
 class _MultiRate:
     """Scales the learning rate per group of variables (a mixin placed
-    before a `keras.optimizers.Optimizer` subclass)."""
+    before a `keras.optimizers.Optimizer` subclass). A multiplier is a float
+    or a `LearningRateSchedule` of the optimizer's step (e.g. a warm-up)."""
 
     def __init__(self, learning_rate=0.001, lr_multipliers=None, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
-        self.lr_multipliers = dict(lr_multipliers or {})
+        self.lr_multipliers = {
+            prefix: _deserialize_multiplier(value)
+            for prefix, value in (lr_multipliers or {}).items()
+        }
 
-    def multiplier(self, variable) -> float:
-        """The learning-rate multiplier of a `keras.Variable`."""
+    def multiplier(self, variable):
+        """The learning-rate multiplier of a `keras.Variable`: a float or a
+        schedule."""
         for prefix, value in self.lr_multipliers.items():
             if fnmatch.fnmatchcase(variable.path, prefix + "*"):
-                return float(value)
+                return value if _is_schedule(value) else float(value)
         return 1.0
 
     def build(self, var_list):
@@ -26,14 +31,31 @@ class _MultiRate:
 
     def update_step(self, gradient, variable, learning_rate):
         scale = self._scales[self._get_variable_index(variable)]
-        if scale != 1.0:
+        if _is_schedule(scale):
+            scale = keras.ops.cast(scale(self.iterations), variable.dtype)
+        if not isinstance(scale, float) or scale != 1.0:
             learning_rate = learning_rate * scale
         super().update_step(gradient, variable, learning_rate)
 
     def get_config(self):
         config = super().get_config()
-        config["lr_multipliers"] = self.lr_multipliers
+        config["lr_multipliers"] = {
+            prefix: keras.optimizers.schedules.serialize(value)
+            if _is_schedule(value)
+            else value
+            for prefix, value in self.lr_multipliers.items()
+        }
         return config
+
+
+def _is_schedule(value):
+    return isinstance(value, keras.optimizers.schedules.LearningRateSchedule)
+
+
+def _deserialize_multiplier(value):
+    if isinstance(value, dict):
+        return keras.optimizers.schedules.deserialize(value)
+    return value
 
 
 @keras.saving.register_keras_serializable(package="keras_repnet")
@@ -48,8 +70,9 @@ class MultiRateAdam(_MultiRate, keras.optimizers.Adam):
         learning_rate: float or `keras.optimizers.schedules.LearningRateSchedule`.
             The base rate. Defaults to 0.001.
         lr_multipliers: dict. Variable path prefix (`*` matches any
-            characters, e.g. `"*/mask_score"`) to multiplier. The first
-            matching prefix wins. Defaults to `{}` (plain Adam).
+            characters, e.g. `"*/mask_score"`) to multiplier: a float, or a
+            `keras.optimizers.schedules.LearningRateSchedule` of the step.
+            The first matching prefix wins. Defaults to `{}` (plain Adam).
         **kwargs: other `keras.optimizers.Adam` arguments.
 
     Example:
