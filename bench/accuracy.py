@@ -30,9 +30,9 @@ order, most informative first:
 10. `mask`: `repnet-mask` (Rep-Net + a learned binary mask per backbone
     kernel, the paper's Table 4) at repnet's picked rates on the far-domain
     sets, for the protocol's epochs and 3x as many, at its defaults and at
-    the options before the scores' warm-up (`MASK_BEFORE_WARMUP`), with its
-    sparsity and inference multiply-adds (at 224 px, the learned masks on
-    the same backbone).
+    `MASK_VARIANTS` (a lower start; the options before the scores'
+    warm-up), with its sparsity and inference multiply-adds (at 224 px, the
+    learned masks on the same backbone).
 11. `mask-options`: `repnet-mask` with other options (`MASK_OPTIONS`:
     constant initial scores, other initial scores, channel masks, a warm-up
     of the scores' rate) on the first far-domain set.
@@ -145,9 +145,15 @@ ABLATIONS = (
     "repnet-no-shifts", "repnet-dual", "repnet-down", "repnet-none", "repnet-all"
 )
 MASK_METHOD = "repnet-mask"
-# The options `repnet-mask` ran with before the warm-up (the `mask` stage
-# runs them beside the defaults on every far set, tagged).
+# The options `repnet-mask` ran with before the warm-up.
 MASK_BEFORE_WARMUP = {"mask_initial_score": 0.1, "mask_warmup": 0.0}
+# The `mask` stage runs these beside the defaults on every far set: tag ->
+# options (a lower start that drops more, and the options before the
+# warm-up).
+MASK_VARIANTS = {
+    "start0.02": {"mask_initial_score": 0.02},
+    "before": MASK_BEFORE_WARMUP,
+}
 # `mask-options` stage: tag -> options of repnet-mask: `build_method`
 # arguments, and the optimizer's `OPTIMIZER_OPTIONS`.
 MASK_OPTIONS = {
@@ -501,9 +507,9 @@ def stage_runs(stage, sets, results):
         elif stage == "mask" and far:
             rates = best_rates(results, set_name, "MobileNetV2", "repnet")
             # The protocol's epochs and 3x longer (beside the `long` stage's
-            # repnet), at the defaults and at the options before the warm-up.
+            # repnet), at the defaults and at `MASK_VARIANTS`.
             for epochs in (None, LONG_EPOCHS_FACTOR * EPOCHS):
-                for options, tag in ((None, None), (MASK_BEFORE_WARMUP, "before")):
+                for tag, options in ((None, None), *MASK_VARIANTS.items()):
                     if rates:
                         yield set_name, "MobileNetV2", MASK_METHOD, rates, 0, None, {
                             "epochs": epochs, "options": options, "tag": tag
