@@ -32,5 +32,5 @@ export_tflite(
     class_names=sorted(os.listdir(data)),
 )
 PY
-"$PYTHON" tflite/repnet_trainer.py --model="$OUT/model.tflite" --data="$DATA" \
+"$PYTHON" -m repnet_trainer --model="$OUT/model.tflite" --data="$DATA" \
     --epochs=1 --max-steps=60 --log-every=10

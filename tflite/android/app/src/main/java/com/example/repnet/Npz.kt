@@ -16,7 +16,7 @@ class NpyArray(val descr: String, val shape: IntArray, val data: ByteArray)
 
 /**
  * Reads and writes `.npz` files (a zip of `.npy` arrays), the checkpoint format that
- * `tflite/repnet_trainer.py` shares: `numpy.load` reads what this writes and back.
+ * the Python package `repnet_trainer` shares: `numpy.load` reads what this writes and back.
  */
 object Npz {
     private val MAGIC = byteArrayOf(0x93.toByte(), 'N'.code.toByte(), 'U'.code.toByte(),

@@ -15,10 +15,10 @@ import org.tensorflow.lite.Tensor
  *
  * The model's signatures do the work: "train" (one optimizer step on a batch, at the
  * learning rate of [learningRate]: a cosine decay from the export's peak to zero over the
- * run, the schedule of `keras-repnet train` and `tflite/repnet_trainer.py`),
+ * run, the schedule of `keras-repnet train` and the Python package `repnet_trainer`),
  * "infer" (class probabilities), "get_weights" and "set_weights" (every trained and
  * optimizer variable, by name). The weights persist in [checkpointFile] as an `.npz`
- * in the format of `tflite/repnet_trainer.py` (so a phone can continue what a desktop
+ * in the format of the Python package `repnet_trainer` (so a phone can continue what a desktop
  * started and back), written to a temporary file and renamed: the app may be killed
  * at any moment and still finds the last good checkpoint.
  *
