@@ -119,24 +119,28 @@ PROTOCOL_OUTPUT = "results/accuracy"
 
 
 def run_round_2(name):
-    import accuracy
+    import protocol
+    import runs
 
     description, set_name, method, options, smoothing, epochs = ROUND_2[name]
-    own = options or smoothing != accuracy.LABEL_SMOOTHING
-    settings = {
-        "output_dir": str(OUTPUT / "runs" / name) if own else PROTOCOL_OUTPUT,
-        "image_size": 64,
-        "epochs": epochs,
-        "batch_size": 32,
-        "train_examples": 3000,
-        "label_smoothing": smoothing,
-    }
+    own = options or smoothing != keras_repnet_label_smoothing()
+    if own:
+        # Its own folder: the run's options change the recipe or the model.
+        spec = protocol.Run(
+            set_name, "MobileNetV2", method, ROUND_2_RATES,
+            options=protocol.with_options(
+                {**options, "label_smoothing": smoothing, "epochs": epochs}
+            ),
+        )
+        output_dir = OUTPUT / "runs" / name
+    else:
+        spec = protocol.Run(
+            set_name, "MobileNetV2", method, ROUND_2_RATES,
+            epochs=epochs if epochs != protocol.EPOCHS else None,
+        )
+        output_dir = PROTOCOL_OUTPUT
     started = time.time()
-    result = accuracy.run(
-        set_name, "MobileNetV2", method, ROUND_2_RATES, 0, None, settings,
-        epochs=epochs if epochs != accuracy.EPOCHS and not own else None,
-        options=options,
-    )
+    result = runs.run(spec, output_dir)
     return {
         "config": name,
         "description": description,
@@ -151,23 +155,33 @@ def run_round_2(name):
     }
 
 
+def keras_repnet_label_smoothing():
+    import keras_repnet
+
+    return keras_repnet.Recipe().label_smoothing
+
+
 def run(name, changes):
     import keras
 
     import keras_repnet
-    from keras_repnet.apps import training
-    from keras_repnet.data import pipeline
-
     config = {**BEFORE, "label_smoothing": 0.1, **changes}
     started = time.time()
-    keras.utils.set_random_seed(1337)
-    pipeline.MIN_CROP_AREA = config["min_crop_area"]
+    recipe = keras_repnet.Recipe(
+        side_learning_rate=config["rates"][0],
+        head_learning_rate=config["rates"][1],
+        label_smoothing=config["label_smoothing"],
+        min_crop_area=config["min_crop_area"],
+        image_size=64,
+        epochs=6,
+        batch_size=32,
+        seed=1337,
+    )
+    keras.utils.set_random_seed(recipe.seed)
     splits = keras_repnet.data.load(
         str(CIFAR / "train"),
         test=str(CIFAR / "test"),
-        image_size=64,
-        batch_size=32,
-        seed=1337,
+        recipe=recipe,
         preprocess=keras_repnet.data.preprocessing_for("MobileNetV2"),
         max_examples=3000,
     )
@@ -197,18 +211,14 @@ def run(name, changes):
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = config["bn_momentum"]
-    steps = 6 * -(-splits.num_train // 32)
-    training.compile_model(
-        model, training.make_optimizer(*config["rates"], steps),
-        config["label_smoothing"],
-    )
+    recipe.compile(model, recipe.epochs * -(-splits.num_train // recipe.batch_size))
     history = model.fit(
-        training.one_hot(splits.train, 10),
-        validation_data=training.one_hot(splits.validation, 10),
-        epochs=6,
+        splits.train,
+        validation_data=splits.validation,
+        epochs=recipe.epochs,
         verbose=2,
     ).history
-    _, test = model.evaluate(training.one_hot(splits.test, 10), verbose=0)
+    _, test = model.evaluate(splits.test, verbose=0)
     return {
         "config": name,
         "description": CONFIGS[name][0],

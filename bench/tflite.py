@@ -260,13 +260,8 @@ def keras_step_ms(model, name, size, repeats):
     images, labels = _batch(size, _BATCH_SIZE.value)
     preprocess = data.preprocessing_for(name)
     images = preprocess(images.copy())
-    model.compile(
-        optimizer=keras.optimizers.Adam(_LEARNING_RATE.value),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-        jit_compile=False,
-    )
-    one_hot = np.eye(CLASSES, dtype="float32")[labels]
-    seconds = median_seconds(lambda: model.train_on_batch(images, one_hot), repeats)
+    model.recipe.compile(model, total_steps=1000)
+    seconds = median_seconds(lambda: model.train_on_batch(images, labels), repeats)
     return round(seconds * 1000, 1)
 
 
@@ -328,6 +323,12 @@ def accuracy_rows(set_name, folder, size, epochs, max_examples, seed):
     val_x = np.concatenate([x for x, _ in splits.validation.as_numpy_iterator()])
     val_y = np.concatenate([y for _, y in splits.validation.as_numpy_iterator()])
     model = build("MobileNetV2", size, dropout=0.0, num_classes=splits.num_classes)
+    # One constant rate for side and head on both sides; the loss is the
+    # recipe's, which the export and Keras share.
+    model.recipe = model.recipe.replace(
+        side_learning_rate=_LEARNING_RATE.value,
+        head_learning_rate=_LEARNING_RATE.value,
+    )
     preprocess = data.preprocessing_for("MobileNetV2")
     rows = []
     rate = np.float32(_LEARNING_RATE.value)
@@ -338,9 +339,6 @@ def accuracy_rows(set_name, folder, size, epochs, max_examples, seed):
                 model,
                 path,
                 batch_size=batch,
-                # One rate for side and head, as the Keras reference's Adam.
-                learning_rate=_LEARNING_RATE.value,
-                head_learning_rate=_LEARNING_RATE.value,
                 quantize_backbone=quantize,
                 class_names=splits.class_names,
             )
@@ -369,22 +367,15 @@ def accuracy_rows(set_name, folder, size, epochs, max_examples, seed):
                 )
             )
     model.compile(
-        optimizer=keras.optimizers.Adam(_LEARNING_RATE.value),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        optimizer=model.recipe.make_optimizer(),  # the constant peak rate
+        loss=model.recipe.make_loss(),
         jit_compile=False,
     )
     start = time.perf_counter()
     losses = []
     for x, y in batches:
         model.reset_metrics()  # Keras < 3.15 averages since the last reset.
-        losses.append(
-            float(
-                model.train_on_batch(
-                    preprocess(np.float32(x)),
-                    np.eye(splits.num_classes, dtype="float32")[y],
-                )
-            )
-        )
+        losses.append(float(model.train_on_batch(preprocess(np.float32(x)), y)))
     seconds = time.perf_counter() - start
     logits = model.predict(preprocess(val_x.copy()), verbose=0)
     rows.insert(0, _accuracy_row("Keras", logits, val_y, losses, seconds))

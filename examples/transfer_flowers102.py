@@ -26,7 +26,6 @@ import keras
 
 import keras_repnet
 from keras_repnet import methods
-from keras_repnet.apps import training
 
 
 def parse_args():
@@ -34,11 +33,11 @@ def parse_args():
     parser.add_argument("--dataset", default="oxford_flowers102",
                         help="A TensorFlow Datasets image classification name.")
     parser.add_argument("--backbone", default="MobileNetV2")
-    parser.add_argument("--method", default="repnet", choices=methods.METHODS)
-    parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--label_smoothing", type=float, default=0.1)
+    parser.add_argument("--method", default="repnet", choices=list(methods.METHODS))
+    parser.add_argument("--image_size", type=int,
+                        help="Defaults to the method's recipe.")
+    parser.add_argument("--epochs", type=int, help="Defaults to the recipe's.")
+    parser.add_argument("--batch_size", type=int, help="Defaults to the recipe's.")
     parser.add_argument("--output_dir", default="runs/flowers102")
     parser.add_argument("--compare", default="",
                         help="Comma-separated methods to compare first.")
@@ -48,6 +47,12 @@ def parse_args():
 def main():
     args = parse_args()
     data = f"tfds:{args.dataset}"
+    # The method's recipe (rates, schedule, label smoothing, run defaults),
+    # with what the command line changes.
+    recipe = methods.recipe_for(args.method).replace(
+        image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size
+    )
+    keras.utils.set_random_seed(recipe.seed)
     if args.compare:
         keras_repnet.compare(
             data,
@@ -55,64 +60,54 @@ def main():
             weights="imagenet",
             methods=args.compare.split(","),
             output_dir=os.path.join(args.output_dir, "compare"),
-            image_size=args.image_size,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            label_smoothing=args.label_smoothing,
+            image_size=recipe.image_size,
+            epochs=recipe.epochs,
+            batch_size=recipe.batch_size,
         )
 
     # 1. Data: decoded once, resized, augmented (random crop and flip) and
     # preprocessed for the backbone.
     splits = keras_repnet.data.load(
         data,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
+        recipe=recipe,
         preprocess=keras_repnet.data.preprocessing_for(args.backbone),
     )
     print(f"{splits.num_train} training and {splits.num_validation} "
           f"validation images, {splits.num_classes} classes.")
 
-    # 2. The model: a frozen ImageNet backbone and what the method trains.
+    # 2. The model: a frozen ImageNet backbone and what the method trains;
+    # it keeps the recipe (saved with it, read by the export).
+    size = recipe.image_size
     model = methods.build_method(
         args.method,
         args.backbone,
         splits.num_classes,
-        input_shape=(args.image_size, args.image_size, 3),
+        input_shape=(size, size, 3),
         weights="imagenet",
+        recipe=recipe,
     )
     if args.method.startswith("repnet"):
         keras_repnet.describe(model)
 
-    # 3. Train: Adam, cosine decay to zero, the method's learning rates.
-    steps = args.epochs * -(-splits.num_train // args.batch_size)
-    rates = methods.default_learning_rates(args.method)
-    training.compile_model(
-        model,
-        training.make_optimizer(**rates, total_steps=steps),
-        args.label_smoothing,
-    )
-    train = training.one_hot(splits.train, splits.num_classes)
-    validation = training.one_hot(splits.validation, splits.num_classes)
-    model.fit(train, validation_data=validation, epochs=args.epochs)
+    # 3. Train with the recipe: its optimizer, schedule and loss.
+    recipe.compile(model, total_steps=recipe.epochs * len(splits.train))
+    model.fit(splits.train, validation_data=splits.validation, epochs=recipe.epochs)
 
     # 4. Evaluate and save.
-    _, accuracy = model.evaluate(validation, verbose=0)
+    _, accuracy = model.evaluate(splits.validation, verbose=0)
     print(f"Validation accuracy of {args.method}: {accuracy:.4f}")
     os.makedirs(args.output_dir, exist_ok=True)
     model.save(os.path.join(args.output_dir, "model.keras"))
 
-    # 5. Export a .tflite that keeps training on the device (see tflite/).
+    # 5. Export a .tflite that keeps training on the device (see tflite/),
+    # with the same recipe: the phone optimises the loss Keras optimised.
     path = keras_repnet.export_tflite(
         model,
         os.path.join(args.output_dir, "model.tflite"),
-        batch_size=args.batch_size,
-        learning_rate=rates["side_learning_rate"],
-        head_learning_rate=rates["head_learning_rate"],
         class_names=splits.class_names,
     )
     print(f"Wrote {path} and its sidecar .json.")
 
 
 if __name__ == "__main__":
-    keras.utils.set_random_seed(1337)
     main()

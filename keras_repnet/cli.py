@@ -1,11 +1,13 @@
 """The `keras-repnet` command line.
 
-    keras-repnet train --data=PATH [--backbone=MobileNetV2] [--weights=PATH]
+    keras-repnet train --data=PATH [--backbone=MobileNetV3Small] [--weights=PATH]
     keras-repnet memory --backbone=MobileNetV2 --image_size=224 --measure
     keras-repnet export --model=runs/train/model.keras --out=model.tflite
     keras-repnet compare --data=PATH --methods=repnet,ft-last --epochs=3
 
-Flags may be spelled with dashes too (`--image-size`).
+`keras-repnet COMMAND --help` lists a command's flags with their defaults.
+Flags may be spelled with dashes too (`--image-size`). Settings left out
+come from the method's recipe (`keras_repnet.methods.recipe_for`).
 """
 
 import sys
@@ -13,10 +15,7 @@ import sys
 from absl import app
 from absl import flags
 
-from keras_repnet.core.builder import CONNECT_MODES
-from keras_repnet.methods.registry import REPNET_LEARNING_RATES
-
-COMMANDS = ("train", "memory", "export", "compare")
+from keras_repnet.core.recipe import REPNET
 
 _DATA = flags.DEFINE_string(
     "data",
@@ -39,48 +38,70 @@ _WEIGHTS = flags.DEFINE_string(
     "imagenet",
     'Backbone weights: "imagenet" (download), "none" (random) or a file path.',
 )
+_METHOD = flags.DEFINE_string(
+    "method",
+    "repnet",
+    "The transfer method (keras_repnet.methods.METHODS); its recipe gives the "
+    "defaults of the settings below.",
+)
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir",
-    "runs/train",
-    "Where model.keras, results.json and history.png are written. Running "
-    "again with the same folder resumes an interrupted run.",
+    None,
+    "Where results are written. Defaults to runs/train (train) or "
+    "runs/compare (compare). Running again with the same folder resumes an "
+    "interrupted run.",
 )
 _IMAGE_SIZE = flags.DEFINE_integer(
     "image_size",
     None,
-    "Side of the square input images, in pixels. Defaults to 224.",
+    f"Side of the square input images, in pixels. Defaults to the recipe's "
+    f"({REPNET.image_size}).",
     lower_bound=1,
 )
-_EPOCHS = flags.DEFINE_integer("epochs", 10, "Training epochs.", lower_bound=1)
+_EPOCHS = flags.DEFINE_integer(
+    "epochs", None, f"Training epochs. Defaults to the recipe's ({REPNET.epochs}).",
+    lower_bound=1,
+)
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size",
     None,
-    "Examples per training step. Defaults to 32 for `train` and `compare`, "
-    "8 for `memory` and `export`.",
+    f"Examples per step. Defaults to the recipe's ({REPNET.batch_size}) in "
+    "train and compare, 8 (the device's batch) in memory and export.",
     lower_bound=1,
 )
 _SIDE_LR = flags.DEFINE_float(
     "side_lr",
-    REPNET_LEARNING_RATES[0],
-    "Peak learning rate of the Rep-Net modules (cosine decay), in `train`, "
-    "`compare` and on device (`export`).",
+    None,
+    "Peak learning rate of everything outside the head (cosine decay). "
+    f"Defaults to the recipe's ({REPNET.side_learning_rate:g} for repnet); in "
+    "export, the model's.",
 )
 _HEAD_LR = flags.DEFINE_float(
     "head_lr",
-    REPNET_LEARNING_RATES[1],
-    "Peak learning rate of the classifier head (cosine decay), in `train`, "
-    "`compare` and on device (`export`).",
+    None,
+    "Peak learning rate of the classifier head (cosine decay). Defaults to "
+    f"the recipe's ({REPNET.head_learning_rate:g} for repnet); in export, the "
+    "model's.",
 )
 _LABEL_SMOOTHING = flags.DEFINE_float(
-    "label_smoothing", 0.1, "Label smoothing.", lower_bound=0.0, upper_bound=1.0
-)
-_CONNECT = flags.DEFINE_enum(
-    "connect", "up", CONNECT_MODES, "How Rep-Net and the backbone exchange features."
+    "label_smoothing",
+    None,
+    f"Label smoothing. Defaults to the recipe's ({REPNET.label_smoothing:g}); "
+    "in export, the model's.",
+    lower_bound=0.0,
+    upper_bound=1.0,
 )
 _VALIDATION_SPLIT = flags.DEFINE_float(
-    "validation_split", 0.2, "Share of the data held out for validation."
+    "validation_split",
+    None,
+    "Share of the data held out for validation. Defaults to the recipe's "
+    f"({REPNET.validation_split:g}).",
 )
-_SEED = flags.DEFINE_integer("seed", 1337, "Seed of the split and the training.")
+_SEED = flags.DEFINE_integer(
+    "seed",
+    None,
+    f"Seed of the split and the training. Defaults to the recipe's ({REPNET.seed}).",
+)
 _MAX_EXAMPLES = flags.DEFINE_integer(
     "max_examples", None, "Use at most this many examples (quick runs)."
 )
@@ -88,19 +109,14 @@ _MAX_EXAMPLES = flags.DEFINE_integer(
 flags.DEFINE_bool(
     "verbose",
     False,
-    "Show TensorFlow's start-up logs, which `keras-repnet` holds back unless "
+    "Show TensorFlow's logs, which keras-repnet holds back unless "
     "TF_CPP_MIN_LOG_LEVEL is set.",
 )
-
-
 # `memory`
 _MEASURE = flags.DEFINE_bool(
     "measure",
     False,
     "Also run training steps in a fresh process and report the measured peak.",
-)
-_METHOD = flags.DEFINE_string(
-    "method", "repnet", "Transfer method whose memory `memory` reports."
 )
 # `export`
 _MODEL = flags.DEFINE_string("model", None, "A trained model, `model.keras`.")
@@ -113,49 +129,53 @@ _METHODS = flags.DEFINE_list(
     "methods", None, "Transfer methods to compare (default: all of them)."
 )
 
+# Recipe fields set by flags, for train and compare.
+_RECIPE_FLAGS = {
+    "image_size": _IMAGE_SIZE,
+    "epochs": _EPOCHS,
+    "batch_size": _BATCH_SIZE,
+    "label_smoothing": _LABEL_SMOOTHING,
+    "validation_split": _VALIDATION_SPLIT,
+    "seed": _SEED,
+}
 
-def _value(flag, default):
-    return default if flag.value is None else flag.value
 
-
-def _training_arguments():
-    """The data, backbone and schedule flags `train` and `compare` share."""
-    return dict(
-        data=_DATA.value,
-        test_data=_TEST_DATA.value,
-        backbone=_BACKBONE.value,
-        weights=_weights(_WEIGHTS.value),
-        image_size=_value(_IMAGE_SIZE, 224),
-        epochs=_EPOCHS.value,
-        batch_size=_value(_BATCH_SIZE, 32),
-        label_smoothing=_LABEL_SMOOTHING.value,
-        validation_split=_VALIDATION_SPLIT.value,
-        seed=_SEED.value,
-        max_examples=_MAX_EXAMPLES.value,
-    )
+def _recipe_changes():
+    return {name: flag.value for name, flag in _RECIPE_FLAGS.items()}
 
 
 def _weights(value):
     return None if value.lower() == "none" else value
 
 
+def _require(flag, message):
+    if flag.value is None:
+        raise app.UsageError(message)
+
+
 def train_command():
     from keras_repnet.apps import training
 
-    if _DATA.value is None:
-        raise app.UsageError("`train` needs --data (an image folder, for example).")
+    _require(_DATA, "`train` needs --data (an image folder, for example).")
+    output_dir = _OUTPUT_DIR.value or "runs/train"
     results = training.train(
-        **_training_arguments(),
-        output_dir=_OUTPUT_DIR.value,
+        _DATA.value,
+        test_data=_TEST_DATA.value,
+        backbone=_BACKBONE.value,
+        weights=_weights(_WEIGHTS.value),
+        method=_METHOD.value,
+        output_dir=output_dir,
+        max_examples=_MAX_EXAMPLES.value,
         side_learning_rate=_SIDE_LR.value,
         head_learning_rate=_HEAD_LR.value,
-        connect=_CONNECT.value,
+        **_recipe_changes(),
     )
     params = results["parameters"]
+    epochs = results["settings"]["recipe"]["epochs"]
     print(
         f"Validation accuracy: {results['validation_accuracy']:.4f} "
         f"(best {results['best_validation_accuracy']:.4f}) on "
-        f"{results['num_validation']} images after {_EPOCHS.value} epochs."
+        f"{results['num_validation']} images after {epochs} epochs."
     )
     if results["test_accuracy"] is not None:
         print(
@@ -167,14 +187,19 @@ def train_command():
         f"{params['side']:,}, backbone shifts {params['shifts']:,}, head "
         f"{params['head']:,}), {params['frozen']:,} frozen."
     )
-    print(f"Wall time: {results['wall_time_s']} s. Outputs in {_OUTPUT_DIR.value}/")
+    print(f"Wall time: {results['wall_time_s']} s. Outputs in {output_dir}/")
+
+
+# Memory and export run at the device's batch size unless told.
+_DEVICE_BATCH_SIZE = 8
 
 
 def memory_command():
     from keras_repnet import memory
     from keras_repnet import methods
 
-    size, batch = _value(_IMAGE_SIZE, 224), _value(_BATCH_SIZE, 8)
+    size = _IMAGE_SIZE.value or REPNET.image_size
+    batch = _BATCH_SIZE.value or _DEVICE_BATCH_SIZE
     # Memory does not depend on the weights: random ones unless asked.
     weights = _weights(_WEIGHTS.value) if _WEIGHTS.present else None
     model = methods.build_method(
@@ -222,11 +247,8 @@ def export_command():
 
     from keras_repnet import export
 
-    if _MODEL.value is None or _OUT.value is None:
-        raise app.UsageError(
-            "`export` needs --model (a .keras file) and --out (the .tflite "
-            "file to write)."
-        )
+    _require(_MODEL, "`export` needs --model (a .keras file).")
+    _require(_OUT, "`export` needs --out (the .tflite file to write).")
     if not os.path.exists(_MODEL.value):
         raise FileNotFoundError(f"Model file not found: --model={_MODEL.value}")
     model = keras.models.load_model(_MODEL.value)
@@ -239,7 +261,7 @@ def export_command():
     path = export.export_tflite(
         model,
         _OUT.value,
-        batch_size=_value(_BATCH_SIZE, 8),
+        batch_size=_BATCH_SIZE.value or _DEVICE_BATCH_SIZE,
         learning_rate=_SIDE_LR.value,
         head_learning_rate=_HEAD_LR.value,
         label_smoothing=_LABEL_SMOOTHING.value,
@@ -257,37 +279,71 @@ def compare_command():
     from keras_repnet.apps.comparison import compare
     from keras_repnet.apps.reports import markdown
 
-    if _DATA.value is None:
-        raise app.UsageError(
-            "`compare` needs --data (an image folder, for example)."
-        )
-    output_dir = _OUTPUT_DIR.value
-    if output_dir == _OUTPUT_DIR.default:
-        output_dir = "runs/compare"
+    _require(_DATA, "`compare` needs --data (an image folder, for example).")
+    output_dir = _OUTPUT_DIR.value or "runs/compare"
     results = compare(
-        **_training_arguments(),
+        _DATA.value,
+        test_data=_TEST_DATA.value,
+        backbone=_BACKBONE.value,
+        weights=_weights(_WEIGHTS.value),
         methods=_METHODS.value,
         output_dir=output_dir,
+        max_examples=_MAX_EXAMPLES.value,
         measure=_MEASURE.value,
+        **_recipe_changes(),
     )
     print(markdown(results))
     print(f"Outputs in {output_dir}/ (results.md, results.json, pareto.png, curves.png)")
 
 
+_COMMON = ("backbone", "weights", "verbose")
+_RUN = ("data", "test_data", "output_dir", "max_examples", *_RECIPE_FLAGS)
+# Command -> (function, what it does, its flags).
+COMMANDS = {
+    "train": (
+        train_command,
+        "Trains a classifier on your images with a method's recipe.",
+        (*_RUN, "method", "side_lr", "head_lr", *_COMMON),
+    ),
+    "memory": (
+        memory_command,
+        "Counts (and with --measure measures) a method's training memory.",
+        ("method", "image_size", "batch_size", "measure", *_COMMON),
+    ),
+    "export": (
+        export_command,
+        "Writes a trained model as a .tflite file that trains on a device.",
+        ("model", "out", "batch_size", "side_lr", "head_lr",
+         "label_smoothing", "quantize_backbone", "verbose"),
+    ),
+    "compare": (
+        compare_command,
+        "Trains several methods on the same data and compares them.",
+        (*_RUN, "methods", "measure", *_COMMON),
+    ),
+}
+
+
+def command_help(command: str) -> str:
+    """The usage of one command: what it does and its flags with defaults."""
+    _, summary, names = COMMANDS[command]
+    lines = [f"usage: keras-repnet {command} [flags]", "", summary, "", "flags:"]
+    for name in names:
+        flag = flags.FLAGS[name]
+        default = "" if flag.default is None else f" (default: {flag.default_as_str})"
+        lines.append(f"  --{name}: {flag.help}{default}")
+    return "\n".join(lines)
+
+
 def main(argv):
     if len(argv) != 2 or argv[1] not in COMMANDS:
         raise app.UsageError(
-            f"Expected one command out of {COMMANDS}. Received: {argv[1:]}. "
-            "Example: keras-repnet train --data=photos/"
+            f"Expected one command out of {tuple(COMMANDS)}. Received: "
+            f"{argv[1:]}. Example: keras-repnet train --data=photos/ "
+            "(keras-repnet COMMAND --help lists its flags)"
         )
-    command = {
-        "train": train_command,
-        "memory": memory_command,
-        "export": export_command,
-        "compare": compare_command,
-    }[argv[1]]
     try:
-        command()
+        COMMANDS[argv[1]][0]()
     except (ValueError, FileNotFoundError, ImportError) as error:
         # Bad input: the message says what was received and what to do.
         raise app.UsageError(str(error)) from error
@@ -305,7 +361,12 @@ def run():
     # absl's --help prints the __main__ module's docstring; a console
     # script's has none.
     sys.modules["__main__"].__doc__ = __doc__
-    sys.argv = [sys.argv[0]] + [_underscored(arg) for arg in sys.argv[1:]]
+    argv = [sys.argv[0]] + [_underscored(arg) for arg in sys.argv[1:]]
+    commands = [arg for arg in argv[1:] if arg in COMMANDS]
+    if commands and {"--help", "-h", "--helpshort"} & set(argv[1:]):
+        print(command_help(commands[0]))
+        sys.exit(0)
+    sys.argv = argv
     app.run(main)
 
 

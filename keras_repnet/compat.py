@@ -15,6 +15,15 @@ still takes effect):
   that name to recompute the side modules (`keras_repnet.core.models`).
 - `UNFOLD_SPLAT_CONSTANTS`: the LiteRT converter's switch that writes the
   optimizer's zero-filled slots as FILL ops (`keras_repnet.export`).
+- `producer()` and `producer_node()`: the layer and the graph node that
+  output a symbolic Keras tensor (`KerasTensor._keras_history`,
+  `Operation._inbound_nodes`), read by the one graph walker
+  (`keras_repnet.core.graph`).
+- `variable_index()`: `Optimizer._get_variable_index`, the slot of a
+  variable in an optimizer's lists (also under `tf.distribute`), read by
+  `keras_repnet.MultiRateAdam`.
+- `is_functional()`: whether a model is a functional graph
+  (`keras.src.models.functional.Functional`).
 
 Example:
 
@@ -89,3 +98,44 @@ def unfold_splat_constants(converter):
     if not hasattr(converter, UNFOLD_SPLAT_CONSTANTS):
         raise unavailable(f"TFLiteConverter.{UNFOLD_SPLAT_CONSTANTS}")
     setattr(converter, UNFOLD_SPLAT_CONSTANTS, True)
+
+
+def producer(tensor):
+    """The operation (layer) that outputs the symbolic Keras `tensor`."""
+    return _keras_history(tensor)[0]
+
+
+def producer_node(tensor):
+    """The node of a functional graph that outputs the symbolic `tensor`."""
+    operation, node_index, _ = _keras_history(tensor)
+    nodes = getattr(operation, "_inbound_nodes", None)
+    if nodes is None:
+        raise unavailable("Operation._inbound_nodes")
+    return nodes[node_index]
+
+
+def _keras_history(tensor):
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        raise ValueError(
+            "Expected a symbolic tensor of a functional Keras model (such as "
+            f"`model.outputs[0]`). Received: {tensor!r}"
+        )
+    return history
+
+
+def variable_index(optimizer, variable) -> int:
+    """The index of `variable` in `optimizer`'s variable lists."""
+    index = getattr(optimizer, "_get_variable_index", None)
+    if index is None:
+        raise unavailable("Optimizer._get_variable_index")
+    return index(variable)
+
+
+def is_functional(model) -> bool:
+    """Whether `model` is a functional Keras model (a graph of layers)."""
+    try:
+        from keras.src.models.functional import Functional  # noqa: PLC0415
+    except ImportError as error:
+        raise unavailable("keras.src.models.functional.Functional") from error
+    return isinstance(model, Functional)

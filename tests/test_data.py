@@ -392,21 +392,21 @@ def test_npz_without_expected_keys(tmp_path):
 
 def test_folder_without_class_folders(tmp_path):
     keras.utils.save_img(tmp_path / "image.png", np.zeros((8, 8, 3)))
-    match = f"at least 2 classes.*{re.escape(str(tmp_path))}"
+    match = f"{re.escape(str(tmp_path))}.*0 class folders.*at least 2 classes"
     with pytest.raises(ValueError, match=match):
         data.load(tmp_path, image_size=8)
 
 
 def test_folder_with_one_class(make_image_folder):
     folder = make_image_folder(class_names=["cat"])
-    with pytest.raises(ValueError, match=r"sub-folders \['cat'\]"):
+    with pytest.raises(ValueError, match=r"1 class folder: \['cat'\]"):
         data.load(folder, image_size=8)
 
 
 def test_folder_without_images(tmp_path):
     for class_name in ("cat", "dog"):
         (tmp_path / class_name).mkdir()
-    match = f"Could not read an image folder.*{re.escape(str(tmp_path))}"
+    match = f"{re.escape(str(tmp_path))}.*hold no images"
     with pytest.raises(ValueError, match=match):
         data.load(tmp_path, image_size=8)
 

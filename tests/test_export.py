@@ -14,7 +14,7 @@ from helpers import random_batch
 
 import keras_repnet
 from keras_repnet import export
-from keras_repnet.export import ops as tflite_ops
+from keras_repnet.export import operators
 from keras_repnet.export import zeros
 
 SIZE = 32
@@ -47,23 +47,24 @@ def _runners(path):
 @pytest.fixture(scope="module")
 def v3_small(tmp_path_factory):
     """A MobileNetV3Small Rep-Net without dropout (so that LiteRT and Keras
-    draw no random numbers) and its export, before any training."""
+    draw no random numbers) and its export, before any training. The export
+    takes every training setting from the model's recipe."""
+    recipe = keras_repnet.Recipe(
+        side_learning_rate=LEARNING_RATE,
+        head_learning_rate=LEARNING_RATE,
+        label_smoothing=LABEL_SMOOTHING,
+    )
     model = keras_repnet.build(
         "MobileNetV3Small",
         CLASSES,
         input_shape=(SIZE, SIZE, 3),
         weights=None,
         dropout=0.0,
+        recipe=recipe,
     )
     path = tmp_path_factory.mktemp("v3") / "v3.tflite"
     returned = keras_repnet.export.export_tflite(
-        model,
-        path,
-        batch_size=BATCH_SIZE,
-        learning_rate=LEARNING_RATE,
-        head_learning_rate=LEARNING_RATE,
-        label_smoothing=LABEL_SMOOTHING,
-        class_names=CLASS_NAMES,
+        model, path, batch_size=BATCH_SIZE, class_names=CLASS_NAMES
     )
     assert returned == path
     return SimpleNamespace(model=model, path=path, initial=model.get_weights())
@@ -101,16 +102,16 @@ def exported(request):
 
 
 def test_signatures_use_builtin_operators_only(exported):
-    assert tflite_ops.non_builtin_operators(exported.path) == []
-    assert set(tflite_ops.signatures(exported.path)) == set(export.SIGNATURES)
-    operators = tflite_ops.operators(exported.path)
-    assert "TRANSPOSE_CONV" in operators or "BATCH_MATMUL" in operators
+    assert operators.non_builtin_operators(exported.path) == []
+    assert set(operators.signatures(exported.path)) == set(export.SIGNATURES)
+    used = operators.operators(exported.path)
+    assert "TRANSPOSE_CONV" in used or "BATCH_MATMUL" in used
 
 
 def test_loss_falls_on_a_fixed_batch(exported):
     runners = _runners(exported.path)
     images, labels = _pixels(exported.model, seed=0)
-    sidecar = json.loads(export.sidecar_path(exported.path).read_text())
+    sidecar = json.loads(Path(export.sidecar_path(exported.path)).read_text())
     rate = np.float32(sidecar["learning_rate"])  # The export's peak.
     losses = [
         float(runners.train(x=images, y=labels, learning_rate=rate)["loss"])
@@ -121,7 +122,7 @@ def test_loss_falls_on_a_fixed_batch(exported):
 
 
 def test_sidecar_describes_the_model(v3_small):
-    sidecar = json.loads(export.sidecar_path(v3_small.path).read_text())
+    sidecar = json.loads(Path(export.sidecar_path(v3_small.path)).read_text())
     runners = _runners(v3_small.path)
     assert sidecar["format"] == export.FORMAT
     assert sidecar["image_size"] == [SIZE, SIZE]
@@ -138,16 +139,21 @@ def test_sidecar_describes_the_model(v3_small):
     assert "repnet_module_0_norm_moving_mean" in sidecar["weights"]
 
 
-def test_training_matches_keras(v3_small):
-    """20 steps of Adam with label smoothing and a cosine decay, in LiteRT
-    (the rate of each step passed in) and in Keras (its own `CosineDecay`),
-    from the same weights on the same batches."""
+def test_training_matches_keras_under_the_models_recipe(v3_small):
+    """The exported `train` optimises the loss Keras optimises: 20 steps of
+    the model's recipe (Adam, label smoothing, cosine decay), in LiteRT (the
+    rate of each step passed in, as the trainers do) and in Keras compiled
+    by the recipe, from the same weights on the same batches."""
     model = v3_small.model
     model.set_weights(v3_small.initial)
     steps = 20
     batches = [_pixels(model, seed) for seed in range(steps)]
+    initial_logits = model.predict(batches[0][0], verbose=0).astype("float64")
     runners = _runners(v3_small.path)
-    schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, steps)
+    recipe = model.recipe
+    schedule = keras.optimizers.schedules.CosineDecay(
+        recipe.side_learning_rate, steps
+    )
     litert = [
         float(
             runners.train(x=x, y=y, learning_rate=np.float32(schedule(step)))[
@@ -158,20 +164,24 @@ def test_training_matches_keras(v3_small):
     ]
 
     model.lean_backward = False  # The reference: TensorFlow's own gradients.
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=LABEL_SMOOTHING
-        ),
-        jit_compile=False,
-    )
+    recipe.compile(model, total_steps=steps)
     # MobileNetV3's preprocessing is inside the model: pixels go in as is.
     expected = []
     for x, y in batches:
         # Keras < 3.15 returns the loss averaged since the last reset.
         model.reset_metrics()
-        expected.append(float(model.train_on_batch(x, keras.ops.one_hot(y, CLASSES))))
+        expected.append(float(model.train_on_batch(x, y)[0]))
     np.testing.assert_allclose(litert, expected, rtol=1e-3)
+    # The first step's loss, before any update, is the recipe's smoothed
+    # cross-entropy of the model's logits, computed here independently (a
+    # new Rep-Net's side modules add zero, so training and inference mode
+    # give the same logits).
+    targets = np.full((BATCH_SIZE, CLASSES), LABEL_SMOOTHING / CLASSES)
+    targets[np.arange(BATCH_SIZE), batches[0][1]] += 1 - LABEL_SMOOTHING
+    log_p = initial_logits - np.log(np.exp(initial_logits).sum(-1, keepdims=True))
+    np.testing.assert_allclose(
+        litert[0], -(targets * log_p).sum(-1).mean(), rtol=1e-4
+    )
 
     images = batches[0][0]
     np.testing.assert_allclose(
@@ -259,7 +269,7 @@ def test_head_steps_at_its_share_of_the_rate(v2_cli):
         rate * V2_RATES[1] / V2_RATES[0],
         rtol=1e-3,
     )
-    assert json.loads(export.sidecar_path(v2_cli.path).read_text())[
+    assert json.loads(Path(export.sidecar_path(v2_cli.path)).read_text())[
         "head_learning_rate"
     ] == V2_RATES[1]
 
@@ -271,7 +281,7 @@ def test_int8_backbone_is_smaller(v2_cli):
     # reads too), the float side network and the per-channel scales: 0.47x
     # of the float weights. A second int8 copy would make it about 0.7x.
     assert v2_cli.path.stat().st_size < 0.55 * float_bytes
-    sidecar = json.loads(export.sidecar_path(v2_cli.path).read_text())
+    sidecar = json.loads(Path(export.sidecar_path(v2_cli.path)).read_text())
     assert sidecar["quantized_backbone"] is True
     assert sidecar["class_names"] == CLASS_NAMES  # From results.json.
 
@@ -359,10 +369,10 @@ def test_flex_checkpoints_add_save_and_restore(tmp_path):
     export.export_tflite(
         model, path, batch_size=2, preprocess=None, flex_checkpoints=True
     )
-    assert set(tflite_ops.signatures(path)) == {*export.SIGNATURES, "save", "restore"}
-    assert tflite_ops.non_builtin_operators(path) == ["FlexRestore", "FlexSave"]
+    assert set(operators.signatures(path)) == {*export.SIGNATURES, "save", "restore"}
+    assert operators.non_builtin_operators(path) == ["FlexRestore", "FlexSave"]
     for key in export.SIGNATURES:
-        assert tflite_ops.non_builtin_operators(path, key) == []
+        assert operators.non_builtin_operators(path, key) == []
 
 
 def _frozen_pointwise_classifier():
@@ -434,9 +444,9 @@ def test_frozen_pointwise_kernel_is_stored_once(
     # one buffer of 64 x 256 weights, in float32 or int8. Not shared: the
     # TRANSPOSE_CONV has its own transposed copy.
     assert _large_constants(path) == constants
-    operators = tflite_ops.operators(path, "train")
-    assert gradient_op in operators
-    assert ("TRANSPOSE_CONV" in operators) == (not share)
+    used = operators.operators(path, "train")
+    assert gradient_op in used
+    assert ("TRANSPOSE_CONV" in used) == (not share)
     runners = _runners(path)
     images = np.random.default_rng(0).uniform(0, 1, (2, 8, 8, 3)).astype("float32")
     expected = model.predict(images, verbose=0)

@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.python.framework import ops as tf_ops
 
 import keras_repnet
+from keras_repnet import compat
 from keras_repnet import gradients
 from keras_repnet.core.models import RepNetModel
 import helpers
@@ -195,7 +195,7 @@ def test_lean_depthwise_after_pad_needs_no_slice():
 
 
 def test_override_restores_registry_when_nested():
-    registry = tf_ops._gradient_registry._registry
+    registry = compat.gradient_registry()
     before = {t: registry[t] for t in gradients.BUILTIN_RULES}
     with gradients.override() as outer:
         assert gradients.is_active("Relu6")
@@ -210,7 +210,7 @@ def test_override_restores_registry_when_nested():
 
 
 def test_override_is_thread_safe():
-    registry = tf_ops._gradient_registry._registry
+    registry = compat.gradient_registry()
     before = {t: registry[t] for t in gradients.BUILTIN_RULES}
     start = threading.Barrier(8)
     errors = []

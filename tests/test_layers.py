@@ -1,9 +1,14 @@
 import keras
 import numpy as np
 import pytest
+from helpers import run_layer_test
 
 from keras_repnet import ActivationConnector
 from keras_repnet import RepNetModule
+from keras_repnet import methods
+from keras_repnet.core import masks
+from keras_repnet.core.layers import ChannelBias
+from keras_repnet.export import model as export_model
 
 
 @pytest.mark.parametrize(
@@ -77,3 +82,91 @@ def test_connector_adds():
 
     np.testing.assert_array_equal(connector([x, p]), np.full((1, 2, 2, 3), 3.0))
     assert isinstance(connector, keras.layers.Add)
+
+
+# Every custom layer of the package, through the same checks
+# (`helpers.run_layer_test`): layer class, constructor arguments, inputs,
+# output shape, trainable and non-trainable weight counts.
+def _images(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+LAYER_CASES = {
+    "RepNetModule": (
+        RepNetModule, {"filters": 6, "output_size": (4, 4)},
+        _images((2, 8, 8, 3)), (2, 4, 4, 6), 6, 4,
+    ),
+    "ActivationConnector": (
+        ActivationConnector, {},
+        [_images((2, 4, 4, 3)), _images((2, 4, 4, 3), 1)], (2, 4, 4, 3), 0, 0,
+    ),
+    "ChannelBias": (
+        ChannelBias, {}, _images((2, 4, 4, 3)), (2, 4, 4, 3), 1, 0,
+    ),
+    "MaskedConv2D": (
+        masks.MaskedConv2D, {"filters": 4, "kernel_size": 3, "granularity": "kernel"},
+        _images((2, 6, 6, 3)), (2, 4, 4, 4), 1, 2,
+    ),
+    "MaskedDepthwiseConv2D": (
+        masks.MaskedDepthwiseConv2D, {"kernel_size": 3, "granularity": "channel"},
+        _images((2, 6, 6, 3)), (2, 4, 4, 3), 1, 2,
+    ),
+    "MaskedDense": (
+        masks.MaskedDense, {"units": 5, "granularity": "weight"},
+        _images((2, 3)), (2, 5), 1, 2,
+    ),
+    "InputPerturbation": (
+        methods.InputPerturbation, {}, _images((2, 4, 4, 3)), (2, 4, 4, 3), 1, 0,
+    ),
+    "SignBackward": (
+        methods.SignBackward, {},
+        [_images((2, 5)), _images((2, 5), 1)], (2, 5), 0, 0,
+    ),
+    "LabelMapping": (
+        methods.LabelMapping, {"num_classes": 3}, _images((2, 10)), (2, 3), 0, 0,
+    ),
+    "UniformDropout": (
+        export_model.UniformDropout, {"rate": 0.5}, _images((2, 8)), (2, 8), 0, 0,
+    ),
+}
+
+
+def test_every_custom_layer_has_a_case():
+    """A new layer of the package gets the shared checks too."""
+    import inspect
+
+    import keras_repnet.core.layers
+    import keras_repnet.core.masks
+    import keras_repnet.export.model
+    import keras_repnet.methods.baseline_layers
+
+    found = {
+        name
+        for module in (
+            keras_repnet.core.layers,
+            keras_repnet.core.masks,
+            keras_repnet.methods.baseline_layers,
+            keras_repnet.export.model,
+        )
+        for name, value in vars(module).items()
+        if inspect.isclass(value)
+        and issubclass(value, keras.layers.Layer)
+        and value.__module__ == module.__name__
+        and not name.startswith("_")
+        and name != "AddedWeight"  # abstract: ChannelBias, InputPerturbation
+    }
+    assert found == set(LAYER_CASES)
+
+
+@pytest.mark.parametrize("name", sorted(LAYER_CASES))
+def test_layer(name, tmp_path):
+    layer_cls, kwargs, data, shape, trainable, non_trainable = LAYER_CASES[name]
+    run_layer_test(
+        layer_cls,
+        kwargs,
+        data,
+        expected_output_shape=shape,
+        expected_num_trainable_weights=trainable,
+        expected_num_non_trainable_weights=non_trainable,
+        tmp_path=tmp_path,
+    )

@@ -1,3 +1,5 @@
+import dataclasses
+import types
 """Tests for keras_repnet.methods: every method builds, trains what it should
 and nothing else, and survives a `.keras` round trip."""
 
@@ -11,6 +13,7 @@ from helpers import compile_for_test
 from helpers import random_batch
 from helpers import snapshot
 
+import keras_repnet
 from keras_repnet import methods
 from keras_repnet.core.builder import HEAD_NAME
 from keras_repnet.core import masks
@@ -70,7 +73,7 @@ def _expected(name, model):
 
 # Methods with their own builder, and Rep-Net once (its connect modes are
 # covered by test_builder.py).
-OWN_METHODS = [m for m in methods.METHODS if m not in methods.REPNET_METHODS]
+OWN_METHODS = [n for n, m in methods.METHODS.items() if not m.is_repnet]
 
 
 def _count(model, layer_type):
@@ -128,9 +131,10 @@ def test_repnet_names_select_their_build_arguments(monkeypatch):
     monkeypatch.setattr(
         methods.registry,
         "build",
-        lambda *args, **kwargs: received.append(kwargs),
+        lambda *args, **kwargs: received.append(kwargs) or types.SimpleNamespace(),
     )
-    for name in methods.REPNET_METHODS:
+    repnet_methods = [n for n, m in methods.METHODS.items() if m.is_repnet]
+    for name in repnet_methods:
         methods.build_method(name, "MobileNetV2", 3, weights=None)
     assert [kwargs["connect"] for kwargs in received] == [
         "up", "up", "up", "dual", "down", "none", "all"
@@ -189,13 +193,23 @@ def test_adv_rep_uses_the_backbone_top_when_the_weights_have_one(tmp_path):
     ]
 
 
-def test_learning_rates_and_argument_errors():
-    for name in methods.METHODS:
-        rates = methods.default_learning_rates(name)
-        assert set(rates) == {"side_learning_rate", "head_learning_rate"}
-        assert all(value > 0 for value in rates.values())
+def test_recipes_and_argument_errors():
+    for name, method in methods.METHODS.items():
+        recipe = methods.recipe_for(name)
+        assert recipe is method.recipe and isinstance(recipe, keras_repnet.Recipe)
+    # Only the rates differ between methods: one run, many methods.
+    assert {
+        dataclasses.replace(
+            m.recipe, side_learning_rate=1.0, head_learning_rate=1.0
+        )
+        for m in methods.METHODS.values()
+    } == {
+        dataclasses.replace(
+            keras_repnet.Recipe(), side_learning_rate=1.0, head_learning_rate=1.0
+        )
+    }
     with pytest.raises(ValueError, match="Unknown method 'lora'"):
-        methods.default_learning_rates("lora")
+        methods.recipe_for("lora")
     with pytest.raises(ValueError, match="has no option"):
         methods.build_method("ft-last", "MobileNetV2", 3, kernel_size=3)
     with pytest.raises(ValueError, match="num_classes"):

@@ -1,6 +1,8 @@
 import keras
 import numpy as np
 
+import keras_repnet
+
 from keras_repnet import MultiRateAdam
 from keras_repnet import MultiRateSGD
 
@@ -55,17 +57,17 @@ def test_sgd_multiplier_scales_the_step():
     np.testing.assert_allclose(head, -0.05, rtol=1e-6)
 
 
-def test_make_optimizer_gives_mask_scores_their_own_rate():
-    from keras_repnet.apps import training
+def test_recipe_optimizer_gives_mask_scores_their_own_rate():
     from keras_repnet.core import masks
 
     dense = keras.layers.Dense(2)
     dense.build((None, 3))
     layer = masks.masked_copy(dense, "weight", initial_score=0.0)
     side = keras.Variable(np.zeros(2, "float32"), name="side")
-    optimizer = training.make_optimizer(
-        1e-3, 1e-3, total_steps=10**9, mask_learning_rate=1e-2, mask_warmup=0.0
-    )
+    optimizer = keras_repnet.Recipe(
+        side_learning_rate=1e-3, head_learning_rate=1e-3,
+        mask_learning_rate=1e-2, mask_warmup=0.0,
+    ).make_optimizer(total_steps=10**9)
     optimizer.apply_gradients(
         [(np.ones((3, 2), "float32"), layer.score), (np.ones(2, "float32"), side)]
     )
@@ -100,16 +102,16 @@ def test_schedule_multiplier_follows_the_step_and_survives_serialization():
         )
 
 
-def test_make_optimizer_warms_mask_scores_up():
-    from keras_repnet.apps import training
+def test_recipe_optimizer_warms_mask_scores_up():
     from keras_repnet.core import masks
 
     dense = keras.layers.Dense(2)
     dense.build((None, 3))
     layer = masks.masked_copy(dense, "weight", initial_score=0.0)
-    optimizer = training.make_optimizer(
-        1e-3, 1e-3, total_steps=10, mask_learning_rate=1e-2, mask_warmup=0.2
-    )
+    optimizer = keras_repnet.Recipe(
+        side_learning_rate=1e-3, head_learning_rate=1e-3,
+        mask_learning_rate=1e-2, mask_warmup=0.2,
+    ).make_optimizer(total_steps=10)
     scores = []
     for _ in range(3):
         optimizer.apply_gradients([(np.ones((3, 2), "float32"), layer.score)])

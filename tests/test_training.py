@@ -97,6 +97,15 @@ class StopAfterFirstEpoch(keras.callbacks.Callback):
         raise KeyboardInterrupt("simulated interruption")
 
 
+class RecordEpochs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
 def test_interrupted_training_resumes(make_image_folder, tmp_path):
     arguments = dict(
         data=str(make_image_folder(images_per_class=6, size=(32, 32))),
@@ -111,12 +120,17 @@ def test_interrupted_training_resumes(make_image_folder, tmp_path):
         training.train(**arguments, callbacks=[StopAfterFirstEpoch()])
     assert (tmp_path / "run" / "backup").exists()
     assert not (tmp_path / "run" / "model.keras").exists()
+    first = training.read_history(tmp_path / "run" / "history.csv")
+    assert len(first["accuracy"]) == 1
 
-    results = training.train(**arguments)
+    epochs = RecordEpochs()
+    results = training.train(**arguments, callbacks=[epochs])
 
-    # The second run trained only the missing epoch, and the record of the
-    # run still covers both.
+    # The second run trained only the missing epoch (0-based: 1), and the
+    # record of the run still covers both, the first as it was logged.
+    assert epochs.epochs == [1]
     assert len(results["history"]["accuracy"]) == 2
+    assert results["history"]["loss"][0] == first["loss"][0]
     assert not (tmp_path / "run" / "backup").exists()
 
 

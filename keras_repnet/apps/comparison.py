@@ -2,8 +2,8 @@
 
 `compare()` trains several transfer methods (`keras_repnet.methods`) on the
 same data, split, seed, image size, epochs, batch size and learning-rate
-schedule (Adam, cosine decay to zero, per-method peak rates from
-`methods.default_learning_rates`), and writes a table, a JSON file and two
+schedule, each method at the peak rates of its recipe
+(`methods.recipe_for`), and writes a table, a JSON file and two
 plots. Each method's result is written as soon as it finishes, so a rerun
 skips finished methods and resumes an interrupted one from its last epoch.
 """
@@ -26,8 +26,9 @@ from keras_repnet.apps.reports import plot_curves
 from keras_repnet.apps.reports import plot_pareto
 from keras_repnet.apps.reports import summary
 from keras_repnet.core import flops
-from keras_repnet.core import masks
 from keras_repnet.core.plan import count_params
+from keras_repnet.core.recipe import REPNET
+
 _RESULT_FILE = "result.json"
 
 
@@ -39,16 +40,11 @@ def compare(
     weights: str | None = "imagenet",
     methods: list | tuple | None = None,
     output_dir: str = "runs/compare",
-    image_size: int = 224,
-    epochs: int = 10,
-    batch_size: int = 32,
-    seed: int = 1337,
-    validation_split: float = 0.2,
     max_examples: int | None = None,
-    label_smoothing: float = 0.1,
     measure: bool = False,
     learning_rates: dict | None = None,
     verbose="auto",
+    **changes,
 ) -> dict:
     """Trains every method on the same data and writes a comparison.
 
@@ -64,12 +60,12 @@ def compare(
     interrupted one from its last finished epoch; other settings are
     refused.
 
-    Every method starts from the same seed, reads the data in the same order
-    and trains with Adam and a cosine decay to zero over all steps. Peak
-    learning rates differ per method (see
-    `keras_repnet.methods.default_learning_rates`; `learning_rates`
-    overrides them). Memory columns need `keras_repnet.memory`; without it
-    they stay empty.
+    Every method trains with its own recipe (`keras_repnet.methods.
+    recipe_for`: its peak learning rates; `learning_rates` overrides them)
+    and the same run: data, split, seed, data order, image size, epochs,
+    batch size, label smoothing and schedule (`changes` set them for every
+    method). Memory columns need `keras_repnet.memory`; without it they stay
+    empty.
 
     Args:
         data: the dataset (see `keras_repnet.data.load`).
@@ -81,59 +77,45 @@ def compare(
         methods: list of str, or one comma-separated str. Names from
             `keras_repnet.methods.METHODS`. Defaults to all of them.
         output_dir: str. Where results go.
-        image_size: int. Side of the square input images.
-        epochs: int. Training epochs of every method.
-        batch_size: int. Examples per training step.
-        seed: int. Seed of the split, the data order and the initialisation.
-        validation_split: float. Share held out for validation, when the
-            data has no test split of its own.
         max_examples: int. Cap on the examples of each split (quick runs).
-        label_smoothing: float. Label smoothing of the cross-entropy.
         measure: bool. Also measure each method's step peak (batch 8, the
             run's resolution) in a fresh process.
         learning_rates: dict. Method name to `(side, head)` peak learning
-            rates, overriding the defaults.
+            rates, overriding the recipes'.
         verbose: Keras `fit` verbosity (progress bars).
+        **changes: recipe fields every method's run takes, e.g.
+            `image_size=96`, `epochs=3` (`None` values are ignored).
 
     Returns:
         The dict written to `results.json`.
     """
     methods = _check_methods(methods)
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(
-            "`epochs` and `batch_size` must be at least 1. Received: "
-            f"epochs={epochs}, batch_size={batch_size}"
-        )
+    run = _run_fields(REPNET.replace(**changes))
     settings = {
         "backbone": backbone,
         "weights": weights,
         "data": training.as_given(data),
         "test_data": training.as_given(test_data),
-        "image_size": image_size,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "seed": seed,
-        "validation_split": validation_split,
+        **run,
         "max_examples": max_examples,
-        "label_smoothing": label_smoothing,
-        "schedule": "Adam, cosine decay to 0 over all steps",
     }
     _check_settings(output_dir, settings)
     rows = []
     for index, method in enumerate(methods, start=1):
         prefix = f"[{index}/{len(methods)}] {method}"
-        rates = _learning_rates(method, learning_rates)
+        recipe = _recipe(method, run, learning_rates)
+        rates = (recipe.side_learning_rate, recipe.head_learning_rate)
         row = _load_result(output_dir, method, settings, rates)
         if row is not None:
             print(f"{prefix}: done before, skipped ({summary(row)})")
         else:
             print(
-                f"{prefix}: training {epochs} epochs "
-                f"({methods_lib.DESCRIPTIONS[method]}; peak learning rates "
-                f"side {rates[0]:g}, head {rates[1]:g})"
+                f"{prefix}: training {recipe.epochs} epochs "
+                f"({methods_lib.get_method(method).description}; peak "
+                f"learning rates side {rates[0]:g}, head {rates[1]:g})"
             )
             row = _run_method(
-                method, data, test_data, settings, rates, output_dir,
+                method, data, test_data, settings, recipe, output_dir,
                 measure, verbose,
             )
             print(f"{prefix}: {summary(row)}")
@@ -148,6 +130,35 @@ def compare(
     plot_pareto(rows, os.path.join(output_dir, "pareto.png"), settings)
     plot_curves(rows, os.path.join(output_dir, "curves.png"), settings)
     return results
+
+
+# The recipe fields every method of a comparison shares.
+RUN_FIELDS = (
+    "image_size",
+    "epochs",
+    "batch_size",
+    "seed",
+    "validation_split",
+    "label_smoothing",
+    "min_crop_area",
+    "schedule",
+)
+
+
+def _run_fields(recipe):
+    return {name: getattr(recipe, name) for name in RUN_FIELDS}
+
+
+def _recipe(method, run, overrides):
+    """The method's recipe with the comparison's run, and its rates
+    overridden where asked."""
+    recipe = methods_lib.recipe_for(method).replace(**run)
+    if overrides and method in overrides:
+        side, head = overrides[method]
+        recipe = recipe.replace(
+            side_learning_rate=float(side), head_learning_rate=float(head)
+        )
+    return recipe
 
 
 # === Checks ===
@@ -186,15 +197,6 @@ def _check_settings(output_dir, settings):
         files.write_json(settings, path)
 
 
-def _learning_rates(method, overrides):
-    if overrides and method in overrides:
-        side, head = overrides[method]
-    else:
-        rates = methods_lib.default_learning_rates(method)
-        side, head = rates["side_learning_rate"], rates["head_learning_rate"]
-    return float(side), float(head)
-
-
 def _load_result(output_dir, method, settings, rates):
     path = os.path.join(output_dir, method, _RESULT_FILE)
     if not os.path.exists(path):
@@ -230,52 +232,43 @@ class _StepTimer(keras.callbacks.Callback):
 
 
 def _run_method(
-    method, data, test_data, settings, rates, output_dir, measure, verbose
+    method, data, test_data, settings, recipe, output_dir, measure, verbose
 ):
     started = time.time()
-    seed = settings["seed"]
     # Loaded again for every method so that all read the same shuffled and
     # augmented examples in the same order (a tf.data pipeline draws new
     # orders each time it is iterated).
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(recipe.seed)
     splits = data_lib.load(
         data,
         test=test_data,
-        image_size=settings["image_size"],
-        batch_size=settings["batch_size"],
-        validation_split=settings["validation_split"],
-        seed=seed,
+        recipe=recipe,
         preprocess=data_lib.preprocessing_for(settings["backbone"]),
         max_examples=settings["max_examples"],
     )
     if not splits.num_validation:
         raise ValueError(
             "The comparison needs validation examples. Received "
-            f"validation_split={settings['validation_split']} on data with "
+            f"validation_split={recipe.validation_split} on data with "
             "no test split: use a validation_split above 0."
         )
-    size = settings["image_size"]
+    size = recipe.image_size
     model = methods_lib.build_method(
         method,
         settings["backbone"],
         splits.num_classes,
         input_shape=(size, size, 3),
         weights=settings["weights"],
+        recipe=recipe,
     )
-    steps_per_epoch = -(-splits.num_train // settings["batch_size"])
-    training.compile_model(
-        model,
-        training.make_optimizer(
-            rates[0], rates[1], settings["epochs"] * steps_per_epoch
-        ),
-        settings["label_smoothing"],
-    )
+    steps_per_epoch = -(-splits.num_train // recipe.batch_size)
+    recipe.compile(model, recipe.epochs * steps_per_epoch)
     timer = _StepTimer()
     history = training.fit_resumable(
         model,
-        training.one_hot(splits.train, splits.num_classes),
-        training.one_hot(splits.validation, splits.num_classes),
-        epochs=settings["epochs"],
+        splits.train,
+        splits.validation,
+        epochs=recipe.epochs,
         output_dir=os.path.join(output_dir, method),
         callbacks=[timer],
         verbose=verbose,
@@ -283,12 +276,10 @@ def _run_method(
     accuracy = history["val_accuracy"]
     test_accuracy = None
     if splits.num_test:
-        _, test_accuracy = model.evaluate(
-            training.one_hot(splits.test, splits.num_classes), verbose=0
-        )
+        _, test_accuracy = model.evaluate(splits.test, verbose=0)
     row = {
         "method": method,
-        "description": methods_lib.DESCRIPTIONS[method],
+        "description": methods_lib.get_method(method).description,
         "best_validation_accuracy": max(accuracy),
         "final_validation_accuracy": accuracy[-1],
         "final_train_accuracy": history["accuracy"][-1],
@@ -296,7 +287,7 @@ def _run_method(
         "trainable_params": count_params(model.trainable_weights),
         "frozen_params": count_params(model.non_trainable_weights),
         **_inference_cost(model),
-        "learning_rates": list(rates),
+        "learning_rates": [recipe.side_learning_rate, recipe.head_learning_rate],
         "memory": _memory(method, model, settings, splits.num_classes),
         "measured": (
             _measured(method, settings, splits.num_classes) if measure else None
@@ -319,11 +310,10 @@ def _run_method(
 def _inference_cost(model):
     """Multiply-adds per image (masked weights skipped) and the share of
     the backbone's weights that the masks drop (`None` without masks)."""
-    cost = flops.multiply_adds(model)
-    report = masks.sparsity(model)
+    cost = flops.inference_cost(model)
     return {
-        "multiply_adds": cost["masked"],
-        "mask_sparsity": report["sparsity"] if report["layers"] else None,
+        "multiply_adds": cost["masked_multiply_adds"],
+        "mask_sparsity": cost["sparsity"],
         "mask_granularity": cost["granularity"],
     }
 

@@ -1,53 +1,28 @@
-"""Writes that never leave a half-written file behind."""
+"""Writes that never leave a half-written file behind.
 
-import json
-import os
-import tempfile
+The atomic writes are the device trainer's (`repnet_trainer.files`): a
+temporary file in the same folder, renamed over the target, with the
+permissions an ordinary write would give.
+"""
 
 import keras
+from repnet_trainer import files
+from repnet_trainer.files import check_writable
 
-
-def _temporary_path(path, suffix=""):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", suffix=suffix, dir=directory
-    )
-    os.close(handle)
-    return temporary
-
-
-def _replace(temporary, path):
-    try:
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+__all__ = ["check_writable", "save_model", "write_json", "write_text"]
 
 
 def write_json(data, path):
-    """Writes `data` as JSON to `path` atomically."""
-    temporary = _temporary_path(path)
-    with open(temporary, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    _replace(temporary, path)
+    """Writes `data` as indented JSON to `path` atomically."""
+    files.write_json(path, data, indent=2)
 
 
 def write_text(text, path):
     """Writes `text` to `path` atomically."""
-    temporary = _temporary_path(path)
-    with open(temporary, "w") as f:
-        f.write(text)
-    _replace(temporary, path)
+    files.write_text(path, text)
 
 
 def save_model(model: keras.Model, path):
     """Saves `model` to a `.keras` file atomically."""
-    temporary = _temporary_path(path, suffix=".keras")
-    try:
+    with files.atomic_path(path, suffix=".keras") as temporary:
         model.save(temporary)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    _replace(temporary, path)

@@ -42,15 +42,17 @@ rule declares what it keeps for the backward pass (`Keeps`, `keeps_of()`):
 `keras_repnet.memory.profile` counts a lean step from those declarations.
 
 Layout: `lean.py` and `builtin.py` hold the rules, `keeps.py` the
-declarations' vocabulary and TensorFlow's own, `registry.py` the swapping,
+declarations' vocabulary and TensorFlow's own, `overrides.py` the swapping,
 the counts and `recompute()`, `ops.py` helpers that read TensorFlow ops.
 
 Example:
 
->>> with keras_repnet.backward.override():
-...     with tf.GradientTape() as tape:
-...         loss = loss_fn(y, model(x, training=True))
-...     grads = tape.gradient(loss, model.trainable_variables)
+```python
+with keras_repnet.backward.override():
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y, model(x, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+```
 """
 
 from keras_repnet.backward.builtin import conv2d_filter_grad
@@ -58,14 +60,14 @@ from keras_repnet.backward.builtin import depthwise_filter_grad
 from keras_repnet.backward.builtin import depthwise_input_grad
 from keras_repnet.backward.keeps import Keeps
 from keras_repnet.backward.keeps import TENSORFLOW_KEEPS
-from keras_repnet.backward.registry import BUILTIN_RULES
-from keras_repnet.backward.registry import LEAN_RULES
-from keras_repnet.backward.registry import counts
-from keras_repnet.backward.registry import is_active
-from keras_repnet.backward.registry import keeps_of
-from keras_repnet.backward.registry import override
-from keras_repnet.backward.registry import recompute
-from keras_repnet.backward.registry import reset_counts
+from keras_repnet.backward.overrides import BUILTIN_RULES
+from keras_repnet.backward.overrides import LEAN_RULES
+from keras_repnet.backward.overrides import counts
+from keras_repnet.backward.overrides import is_active
+from keras_repnet.backward.overrides import keeps_of
+from keras_repnet.backward.overrides import override
+from keras_repnet.backward.overrides import recompute
+from keras_repnet.backward.overrides import reset_counts
 
 __all__ = [
     "BUILTIN_RULES",

@@ -5,6 +5,7 @@ import functools
 import keras
 
 from keras_repnet.core import backbones
+from keras_repnet.core import flat_graph
 from keras_repnet.core import heads
 from keras_repnet.core import masks
 from keras_repnet.core import taps as taps_lib
@@ -12,6 +13,7 @@ from keras_repnet.core.layers import ActivationConnector
 from keras_repnet.core.layers import ChannelBias
 from keras_repnet.core.layers import RepNetModule
 from keras_repnet.core.models import RepNetModel
+from keras_repnet.core.recipe import Recipe
 
 CONNECT_MODES = ("up", "dual", "down", "none", "all")
 HEAD_NAME = heads.HEAD_NAME
@@ -41,6 +43,7 @@ def build(
     mask_by_magnitude: bool = True,
     dropout: float = 0.2,
     name: str | None = None,
+    recipe: Recipe | None = None,
 ) -> keras.Model:
     """Builds a Rep-Net classifier on a frozen backbone.
 
@@ -125,19 +128,23 @@ def build(
             starts; see the README). Defaults to `True`.
         dropout: float. Dropout rate before the head. Defaults to 0.2.
         name: str. Model name. Defaults to `"repnet_<backbone>"`.
+        recipe: `keras_repnet.Recipe`. How the model trains, kept as
+            `model.recipe` and saved with it. Defaults to Rep-Net's.
 
     Returns:
-        An uncompiled `keras.Model` mapping images to class logits.
+        An uncompiled `keras_repnet.RepNetModel` mapping images to class
+        logits.
 
     Example:
 
-    >>> model = keras_repnet.build(
-    ...     keras.applications.MobileNetV3Small, num_classes=5)
-    >>> model.compile(
-    ...     optimizer="adam",
-    ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    ...     metrics=["accuracy"])
-    >>> model.fit(train_ds, validation_data=val_ds, epochs=5)
+    ```python
+    model = keras_repnet.build(
+        keras.applications.MobileNetV3Small, num_classes=5
+    )
+    recipe = model.recipe
+    recipe.compile(model, total_steps=recipe.epochs * len(train_ds))
+    model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs)
+    ```
     """
     _check_arguments(
         num_classes, connect, side_width, side_downscale, backbone_shifts,
@@ -186,7 +193,11 @@ def build(
     )
     name = name or f"repnet_{backbones.backbone_name(backbone).lower()}"
     return RepNetModel(
-        image, logits, name=name, backbone=backbones.backbone_name(backbone)
+        image,
+        logits,
+        name=name,
+        backbone=backbones.backbone_name(backbone),
+        recipe=recipe,
     )
 
 
@@ -196,15 +207,13 @@ def shifts_cost_masks_only(backbone: keras.Model) -> bool:
     leaky ReLU: a mask each under the lean rules) and no layer multiplies
     two activations (as squeeze-excite does), as the memory profiler
     classifies the layers (`keras_repnet.memory`)."""
-    from keras_repnet.memory import graph as memory_graph
-
-    for node in memory_graph.Graph.of(backbone).nodes:
+    for node in flat_graph.Graph.of(backbone).nodes:
         if node.kind == "multiply":
             return False
         if node.kind == "activation" and node.detail not in (
             None,
             "linear",
-            *memory_graph.PIECEWISE_LINEAR,
+            *flat_graph.PIECEWISE_LINEAR,
         ):
             return False
     return True

@@ -5,6 +5,7 @@ import math
 
 import keras
 
+from keras_repnet.core import flat_graph
 from keras_repnet.core import masks
 
 _WEIGHTED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
@@ -30,9 +31,7 @@ def multiply_adds(model: keras.Model) -> dict:
         multiply-adds without masks, with the dropped weights skipped, and
         the masks' granularity (`None` without masks).
     """
-    from keras_repnet.memory import graph as memory_graph
-
-    graph = memory_graph.Graph.of(model)
+    graph = flat_graph.Graph.of(model)
     dense = masked = 0
     granularities = set()
     for node in graph.nodes:
@@ -52,4 +51,25 @@ def multiply_adds(model: keras.Model) -> dict:
         "dense": dense,
         "masked": masked,
         "granularity": "/".join(sorted(granularities)) or None,
+    }
+
+
+def inference_cost(model: keras.Model) -> dict:
+    """Multiply-adds per image and what the masks drop, in one dict.
+
+    Returns:
+        `{"multiply_adds", "masked_multiply_adds", "granularity",
+        "sparsity", "masked_weights", "dropped_weights"}`: `multiply_adds`
+        dense and with the dropped weights skipped, and the masks' share of
+        dropped backbone weights (`sparsity` is `None` without masks).
+    """
+    cost = multiply_adds(model)
+    report = masks.sparsity(model)
+    return {
+        "multiply_adds": cost["dense"],
+        "masked_multiply_adds": cost["masked"],
+        "granularity": cost["granularity"],
+        "sparsity": report["sparsity"] if report["layers"] else None,
+        "masked_weights": report["masked_weights"],
+        "dropped_weights": report["dropped_weights"],
     }

@@ -8,11 +8,10 @@ the graph through these.
 
 import keras
 
+from keras_repnet import compat
 
-def producer_node(tensor):
-    """The node of the functional graph that outputs `tensor`."""
-    operation, node_index, _ = tensor._keras_history
-    return operation._inbound_nodes[node_index]
+producer = compat.producer
+producer_node = compat.producer_node
 
 
 def walk(model: keras.Model) -> tuple[list, dict, dict]:

@@ -36,7 +36,7 @@ class RepNetModule(keras.layers.Layer):
     Example:
 
     >>> module = RepNetModule(filters=24, output_size=(56, 56))
-    >>> module(keras.ops.zeros((2, 112, 112, 16))).shape
+    >>> tuple(module(keras.ops.zeros((2, 112, 112, 16))).shape)
     (2, 56, 56, 24)
     """
 

@@ -33,13 +33,8 @@ GRANULARITIES = ("weight", "kernel", "channel")
 # of 0.05 and 0.02 on Fashion-MNIST and CIFAR-10 too (0.02 drops more, and
 # fell below repnet on both).
 DEFAULT_INITIAL_SCORE = 0.05
-# The scores' peak learning rate (`keras_repnet.apps.training.make_optimizer`
-# gives them their own): Rep-Net's side rate, whatever rate the side network
-# trains at, so that a mask's sparsity does not follow the side's rate.
-MASK_LEARNING_RATE = 1e-2
-# The share of the training steps over which the scores' rate ramps up from
-# 0: a random head's first gradients would otherwise flip kernels at random.
-MASK_WARMUP = 0.2
+# The scores' learning rate and its warm-up are the recipe's
+# (`keras_repnet.Recipe.mask_learning_rate`, `mask_warmup`).
 # The scores' variable name, and a `MultiRateAdam` key that matches them.
 SCORE_NAME = "mask_score"
 SCORE_PATHS = f"*/{SCORE_NAME}"
@@ -160,7 +155,7 @@ class MaskedConv2D(_BinaryMask, keras.layers.Conv2D):
     Example:
 
     >>> layer = MaskedConv2D(granularity="channel", filters=8, kernel_size=3)
-    >>> layer(keras.ops.ones((1, 5, 5, 4))).shape
+    >>> tuple(layer(keras.ops.ones((1, 5, 5, 4))).shape)
     (1, 3, 3, 8)
     >>> [v.name for v in layer.trainable_weights]
     ['mask_score']

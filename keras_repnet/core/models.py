@@ -6,6 +6,8 @@ import keras
 
 from keras_repnet import backward
 from keras_repnet.core.layers import RepNetModule
+from keras_repnet.core.recipe import REPNET
+from keras_repnet.core.recipe import Recipe
 
 _training_call = threading.local()  # per replica thread
 
@@ -36,13 +38,8 @@ class RepNetModel(keras.Model):
       through `keras_repnet.backward.recompute()`: their activations, large
       at the first taps, are recomputed in the backward pass.
 
-    Measured by `bench/memory.py` at 224x224, batch 8, with `build()`'s
-    defaults: the step peak is 96.8 MB on MobileNetV2 (209.5 MB with plain
-    autodiff; the frozen backbone's inference alone: 77.8 MB), whose
-    backbone shifts send the backward pass through the frozen backbone, and
-    17.2 MB on MobileNetV3Small (17.8; 14.8), where `build()` adds no shifts.
-    The rules also matter for `connect="dual"` and for full fine-tuning
-    (MobileNetV3Small: 191 -> 139 MB).
+    `docs/results.md` has what this saves, measured. The rules also matter
+    for `connect="dual"` and for full fine-tuning.
     Works with `fit` in graph or eager mode and under `tf.distribute`
     strategies.
 
@@ -57,17 +54,25 @@ class RepNetModel(keras.Model):
             name (e.g. `"MobileNetV2"`) when built from one, used to find its
             preprocessing (e.g. by `keras_repnet.export_tflite`), else the
             backbone model's name. Defaults to `None` (unknown).
+        recipe: `keras_repnet.Recipe` (or its `to_dict()`). How the model
+            trains: `keras_repnet.train`, the command line and
+            `export_tflite` read it, and it is saved with the model.
+            Defaults to Rep-Net's recipe.
         *args, **kwargs: passed to `keras.Model` (`inputs`, `outputs`,
             `name`, ...).
 
     Example:
 
-    >>> model = keras_repnet.build("MobileNetV2", num_classes=5)
+    >>> model = keras_repnet.build("MobileNetV2", num_classes=5, weights=None)
     >>> type(model).__name__, model.lean_backward, model.backbone
     ('RepNetModel', True, 'MobileNetV2')
+    >>> model.recipe.side_learning_rate
+    0.01
     """
 
-    def __init__(self, *args, lean_backward=True, backbone=None, **kwargs):
+    def __init__(
+        self, *args, lean_backward=True, backbone=None, recipe=None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         if not isinstance(lean_backward, bool):
             raise ValueError(
@@ -81,6 +86,25 @@ class RepNetModel(keras.Model):
             )
         self.lean_backward = lean_backward
         self.backbone = backbone
+        self.recipe = recipe
+
+    @property
+    def recipe(self) -> Recipe:
+        """The `Recipe` the model trains with."""
+        return self._recipe
+
+    @recipe.setter
+    def recipe(self, recipe):
+        if recipe is None:
+            recipe = REPNET
+        elif isinstance(recipe, dict):
+            recipe = Recipe.from_dict(recipe)
+        if not isinstance(recipe, Recipe):
+            raise ValueError(
+                "`recipe` must be a keras_repnet.Recipe, its to_dict() or "
+                f"None. Received: recipe={recipe!r}"
+            )
+        self._recipe = recipe
 
     def train_step(self, *args, **kwargs):
         if not self.lean_backward:
@@ -114,6 +138,10 @@ class RepNetModel(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"lean_backward": self.lean_backward, "backbone": self.backbone}
+            {
+                "lean_backward": self.lean_backward,
+                "backbone": self.backbone,
+                "recipe": self.recipe.to_dict(),
+            }
         )
         return config

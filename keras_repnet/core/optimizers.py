@@ -4,6 +4,8 @@ import fnmatch
 
 import keras
 
+from keras_repnet import compat
+
 
 class _MultiRate:
     """Scales the learning rate per group of variables (a mixin placed
@@ -30,10 +32,12 @@ class _MultiRate:
         self._scales = [self.multiplier(v) for v in var_list]
 
     def update_step(self, gradient, variable, learning_rate):
-        scale = self._scales[self._get_variable_index(variable)]
+        scale = self._scales[compat.variable_index(self, variable)]
         if _is_schedule(scale):
-            scale = keras.ops.cast(scale(self.iterations), variable.dtype)
-        if not isinstance(scale, float) or scale != 1.0:
+            learning_rate = learning_rate * keras.ops.cast(
+                scale(self.iterations), variable.dtype
+            )
+        elif scale != 1.0:
             learning_rate = learning_rate * scale
         super().update_step(gradient, variable, learning_rate)
 

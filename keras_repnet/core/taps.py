@@ -293,7 +293,10 @@ def find_taps(model: keras.Model, mode: str = "downsampling") -> list[Tap]:
 
     >>> backbone = keras.applications.MobileNetV2(
     ...     weights=None, include_top=False, input_shape=(224, 224, 3))
-    >>> [(t.layer_name, t.shape) for t in keras_repnet.find_taps(backbone)]
+    >>> [(t.layer_name, t.shape[:2]) for t in keras_repnet.find_taps(backbone)]
+    [('expanded_conv_project_BN', (112, 112)), ('block_1_project_BN', (56, 56)),
+     ('block_3_project_BN', (28, 28)), ('block_6_project_BN', (14, 14)),
+     ('block_13_project_BN', (7, 7))]
     """
     if mode not in ("downsampling", "all"):
         raise ValueError(
@@ -409,7 +412,7 @@ def feature_output(model: keras.Model):
         return model.outputs[0]
     feature = None
     for tensor in _analyse(model).main_path:
-        layer = tensor._keras_history.operation
+        layer = graph_lib.producer(tensor)
         if len(tensor.shape) != 4 or isinstance(layer, _GLOBAL_LAYERS):
             break
         feature = tensor

@@ -19,6 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_repnet.core import backbones
+from keras_repnet.core.recipe import REPNET
+from keras_repnet.core.recipe import Recipe
 from keras_repnet.data import pipeline
 from keras_repnet.data import sources
 from keras_repnet.data.sources import load_idx_folder
@@ -46,6 +48,10 @@ class DatasetSplits:
         test: `tf.data.Dataset` or `None`. Test batches, to evaluate once at
             the end; `None` when the data has no test split.
         num_test: int. Number of test examples.
+        train_files: list of str, or `None`. For an image folder, the
+            training images' paths relative to it, in `train`'s order before
+            shuffling; `None` for other sources.
+        validation_files: list of str, or `None`. Likewise for `validation`.
     """
 
     train: tf.data.Dataset
@@ -55,6 +61,8 @@ class DatasetSplits:
     num_validation: int
     test: tf.data.Dataset | None = None
     num_test: int = 0
+    train_files: list[str] | None = None
+    validation_files: list[str] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -91,30 +99,33 @@ def preprocessing_for(backbone) -> Callable | None:
 def load(
     source: str | os.PathLike | tuple[np.ndarray, np.ndarray],
     *,
-    image_size: int | tuple[int, int],
+    image_size: int | tuple[int, int] | None = None,
     test: str | os.PathLike | tuple[np.ndarray, np.ndarray] | None = None,
-    batch_size: int = 32,
-    validation_split: float = 0.2,
-    seed: int = 1337,
+    batch_size: int | None = None,
+    validation_split: float | None = None,
+    seed: int | None = None,
     preprocess: Callable | None = None,
     augment: bool = True,
     max_examples: int | None = None,
+    recipe: Recipe | None = None,
+    strict_images: bool = False,
 ) -> DatasetSplits:
     """Loads an image classification dataset as train, validation and test
     batches.
 
     Images are decoded once and cached as uint8, converted to RGB and resized
     to `image_size` (bilinear). Training examples are reshuffled every epoch
-    and, with `augment=True`, randomly cropped (64-100% of the area, aspect
-    ratio 3/4-4/3), resized back and randomly flipped left-right. Batches of
-    float32 images in `[0, 255]` then go through `preprocess`.
+    and, with `augment=True`, randomly cropped (the recipe's
+    `min_crop_area`-100% of the area, aspect ratio 3/4-4/3), resized back and
+    randomly flipped left-right. Batches of float32 images in `[0, 255]`
+    then go through `preprocess`. Settings left `None` come from `recipe`.
 
     Example:
 
     ```python
     splits = keras_repnet.data.load(
         "flowers/",
-        image_size=224,
+        recipe=model.recipe,  # image size, batch size, split, seed, crops
         preprocess=preprocessing_for("MobileNetV2"),
     )
     model.fit(splits.train, validation_data=splits.validation)
@@ -138,18 +149,18 @@ def load(
             files, npz `x_test`/`y_test`, a tfds `test` split) becomes the
             test split.
         image_size: int or tuple of two ints. Height and width of the output
-            images; an int gives square images.
+            images; an int gives square images. Defaults to the recipe's.
         test: a separate test set in any form `source` takes (e.g. the
             `test/` folder of a dataset), read whole as the test split; it
             must have the same classes. Defaults to `None`: the source's own
             test split, if any.
         batch_size: int. Number of examples per batch. The last batch may be
-            smaller. Defaults to `32`.
+            smaller. Defaults to the recipe's.
         validation_split: float. Fraction of the examples held out for
             validation, in `[0, 1)`, drawn from the training examples (never
             from the test split). Ignored for a tfds source with a
             `validation` split. With `0`, `validation` is an empty dataset.
-            Defaults to `0.2`.
+            Defaults to the recipe's.
         seed: int. Seed of the train/validation split, the shuffling and the
             augmentation. Defaults to `1337`.
         preprocess: callable or `None`. Applied to batches of float32 images
@@ -161,11 +172,25 @@ def load(
             `max_examples` examples of the training split and of the
             validation split, each capped after the seeded split and shuffle
             (the test split stays whole), for quick runs. Defaults to `None`.
+        recipe: `keras_repnet.Recipe`. Where settings left `None` come from,
+            and the crops' smallest area. Defaults to Rep-Net's recipe.
+        strict_images: bool. In an image folder, files that cannot be
+            decoded (empty, truncated, not images) are found before
+            training, reported once each with a summary, and left out; with
+            `True` the first one raises a `ValueError` instead. Defaults to
+            `False`.
 
     Returns:
         A `DatasetSplits`.
     """
-    image_size = _standardize_image_size(image_size)
+    recipe = recipe or REPNET
+    image_size = _standardize_image_size(
+        recipe.image_size if image_size is None else image_size
+    )
+    batch_size = recipe.batch_size if batch_size is None else batch_size
+    seed = recipe.seed if seed is None else seed
+    if validation_split is None:
+        validation_split = recipe.validation_split
     _check_positive_int("batch_size", batch_size)
     if max_examples is not None:
         _check_positive_int("max_examples", max_examples)
@@ -174,12 +199,12 @@ def load(
             "`validation_split` must be in [0, 1). "
             f"Received: validation_split={validation_split}"
         )
-    (train, num_train), (validation, num_validation), held_out, class_names = (
-        sources.read_source(source, image_size, validation_split, seed)
+    train, validation, held_out, class_names = sources.read_source(
+        source, image_size, validation_split, seed, strict_images
     )
     if test is not None:
         held_out, test_class_names = sources.read_test_source(
-            test, image_size, seed
+            test, image_size, seed, strict_images
         )
         if test_class_names != class_names:
             raise ValueError(
@@ -187,10 +212,8 @@ def load(
                 f"Received: classes {test_class_names} in test={test!r}, "
                 f"{class_names} in source={source!r}"
             )
-    train, num_train = pipeline.take(train, num_train, max_examples)
-    validation, num_validation = pipeline.take(
-        validation, num_validation, max_examples
-    )
+    train = train.take(max_examples)
+    validation = validation.take(max_examples)
     batched = functools.partial(
         pipeline.batched,
         image_size=image_size,
@@ -199,14 +222,19 @@ def load(
     )
     return DatasetSplits(
         train=batched(
-            train, shuffle_buffer=num_train, seed=seed, augment=augment
+            train.dataset,
+            shuffle_buffer=train.size,
+            seed=seed,
+            min_crop_area=recipe.min_crop_area if augment else None,
         ),
-        validation=batched(validation),
+        validation=batched(validation.dataset),
         class_names=class_names,
-        num_train=num_train,
-        num_validation=num_validation,
-        test=None if held_out is None else batched(held_out[0]),
-        num_test=0 if held_out is None else held_out[1],
+        num_train=train.size,
+        num_validation=validation.size,
+        test=None if held_out is None else batched(held_out.dataset),
+        num_test=0 if held_out is None else held_out.size,
+        train_files=train.files,
+        validation_files=validation.files,
     )
 
 

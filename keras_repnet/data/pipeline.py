@@ -1,6 +1,7 @@
 """The `tf.data` side of `load()`: uint8 storage, the batched and
 preprocessed pipeline, and augmentation."""
 
+import dataclasses
 import functools
 
 import tensorflow as tf
@@ -11,13 +12,6 @@ import tensorflow as tf
 _MAX_SHUFFLE_BUFFER = 4096
 
 
-# Random crops keep at least this share of the image's area (80% of each
-# side). The common 25% lost 3 points of CIFAR-10 test accuracy for Rep-Net
-# and 1 for ft-last in 6-epoch runs (64 px; see the README's accuracy
-# section): on short schedules and small images it costs more than it helps.
-MIN_CROP_AREA = 0.64
-
-
 def stored_as_uint8(dataset, image_size):
     """Resizes decoded images to `image_size` and rounds them to uint8."""
     return dataset.map(
@@ -26,10 +20,25 @@ def stored_as_uint8(dataset, image_size):
     )
 
 
-def take(dataset, num_examples, max_examples):
-    if max_examples is None or num_examples <= max_examples:
-        return dataset, num_examples
-    return dataset.take(max_examples), max_examples
+@dataclasses.dataclass
+class Examples:
+    """One split as a source reads it: unbatched `(uint8 image, int32
+    label)` examples, how many, and for an image folder their files
+    (relative paths, in the dataset's order)."""
+
+    dataset: tf.data.Dataset
+    size: int
+    files: list[str] | None = None
+
+    def take(self, max_examples):
+        """The first `max_examples` (all of them for `None`)."""
+        if max_examples is None or self.size <= max_examples:
+            return self
+        files = None if self.files is None else self.files[:max_examples]
+        return Examples(self.dataset.take(max_examples), max_examples, files)
+
+    def empty(self):
+        return Examples(self.dataset.take(0), 0, None if self.files is None else [])
 
 
 def batched(
@@ -40,11 +49,12 @@ def batched(
     preprocess,
     shuffle_buffer=0,
     seed=None,
-    augment=False,
+    min_crop_area=None,
 ):
     """Batches `(uint8 image, label)` examples as float32 `(images, labels)`.
 
-    Shuffles when `shuffle_buffer > 0` and augments when `augment=True`.
+    Shuffles when `shuffle_buffer > 0`; with a `min_crop_area`, augments
+    with random crops of that much of the area or more, and flips.
     """
     dataset = dataset.cache()
     if shuffle_buffer:
@@ -53,8 +63,8 @@ def batched(
             seed=seed,
             reshuffle_each_iteration=True,
         )
-    if augment:
-        dataset = _augmented(dataset, seed)
+    if min_crop_area is not None:
+        dataset = _augmented(dataset, seed, min_crop_area)
     dataset = dataset.map(
         functools.partial(_as_rgb_float, image_size=image_size),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -86,7 +96,7 @@ def _resize(image, image_size):
     return tf.image.resize(image, image_size)
 
 
-def _augmented(dataset, seed):
+def _augmented(dataset, seed, min_crop_area):
     """Randomly crops and flips each image, with stateless per-image seeds.
 
     The seeds come from `seed` and change every epoch, so augmentation is
@@ -94,26 +104,28 @@ def _augmented(dataset, seed):
     """
     seeds = tf.data.Dataset.random(seed, rerandomize_each_iteration=True)
     return tf.data.Dataset.zip(dataset, seeds.batch(2)).map(
-        _augment, num_parallel_calls=tf.data.AUTOTUNE
+        functools.partial(_augment, min_crop_area=min_crop_area),
+        num_parallel_calls=tf.data.AUTOTUNE,
     )
 
 
-def _augment(example, seed):
+def _augment(example, seed, min_crop_area):
     image, label = example
     crop_seed, flip_seed = tf.unstack(tf.random.split(seed, 2))
-    image = _random_resized_crop(image, crop_seed)
+    image = _random_resized_crop(image, crop_seed, min_crop_area)
     return tf.image.stateless_random_flip_left_right(image, flip_seed), label
 
 
-def _random_resized_crop(image, seed):
-    """Crops a random box of 64-100% of the area and aspect ratio 3/4-4/3."""
+def _random_resized_crop(image, seed, min_crop_area):
+    """Crops a random box of `min_crop_area`-100% of the area and aspect
+    ratio 3/4-4/3."""
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(image),
         bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
         seed=seed,
         min_object_covered=0.0,
         aspect_ratio_range=(3 / 4, 4 / 3),
-        area_range=(MIN_CROP_AREA, 1.0),
+        area_range=(min_crop_area, 1.0),
         max_attempts=10,
         use_image_if_no_bounding_boxes=True,
     )

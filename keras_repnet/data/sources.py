@@ -1,20 +1,21 @@
 """The sources `load()` reads: image folders, idx files, `.npz` files,
 numpy arrays and TensorFlow Datasets.
 
-Each reader returns `((train, num_train), (validation, num_validation),
-test, class_names)` where `test` is `(test, num_test)` for a source with a
-held-out split of its own, else `None`, and the datasets yield unbatched
-`(uint8 image, int32 label)`.
+Each reader returns `(train, validation, test, class_names)`: three
+`pipeline.Examples` (`test` is `None` for a source without a held-out split
+of its own) and the class names.
 """
 
+import functools
 import gzip
 import os
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
+from repnet_trainer import split
 
+from keras_repnet.data import images
 from keras_repnet.data import pipeline
 
 TFDS_PREFIX = "tfds:"
@@ -82,7 +83,7 @@ def _check_num_classes(num_classes, received):
         )
 
 
-def read_source(source, image_size, validation_split, seed):
+def read_source(source, image_size, validation_split, seed, strict=False):
     if isinstance(source, str) and source.startswith(TFDS_PREFIX):
         return _read_tfds(
             source[len(TFDS_PREFIX) :], image_size, validation_split
@@ -95,7 +96,9 @@ def read_source(source, image_size, validation_split, seed):
             )
         return _read_arrays(source, None, validation_split, seed)
     if isinstance(source, (str, os.PathLike)):
-        return _read_path(Path(source), image_size, validation_split, seed)
+        return _read_path(
+            Path(source), image_size, validation_split, seed, strict
+        )
     raise ValueError(
         "Expected `source` to be a path to an image folder, an idx folder or "
         "a `.npz` file, a tuple `(x, y)` of numpy arrays, or 'tfds:NAME'. "
@@ -103,7 +106,7 @@ def read_source(source, image_size, validation_split, seed):
     )
 
 
-def _read_path(path, image_size, validation_split, seed):
+def _read_path(path, image_size, validation_split, seed, strict):
     if not path.exists():
         raise FileNotFoundError(
             "No such file or folder. Pass a folder with one sub-folder of "
@@ -115,10 +118,10 @@ def _read_path(path, image_size, validation_split, seed):
         return _read_arrays(train, test, validation_split, seed)
     if path.is_dir() and _is_split_folder(path):
         train, validation, _, class_names = _read_image_folder(
-            path / "train", image_size, validation_split, seed
+            path / "train", image_size, validation_split, seed, strict
         )
         test, test_class_names = read_test_source(
-            path / "test", image_size, seed
+            path / "test", image_size, seed, strict
         )
         _require(
             test_class_names == class_names,
@@ -128,7 +131,9 @@ def _read_path(path, image_size, validation_split, seed):
         )
         return train, validation, test, class_names
     if path.is_dir():
-        return _read_image_folder(path, image_size, validation_split, seed)
+        return _read_image_folder(
+            path, image_size, validation_split, seed, strict
+        )
     if path.suffix == ".npz":
         return _read_arrays(*_load_npz(path), validation_split, seed)
     raise ValueError(
@@ -137,18 +142,17 @@ def _read_path(path, image_size, validation_split, seed):
     )
 
 
-def read_test_source(test, image_size, seed):
-    """Reads a whole source as one test split: `((dataset, count),
-    class_names)`."""
-    (dataset, count), _, held_out, class_names = read_source(
-        test, image_size, 0.0, seed
+def read_test_source(test, image_size, seed, strict=False):
+    """Reads a whole source as one test split: `(examples, class_names)`."""
+    examples, _, held_out, class_names = read_source(
+        test, image_size, 0.0, seed, strict
     )
     _require(
         held_out is None,
         "A test set must be one split, not a source with a test split of "
         f"its own. Received: test={test!r}",
     )
-    return (dataset, count), class_names
+    return examples, class_names
 
 
 def _is_split_folder(path):
@@ -159,50 +163,26 @@ def _is_split_folder(path):
     )
 
 
-def _read_image_folder(path, image_size, validation_split, seed):
-    class_folders = sorted(
-        item.name for item in path.iterdir() if item.is_dir()
+def _read_image_folder(path, image_size, validation_split, seed, strict):
+    """An image folder split by the project's one split
+    (`repnet_trainer.split`, which the device trainer uses too), with the
+    files that cannot be decoded found first and left out."""
+    paths, labels, class_names = split.list_image_files(path)
+    kept = images.readable(path, paths, strict=strict)
+    train, validation = split.split_kept(kept, validation_split, seed)
+    paths = [name for name, keep in zip(paths, kept) if keep]
+    labels = np.asarray(labels, np.int32)[kept]
+    print(
+        f"Found {int(kept.sum()):,} images in {len(class_names)} classes in {path}: "
+        f"{len(train):,} for training, {len(validation):,} for validation."
     )
-    _check_num_classes(
-        len(class_folders),
-        f"path={path}, with class sub-folders {class_folders}. Put the "
-        "images of each class in their own sub-folder, e.g. "
-        f"{path / 'cat' / '001.jpg'}",
-    )
-    split_args = (
-        dict(validation_split=validation_split, subset="both")
-        if validation_split
-        else {}
-    )
-    try:
-        datasets = keras.utils.image_dataset_from_directory(
-            str(path),
-            label_mode="int",
-            image_size=image_size,
-            batch_size=None,
-            seed=seed,
-            **split_args,
-        )
-    except ValueError as error:
-        raise ValueError(
-            "Could not read an image folder with one sub-folder of images per "
-            f"class (e.g. {path / 'cat' / '001.jpg'}): {error} "
-            f"Received: path={path}, validation_split={validation_split}"
-        ) from error
-    if not validation_split:
-        train = _counted_files(datasets, image_size)
-        return train, _empty(train), None, datasets.class_names
-    train, validation = datasets
+    read = functools.partial(images.read_files, path, image_size=image_size)
     return (
-        _counted_files(train, image_size),
-        _counted_files(validation, image_size),
+        read([paths[i] for i in train], labels[train]),
+        read([paths[i] for i in validation], labels[validation]),
         None,
-        train.class_names,
+        class_names,
     )
-
-
-def _counted_files(dataset, image_size):
-    return pipeline.stored_as_uint8(dataset, image_size), len(dataset.file_paths)
 
 
 def _load_npz(path):
@@ -241,13 +221,15 @@ def _find_idx_file(folder, name):
 
 def _read_arrays(train, test, validation_split, seed):
     x, y = _standardize_arrays(*train)
-    # Training examples are always in a seeded random order, so that
-    # `max_examples` keeps a random subset and the bounded shuffle buffer
-    # mixes all classes even when the source is sorted by class.
-    order = np.random.default_rng(seed).permutation(len(x))
-    num_validation = int(validation_split * len(x))
-    validation = x[order[:num_validation]], y[order[:num_validation]]
-    train = x[order[num_validation:]], y[order[num_validation:]]
+    # The project's one split (`repnet_trainer.split`). Training examples
+    # come in its seeded random order, so that `max_examples` keeps a random
+    # subset and the bounded shuffle buffer mixes all classes even when the
+    # source is sorted by class.
+    train_index, validation_index = split.split_indices(
+        len(x), validation_split, seed
+    )
+    validation = x[validation_index], y[validation_index]
+    train = x[train_index], y[train_index]
     test = None if test is None else _standardize_arrays(*test)
     labels = np.concatenate([y] + ([] if test is None else [test[1]]))
     _check_num_classes(
@@ -304,7 +286,7 @@ def _require(condition, message):
 
 
 def _from_arrays(x, y):
-    return tf.data.Dataset.from_tensor_slices((x, y)), len(x)
+    return pipeline.Examples(tf.data.Dataset.from_tensor_slices((x, y)), len(x))
 
 
 def _read_tfds(name, image_size, validation_split):
@@ -322,14 +304,16 @@ def _read_tfds(name, image_size, validation_split):
     def read_split(split):
         dataset = builder.as_dataset(split=split, as_supervised=True)
         num_examples = builder.info.splits[split].num_examples
-        return pipeline.stored_as_uint8(dataset, image_size), num_examples
+        return pipeline.Examples(
+            pipeline.stored_as_uint8(dataset, image_size), num_examples
+        )
 
     train_name, validation_name, test_name = _tfds_split_names(
         builder.info.splits.keys(), validation_split
     )
     train = read_split(train_name)
     validation = (
-        read_split(validation_name) if validation_name else _empty(train)
+        read_split(validation_name) if validation_name else train.empty()
     )
     test = read_split(test_name) if test_name else None
     return train, validation, test, builder.info.features["label"].names
@@ -345,9 +329,3 @@ def _tfds_split_names(available, validation_split):
         return "train", None, test
     percent = round(100 * (1 - validation_split))
     return f"train[:{percent}%]", f"train[{percent}%:]", test
-
-
-def _empty(split):
-    """Returns an empty `(dataset, 0)` split of the same element type."""
-    dataset, _ = split
-    return dataset.take(0), 0

@@ -13,7 +13,6 @@ from keras_repnet.export.converter import CHECKPOINT_SIGNATURES
 from keras_repnet.export.converter import FORMAT
 from keras_repnet.export.converter import INPUT_DESCRIPTION
 from keras_repnet.export.converter import ITERATIONS_NAME
-from keras_repnet.export.converter import OPTIMIZERS
 from keras_repnet.export.converter import SIGNATURES
 from keras_repnet.export.converter import export_tflite
 from keras_repnet.export.converter import sidecar_path
@@ -24,7 +23,6 @@ __all__ = [
     "FORMAT",
     "INPUT_DESCRIPTION",
     "ITERATIONS_NAME",
-    "OPTIMIZERS",
     "SIGNATURES",
     "export_tflite",
     "sidecar_path",

@@ -10,35 +10,30 @@ head) change on device; the frozen backbone becomes constants.
 """
 
 import contextlib
-import json
-import numbers
 import os
 import re
 import tempfile
-from pathlib import Path
 
 import keras
 import tensorflow as tf
+from repnet_trainer import files
+from repnet_trainer import formats
 
 from keras_repnet import backward
 from keras_repnet import compat
 from keras_repnet import data
 from keras_repnet.backward.builtin import kernel_copies
 from keras_repnet.core import backbones
-from keras_repnet.core.heads import HEAD_NAME
-from keras_repnet.core.optimizers import MultiRateAdam
-from keras_repnet.core.optimizers import MultiRateSGD
+from keras_repnet.core import recipe as recipe_lib
 from keras_repnet.export import model as export_model
-from keras_repnet.export import ops as tflite_ops
+from keras_repnet.export import operators
 from keras_repnet.export import quantize as quantize_lib
 from keras_repnet.export import zeros
-from keras_repnet.methods.registry import REPNET_LEARNING_RATES
 
-# Format 2: `train` takes the step's learning rate.
-FORMAT = "keras-repnet-tflite/2"
-OPTIMIZERS = {"adam": MultiRateAdam, "sgd": MultiRateSGD}
-SCHEDULE = "cosine"
-SIGNATURES = ("train", "infer", "get_weights", "set_weights")
+# The file's contract with the device trainers: `repnet_trainer.formats`.
+FORMAT = formats.MODEL_FORMAT
+SIGNATURES = formats.SIGNATURES
+sidecar_path = formats.sidecar_path
 CHECKPOINT_SIGNATURES = ("save", "restore")
 INPUT_DESCRIPTION = "float32 RGB pixels in [0, 255], NHWC"
 ITERATIONS_NAME = "optimizer_iterations"
@@ -49,10 +44,10 @@ def export_tflite(
     path: str | os.PathLike,
     *,
     batch_size: int = 8,
-    learning_rate: float = REPNET_LEARNING_RATES[0],
-    head_learning_rate: float = REPNET_LEARNING_RATES[1],
-    optimizer: str = "adam",
-    label_smoothing: float = 0.0,
+    learning_rate: float | None = None,
+    head_learning_rate: float | None = None,
+    optimizer: str | None = None,
+    label_smoothing: float | None = None,
     class_names: list[str] | None = None,
     quantize_backbone: bool = False,
     share_weights: bool = True,
@@ -64,13 +59,13 @@ def export_tflite(
     The file has the signatures
     - `train(x: float32[B, H, W, 3], y: int32[B], learning_rate: float32[])
       -> {"loss"}`: one optimizer step on the trainable variables, with the
-      softmax cross-entropy of the logits (label smoothing optional) plus the
-      model's regularization losses. `learning_rate` is this step's rate of
-      the side variables (everything outside the head `repnet_head`); the
-      head's is that times the export's ratio `head_learning_rate /
-      learning_rate`. The trainers (`tflite/repnet_trainer.py`, the
-      Android sample) pass a cosine decay from the peak `learning_rate` to
-      zero over the run, as `keras-repnet train` uses. Layers run as in
+      loss of the model's recipe (`model.recipe.make_loss()`, the smoothed
+      cross-entropy Keras trained with) plus the model's regularization
+      losses. `learning_rate` is this step's rate of the side variables
+      (everything outside the head `repnet_head`); the head's is that times
+      the recipe's ratio `head_learning_rate / side_learning_rate`. The
+      trainers (`repnet_trainer`, the Android sample) pass the recipe's
+      cosine decay from the peak to zero over the run. Layers run as in
       `fit`: trainable batch norms update their moving statistics, frozen
       ones stay in inference mode, and `Dropout` layers drop units (with
       LiteRT's builtin random generator).
@@ -86,7 +81,8 @@ def export_tflite(
 
     `x` holds pixels in `[0, 255]`: the backbone's preprocessing is part of
     the model. Beside `path` a sidecar JSON file (same name, `.json`) records
-    the image size, batch size, class names and the weight names.
+    the image size, batch size, class names, the weight names and the
+    recipe.
 
     The conversion uses the builtin operator set only (plus the select-TF
     ops of `save`/`restore` when asked for): operators without a builtin
@@ -94,10 +90,11 @@ def export_tflite(
 
     Example:
 
-    >>> model = keras_repnet.build("MobileNetV3Small", 5,
-    ...     input_shape=(96, 96, 3))
-    >>> keras_repnet.export_tflite(model, "repnet.tflite", batch_size=8)
-    'repnet.tflite'
+    ```python
+    model = keras_repnet.build("MobileNetV3Small", 5, input_shape=(96, 96, 3))
+    ...  # Train it with model.recipe.
+    keras_repnet.export_tflite(model, "repnet.tflite")
+    ```
 
     Args:
         model: `keras.Model`. A classifier that maps one image batch
@@ -107,13 +104,13 @@ def export_tflite(
         batch_size: int. Examples per `train` call. Defaults to 8.
         learning_rate: float. Peak learning rate of the side variables on
             device, recorded in the sidecar for the trainers' schedule.
-            Defaults to 1e-2 (Rep-Net's recipe).
+            Defaults to the model's recipe's (`model.recipe`; Rep-Net's
+            recipe for a model without one).
         head_learning_rate: float. Peak learning rate of the head; the
             ratio to `learning_rate` is frozen into the file. Defaults to
-            1e-3.
-        optimizer: str. `"adam"` or `"sgd"`, with Keras' default settings.
-            Defaults to `"adam"`.
-        label_smoothing: float. In `[0, 1)`. Defaults to 0.
+            the recipe's.
+        optimizer: str. `"adam"` or `"sgd"`. Defaults to the recipe's.
+        label_smoothing: float. In `[0, 1)`. Defaults to the recipe's.
         class_names: list of str. Stored in the sidecar file. Defaults to
             `None`.
         quantize_backbone: bool. Store the frozen weights in int8, one
@@ -136,20 +133,18 @@ def export_tflite(
     Returns:
         `path`.
     """
-    _check_arguments(
-        batch_size, learning_rate, head_learning_rate, optimizer, label_smoothing
-    )
+    _check_batch_size(batch_size)
     image_shape, num_classes = _check_model(model)
+    recipe = getattr(model, "recipe", recipe_lib.REPNET).replace(
+        side_learning_rate=learning_rate,
+        head_learning_rate=head_learning_rate,
+        optimizer=optimizer,
+        label_smoothing=label_smoothing,
+    )
     _check_class_names(class_names, num_classes)
     preprocess = _resolve_preprocess(model, preprocess)
     trainer = _Trainer(
-        model,
-        OPTIMIZERS[optimizer](
-            learning_rate=learning_rate,
-            lr_multipliers={HEAD_NAME: head_learning_rate / learning_rate},
-        ),
-        preprocess,
-        label_smoothing,
+        model, recipe.make_optimizer(), preprocess, recipe.make_loss()
     )
     keys = SIGNATURES + (CHECKPOINT_SIGNATURES if flex_checkpoints else ())
     with tempfile.TemporaryDirectory() as saved_model:
@@ -162,8 +157,7 @@ def export_tflite(
             )
             tf.saved_model.save(module, saved_model, signatures=functions)
         content = _convert(saved_model, keys, quantize_backbone, flex_checkpoints)
-    with open(path, "wb") as f:
-        f.write(content)
+    files.write_bytes(path, content)
     sidecar = {
         "format": FORMAT,
         "image_size": list(image_shape[:2]),
@@ -173,23 +167,18 @@ def export_tflite(
         "weights": sorted(trainer.weight_names),  # The signatures' order.
         "backbone": getattr(model, "backbone", None),
         "input": INPUT_DESCRIPTION,
-        "optimizer": optimizer,
-        "learning_rate": learning_rate,
-        "head_learning_rate": head_learning_rate,
-        "schedule": SCHEDULE,
-        "label_smoothing": label_smoothing,
+        "optimizer": recipe.optimizer,
+        "learning_rate": recipe.side_learning_rate,
+        "head_learning_rate": recipe.head_learning_rate,
+        "schedule": recipe.schedule,
+        "label_smoothing": recipe.label_smoothing,
+        "recipe": recipe.to_dict(),
         "quantized_backbone": quantize_backbone,
         "shared_weights": share_weights,
         "signatures": list(keys),
     }
-    with open(sidecar_path(path), "w") as f:
-        json.dump(sidecar, f, indent=2)
+    files.write_json(sidecar_path(path), sidecar, indent=2)
     return path
-
-
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """The sidecar JSON file of a `.tflite` file: `m.tflite` -> `m.json`."""
-    return Path(path).with_suffix(".json")
 
 
 def weight_name(path: str) -> str:
@@ -201,32 +190,11 @@ def weight_name(path: str) -> str:
 # === Argument checks ===
 
 
-def _check_arguments(
-    batch_size, learning_rate, head_learning_rate, optimizer, label_smoothing
-):
+def _check_batch_size(batch_size):
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(
             "`batch_size` must be a positive int. Received: "
             f"batch_size={batch_size!r}"
-        )
-    for name, value in (
-        ("learning_rate", learning_rate),
-        ("head_learning_rate", head_learning_rate),
-    ):
-        if not (isinstance(value, numbers.Real) and value > 0):
-            raise ValueError(
-                f"`{name}` must be a positive number. Received: "
-                f"{name}={value!r}"
-            )
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(
-            f"`optimizer` must be one of {sorted(OPTIMIZERS)}. Received: "
-            f"optimizer={optimizer!r}"
-        )
-    if not 0 <= label_smoothing < 1:
-        raise ValueError(
-            "`label_smoothing` must be in [0, 1). Received: "
-            f"label_smoothing={label_smoothing!r}"
         )
 
 
@@ -255,7 +223,7 @@ def _check_model(model):
             "`model` must output logits of shape (N, num_classes) with at "
             f"least 2 classes. Received output shape {model.outputs[0].shape}"
         )
-    last = model.outputs[0]._keras_history.operation
+    last = compat.producer(model.outputs[0])
     if getattr(last, "activation", None) in (
         keras.activations.softmax,
         keras.activations.sigmoid,
@@ -341,7 +309,7 @@ def _converter(saved_model, keys, ops):
 
 def _check_builtin(content, keys):
     missing = {
-        key: tflite_ops.non_builtin_operators(content, key) for key in keys
+        key: operators.non_builtin_operators(content, key) for key in keys
     }
     missing = {key: ops for key, ops in missing.items() if ops}
     if missing:
@@ -366,15 +334,13 @@ class _Trainer:
     values.
     """
 
-    def __init__(self, model, optimizer, preprocess, label_smoothing):
+    def __init__(self, model, optimizer, preprocess, loss):
         self.model = model
         # Folded batch norms and builtin dropout; shares the trainable layers.
         self.forward, self.folded_variables = export_model.exportable(model)
         self.optimizer = optimizer
         self.preprocess = preprocess
-        self.loss = keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=label_smoothing
-        )
+        self.loss = loss
         # What trains on device: the traced model's trainable variables
         # (not the mask scores: `forward` holds the masks baked), in
         # `model`'s order.
@@ -453,8 +419,7 @@ class _Trainer:
         self.optimizer.learning_rate = learning_rate
         with tf.GradientTape() as tape:
             logits = self.forward(self._pixels(x), training=True)
-            num_classes = logits.shape[-1]
-            loss = self.loss(tf.one_hot(y, num_classes), logits)
+            loss = self.loss(y, logits)
             if self.forward.losses:
                 loss += tf.add_n(self.forward.losses)
         grads = tape.gradient(loss, self.trainable)

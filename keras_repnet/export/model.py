@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_repnet import compat
 from keras_repnet.core import graph as graph_lib
 from keras_repnet.core import masks
 
@@ -41,7 +42,7 @@ def exportable(model: keras.Model) -> tuple[keras.Model, list]:
         baked and folded convolutions), which the export must save with the
         others.
     """
-    if not _is_functional(model):
+    if not compat.is_functional(model):
         return model, []
     model, baked_variables = _bake_masks(model)
     pairs = foldable_pairs(model)
@@ -150,6 +151,7 @@ def fold(conv, norm):
     return folded
 
 
+@keras.saving.register_keras_serializable(package="keras_repnet")
 class UniformDropout(keras.layers.Layer):
     """`Dropout` whose mask comes from `tf.random.uniform`, which LiteRT has
     as the builtin `RANDOM_UNIFORM` (Keras' stateless random ops are not
@@ -171,9 +173,3 @@ class UniformDropout(keras.layers.Layer):
             ]
         keep = tf.random.uniform(shape) >= self.rate
         return inputs * tf.cast(keep, inputs.dtype) / (1 - self.rate)
-
-
-def _is_functional(model):
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, Functional)

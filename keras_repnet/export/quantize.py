@@ -17,7 +17,7 @@ the other shape.
 LiteRT stores each tensor's quantization parameters inline: a float32 scale
 and an int64 zero point per channel, and every signature's tensor over a
 shared int8 buffer carries its own (MobileNetV2's training file held three
-copies of each scale, 0.59 MiB, most of it zero points that are all 0).
+copies of each scale, and zero points that are all 0).
 `share_quantization_vectors` writes each distinct vector once, for every
 table that holds it to point at: FlatBuffers offsets may share a target.
 """

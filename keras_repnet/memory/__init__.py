@@ -11,10 +11,13 @@
 
 Example:
 
->>> model = keras_repnet.build("MobileNetV2", num_classes=10, weights=None)
->>> print(keras_repnet.memory.profile(model, batch_size=8))
->>> keras_repnet.memory.measure(
-...     "repnet", "MobileNetV2", image_size=224, batch_size=8).peak_mb
+```python
+model = keras_repnet.build("MobileNetV2", num_classes=10, weights=None)
+print(keras_repnet.memory.profile(model, batch_size=8))
+keras_repnet.memory.measure(
+    "repnet", "MobileNetV2", image_size=224, batch_size=8
+).peak_mb
+```
 """
 
 from keras_repnet.memory.measurement import INFERENCE

@@ -11,7 +11,7 @@ import math
 
 from keras_repnet import backward
 from keras_repnet.backward import lean as lean_rules
-from keras_repnet.memory.graph import PIECEWISE_LINEAR
+from keras_repnet.core.flat_graph import PIECEWISE_LINEAR
 
 # The TensorFlow ops a Keras activation runs, each as `(op type, names)`:
 # `names` maps the names in the op's `Keeps` to the activation's tensors,
@@ -40,7 +40,7 @@ _ACTIVATION_OPS = {
 }
 # A layer type without a known gradient keeps its input.
 _UNKNOWN = backward.Keeps(tensors=("input",))
-# Layer kinds (see `memory.graph`) that are one TensorFlow op.
+# Layer kinds (see `core.flat_graph`) that are one TensorFlow op.
 _KIND_OPS = {
     "maxpool": "MaxPool",
     "resize": "ResizeBilinear",

@@ -29,7 +29,7 @@ two rule sets:
 Only the graph's structure is used: layer types, trainable flags, shapes,
 and which tensors lie on a path from a trainable weight to the loss. A layer
 type without a rule (e.g. a custom layer) is assumed to keep its input when
-a gradient passes through it. The graph is laid out by `memory/graph.py`,
+a gradient passes through it. The graph is laid out by `core/flat_graph.py`,
 what each node keeps is counted by `memory/kept.py`.
 """
 
@@ -40,9 +40,9 @@ import keras
 
 from keras_repnet.core.plan import count_params
 from keras_repnet.memory import kept as kept_lib
-from keras_repnet.memory.graph import Flow
-from keras_repnet.memory.graph import Graph
-from keras_repnet.memory.graph import ONE_OP_ACTIVATIONS
+from keras_repnet.core.flat_graph import Flow
+from keras_repnet.core.flat_graph import Graph
+from keras_repnet.core.flat_graph import ONE_OP_ACTIVATIONS
 
 @dataclasses.dataclass
 class ActivationMemory:
@@ -185,8 +185,10 @@ def profile(
 
     Example:
 
-    >>> model = keras_repnet.build("MobileNetV2", 10, weights=None)
-    >>> print(keras_repnet.memory.profile(model, batch_size=8))
+    ```python
+    model = keras_repnet.build("MobileNetV2", 10, weights=None)
+    print(keras_repnet.memory.profile(model, batch_size=8))
+    ```
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(

@@ -4,8 +4,10 @@ Every method is built on the same frozen backbone by one entry point,
 `build_method(name, backbone, num_classes)`, and returns an ordinary Keras
 model that outputs class logits, trains with `fit` and saves to `.keras`.
 A method's new classifier is always the layer `repnet_head` (see
-`keras_repnet.core.heads.HEAD_NAME`), so `keras_repnet.apps.training.make_optimizer`
+`keras_repnet.core.heads.HEAD_NAME`), so its recipe's optimizer
 gives it its own learning rate; every other trainable variable is "side".
+Each method trains with its own `Recipe` (`recipe_for(name)`), which the
+model keeps as `model.recipe`.
 
 | name | what trains | reference |
 |---|---|---|
@@ -25,30 +27,32 @@ a "block" is the main-path segment between two consecutive block
 boundaries. Differences from the original methods are listed in each
 builder's docstring.
 
-Layout: `registry.py` (names, defaults, `build_method`), `layers.py` (the
-layers the methods add), one module a method family (`fine_tuning.py`,
-`tinytl.py`, `mobiletl.py`, `reprogramming.py`; the Rep-Net methods are
-`keras_repnet.build`), `common.py` (their shared model constructor).
+Layout: `registry.py` (one `Method` record per method: description,
+builder, options, recipe; `build_method`, `recipe_for`),
+`baseline_layers.py` (the layers the baselines add), one module a method
+family (`fine_tuning.py`, `tinytl.py`, `mobiletl.py`, `reprogramming.py`;
+the Rep-Net methods are `keras_repnet.build`), `base.py` (their shared
+model constructor).
 """
 
 from keras_repnet.core.layers import ChannelBias
-from keras_repnet.methods.layers import InputPerturbation
-from keras_repnet.methods.layers import LabelMapping
-from keras_repnet.methods.layers import SignBackward
-from keras_repnet.methods.registry import DESCRIPTIONS
+from keras_repnet.methods.baseline_layers import InputPerturbation
+from keras_repnet.methods.baseline_layers import LabelMapping
+from keras_repnet.methods.baseline_layers import SignBackward
 from keras_repnet.methods.registry import METHODS
-from keras_repnet.methods.registry import REPNET_METHODS
+from keras_repnet.methods.registry import Method
 from keras_repnet.methods.registry import build_method
-from keras_repnet.methods.registry import default_learning_rates
+from keras_repnet.methods.registry import get_method
+from keras_repnet.methods.registry import recipe_for
 
 __all__ = [
-    "DESCRIPTIONS",
     "METHODS",
-    "REPNET_METHODS",
     "ChannelBias",
     "InputPerturbation",
     "LabelMapping",
+    "Method",
     "SignBackward",
     "build_method",
-    "default_learning_rates",
+    "get_method",
+    "recipe_for",
 ]

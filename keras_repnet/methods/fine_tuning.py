@@ -3,7 +3,7 @@ own weights, with a new head."""
 
 from keras_repnet.core import backbones
 from keras_repnet.core import heads
-from keras_repnet.methods import common
+from keras_repnet.methods import base
 
 
 def _fine_tuning(method, trainable_layer, description):
@@ -14,7 +14,7 @@ def _fine_tuning(method, trainable_layer, description):
         for layer in frozen.layers:
             layer.trainable = trainable_layer(layer)
         logits = heads.classifier_head(frozen.outputs[0], num_classes, dropout)
-        return common.method_model(frozen.inputs, logits, method, backbone, name)
+        return base.method_model(frozen.inputs, logits, method, backbone, name)
 
     build_model.__doc__ = f"Builds `{method}`: {description}."
     return build_model
@@ -32,6 +32,6 @@ ft_last = _fine_tuning(
 )
 bn_only = _fine_tuning(
     "bn-only",
-    common.is_batch_norm,
+    base.is_batch_norm,
     "train batch-norm scales and shifts + classifier",
 )

@@ -6,8 +6,8 @@ from keras_repnet.core import backbones
 from keras_repnet.core import heads
 from keras_repnet.core import taps as taps_lib
 from keras_repnet.core.layers import ChannelBias
-from keras_repnet.methods import common
-from keras_repnet.methods.layers import SignBackward
+from keras_repnet.methods import base
+from keras_repnet.methods.baseline_layers import SignBackward
 
 
 def mobiletl(
@@ -40,7 +40,7 @@ def mobiletl(
         if layer.name == start:
             state["inside"] = True
         elif state["inside"]:
-            if common.is_batch_norm(layer):
+            if base.is_batch_norm(layer):
                 outputs = ChannelBias(name=f"{layer.name}_shift")(outputs)
             elif isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
                 outputs = SignBackward(name=f"{layer.name}_sign")(
@@ -51,4 +51,4 @@ def mobiletl(
     image = heads.new_input(frozen)
     features = heads.replay(frozen, image, call_layer)
     logits = heads.classifier_head(features, num_classes, dropout)
-    return common.method_model(image, logits, "mobiletl", backbone, name)
+    return base.method_model(image, logits, "mobiletl", backbone, name)

@@ -1,98 +1,167 @@
-"""The methods by name: their descriptions, default learning rates and
-options, and `build_method()`."""
+"""The methods by name, one `Method` record each, and `build_method()`."""
+
+import dataclasses
+from typing import Callable
 
 import keras
 
+from keras_repnet.core import recipe as recipe_lib
 from keras_repnet.core.builder import build
-from keras_repnet.methods import common
+from keras_repnet.core.recipe import Recipe
+from keras_repnet.methods import base
 from keras_repnet.methods import fine_tuning
 from keras_repnet.methods import mobiletl
 from keras_repnet.methods import reprogramming
 from keras_repnet.methods import tinytl
 
-# Rep-Net methods -> the `build()` arguments that make them.
-REPNET_METHODS = {
-    "repnet": {"connect": "up"},
-    "repnet-no-shifts": {"connect": "up", "backbone_shifts": False},
-    "repnet-mask": {"connect": "up"},
-    "repnet-dual": {"connect": "dual"},
-    "repnet-down": {"connect": "down"},
-    "repnet-none": {"connect": "none"},
-    "repnet-all": {"connect": "all"},
-}
-# Rep-Net methods -> `build()` arguments they default to, which a caller may
-# change (e.g. `build_method("repnet-mask", ..., backbone_mask="channel")`).
-REPNET_DEFAULTS = {"repnet-mask": {"backbone_mask": "kernel"}}
-METHODS = (
-    *REPNET_METHODS,
-    "ft-full",
-    "ft-last",
-    "bn-only",
-    "tinytl",
-    "adv-rep",
-    "adv-rep-last",
-    "mobiletl",
-)
 
-# Peak learning rates (cosine decay to zero) of the "side" variables (every
-# trainable variable outside the head) and of the head `repnet_head`.
-# Rep-Net's side network learns from scratch and takes 10x the head's rate,
-# as in the reference code (the reverse, 1e-3 / 1e-2, lost 4-6 points on
-# CIFAR-10 in `bench/accuracy.py`'s runs: the head learned what the side
-# network should); full fine-tuning uses the usual 10x lower rate for
-# pretrained weights; the input perturbation of adversarial reprogramming
-# one of 1e-2 (it is one additive tensor in the preprocessed input range).
-REPNET_LEARNING_RATES = (1e-2, 1e-3)
-_LEARNING_RATES = {
-    **{name: REPNET_LEARNING_RATES for name in REPNET_METHODS},
-    "ft-full": (1e-4, 1e-3),
-    "adv-rep": (1e-2, 1e-2),
-    "adv-rep-last": (1e-2, 1e-2),
-}
-_DEFAULT_LEARNING_RATES = (1e-3, 1e-2)
-
-DESCRIPTIONS = {
-    "repnet": "Rep-Net: the side network gets x + p at each tap ('up'), "
-    "backbone batch-norm shifts",
-    "repnet-no-shifts": "Rep-Net ablation: no backbone shifts",
-    "repnet-mask": "Rep-Net + a learned binary mask per backbone kernel "
-    "(the paper's Table 4)",
-    "repnet-dual": "Rep-Net ablation: both networks get x + p (the paper's)",
-    "repnet-down": "Rep-Net ablation: only the backbone gets x + p",
-    "repnet-none": "Rep-Net ablation: no exchange, side joins before the head",
-    "repnet-all": "Rep-Net ablation: dual connectors at every block boundary",
-    "ft-full": "fine-tune every weight (batch norms in training mode)",
-    "ft-last": "train the classifier on frozen pooled features",
-    "bn-only": "train batch-norm scales and shifts + classifier",
-    "tinytl": "TinyTL: lite residual modules + shifts + classifier",
-    "adv-rep": "adversarial reprogramming: input perturbation, fixed top",
-    "adv-rep-last": "input perturbation + retrained classifier",
-    "mobiletl": "MobileTL: top-block shifts, sign-mask backward + classifier",
-}
-
-# Number of classes of the fixed source classifier of `adv-rep` when the
-# backbone comes without its ImageNet top.
-
-
-def default_learning_rates(name: str) -> dict:
-    """Peak learning rates of a method, as `make_optimizer` arguments.
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One transfer-learning method.
 
     Args:
-        name: str. A name from `METHODS`.
+        name: str. Its name, e.g. `"tinytl"`.
+        description: str. One line: what trains.
+        builder: callable `(backbone, num_classes, input_shape, weights,
+            **options)` returning the model, or `None` for a Rep-Net
+            variant, which `keras_repnet.build` makes from `fixed`.
+        options: dict. The options a caller may pass and their defaults.
+        fixed: dict. `build()` arguments the name sets (Rep-Net variants).
+        recipe: `Recipe`. How it trains (Rep-Net's unless said).
+    """
 
-    Returns:
-        `{"side_learning_rate": float, "head_learning_rate": float}`: the
-        rate of every trainable variable outside the head, and of the head
-        (`repnet_head`). Methods without a head ignore the second.
+    name: str
+    description: str
+    builder: Callable | None = None
+    options: dict = dataclasses.field(default_factory=dict)
+    fixed: dict = dataclasses.field(default_factory=dict)
+    recipe: Recipe = recipe_lib.REPNET
+
+    @property
+    def is_repnet(self) -> bool:
+        return self.builder is None
+
+
+# Baselines train pretrained weights or a head from scratch: the head takes
+# the higher rate. Full fine-tuning uses the usual 10x lower rate for
+# pretrained weights; the input perturbation of adversarial reprogramming
+# one of 1e-2 (one additive tensor in the preprocessed input range).
+_BASELINE = recipe_lib.REPNET.replace(
+    side_learning_rate=1e-3, head_learning_rate=1e-2
+)
+_HEAD = {"dropout": 0.2}
+
+_ALL = (
+    Method(
+        "repnet",
+        "Rep-Net: the side network gets x + p at each tap ('up'), backbone "
+        "batch-norm shifts",
+        fixed={"connect": "up"},
+    ),
+    Method(
+        "repnet-no-shifts",
+        "Rep-Net ablation: no backbone shifts",
+        fixed={"connect": "up", "backbone_shifts": False},
+    ),
+    Method(
+        "repnet-mask",
+        "Rep-Net + a learned binary mask per backbone kernel (the paper's "
+        "Table 4)",
+        options={"backbone_mask": "kernel"},
+        fixed={"connect": "up"},
+    ),
+    Method(
+        "repnet-dual",
+        "Rep-Net ablation: both networks get x + p (the paper's)",
+        fixed={"connect": "dual"},
+    ),
+    Method(
+        "repnet-down",
+        "Rep-Net ablation: only the backbone gets x + p",
+        fixed={"connect": "down"},
+    ),
+    Method(
+        "repnet-none",
+        "Rep-Net ablation: no exchange, side joins before the head",
+        fixed={"connect": "none"},
+    ),
+    Method(
+        "repnet-all",
+        "Rep-Net ablation: dual connectors at every block boundary",
+        fixed={"connect": "all"},
+    ),
+    Method(
+        "ft-full",
+        "fine-tune every weight (batch norms in training mode)",
+        fine_tuning.ft_full,
+        _HEAD,
+        recipe=_BASELINE.replace(side_learning_rate=1e-4, head_learning_rate=1e-3),
+    ),
+    Method(
+        "ft-last",
+        "train the classifier on frozen pooled features",
+        fine_tuning.ft_last,
+        _HEAD,
+        recipe=_BASELINE,
+    ),
+    Method(
+        "bn-only",
+        "train batch-norm scales and shifts + classifier",
+        fine_tuning.bn_only,
+        _HEAD,
+        recipe=_BASELINE,
+    ),
+    Method(
+        "tinytl",
+        "TinyTL: lite residual modules + shifts + classifier",
+        tinytl.tinytl,
+        {**_HEAD, "kernel_size": 5, "groups": 2},
+        recipe=_BASELINE,
+    ),
+    Method(
+        "adv-rep",
+        "adversarial reprogramming: input perturbation, fixed top",
+        reprogramming.adv_rep,
+        {"source_top": "auto"},
+        recipe=_BASELINE.replace(side_learning_rate=1e-2),
+    ),
+    Method(
+        "adv-rep-last",
+        "input perturbation + retrained classifier",
+        reprogramming.adv_rep_last,
+        _HEAD,
+        recipe=_BASELINE.replace(side_learning_rate=1e-2),
+    ),
+    Method(
+        "mobiletl",
+        "MobileTL: top-block shifts, sign-mask backward + classifier",
+        mobiletl.mobiletl,
+        {**_HEAD, "top_blocks": 5},
+        recipe=_BASELINE,
+    ),
+)
+METHODS = {method.name: method for method in _ALL}
+
+
+def get_method(name: str) -> Method:
+    """The `Method` record of `name`."""
+    if name not in METHODS:
+        raise ValueError(
+            f"Unknown method {name!r}. Use one of: {', '.join(METHODS)}."
+        )
+    return METHODS[name]
+
+
+def recipe_for(name: str) -> Recipe:
+    """The recipe a method trains with: its peak rates, schedule, loss and
+    run defaults.
 
     Example:
 
-    >>> optimizer = keras_repnet.apps.training.make_optimizer(
-    ...     **default_learning_rates("ft-full"), total_steps=1000)
+    >>> recipe_for("ft-full").side_learning_rate
+    0.0001
     """
-    _check_name(name)
-    side, head = _LEARNING_RATES.get(name, _DEFAULT_LEARNING_RATES)
-    return {"side_learning_rate": side, "head_learning_rate": head}
+    return get_method(name).recipe
 
 
 def build_method(
@@ -102,6 +171,7 @@ def build_method(
     *,
     input_shape: tuple | None = None,
     weights: str | None = "imagenet",
+    recipe: Recipe | None = None,
     **kwargs,
 ) -> keras.Model:
     """Builds a transfer-learning method on a frozen backbone by name.
@@ -115,13 +185,12 @@ def build_method(
         input_shape: tuple. `(H, W, 3)`. Defaults to `(224, 224, 3)`.
         weights: `"imagenet"`, `None` or a weights file for the backbone.
             Defaults to `"imagenet"`.
+        recipe: `Recipe`. How the model trains, kept as `model.recipe`.
+            Defaults to the method's (`recipe_for(name)`).
         **kwargs: method options. Rep-Net methods take the arguments of
-            `keras_repnet.build` except those the name sets (`repnet-mask`
-            defaults to `backbone_mask="kernel"`); every method
-            with a head takes `dropout` (default 0.2); `tinytl` takes `kernel_size`
-            (default 5) and `groups` (default 2); `mobiletl` takes
-            `top_blocks` (default 5); `adv-rep` takes `source_top`
-            (`"auto"`, `"backbone"` or `"random"`, default `"auto"`).
+            `keras_repnet.build` except those the name sets; the others
+            take their record's `options` (e.g. `dropout`, tinytl's
+            `kernel_size`).
 
     Returns:
         An uncompiled `keras_repnet.RepNetModel` (a functional
@@ -131,81 +200,58 @@ def build_method(
     Example:
 
     >>> model = build_method("tinytl", "MobileNetV2", 5,
-    ...                      input_shape=(128, 128, 3))
+    ...                      input_shape=(96, 96, 3), weights=None)
+    >>> model.recipe.head_learning_rate
+    0.01
     """
-    _check_name(name)
+    method = get_method(name)
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(
             "`num_classes` must be an int of at least 2. Received: "
             f"num_classes={num_classes!r}"
         )
-    if name in REPNET_METHODS:
-        fixed = sorted(set(REPNET_METHODS[name]) & set(kwargs))
-        if fixed:
+    model_name = kwargs.pop("name", None) or base.model_name(name, backbone)
+    if method.is_repnet:
+        model = _build_repnet(method, backbone, num_classes, input_shape,
+                              weights, model_name, kwargs)
+    else:
+        unknown = sorted(set(kwargs) - set(method.options))
+        if unknown:
             raise ValueError(
-                f"Method {name!r} sets {fixed} itself "
-                f"({REPNET_METHODS[name]}). Received: "
-                f"{ {key: kwargs[key] for key in fixed} }. Pick the method "
-                f"with the setting you want: {', '.join(REPNET_METHODS)}."
+                f"Method {name!r} has no option {unknown}. Its options are "
+                f"{sorted(method.options) + ['name']}."
             )
-        kwargs = {**REPNET_DEFAULTS.get(name, {}), **kwargs}
-        if name == "repnet-mask" and kwargs["backbone_mask"] is None:
-            raise ValueError(
-                "`repnet-mask` needs a mask granularity: backbone_mask="
-                '"weight", "kernel" or "channel". Received: backbone_mask=None '
-                '(that is the method "repnet").'
-            )
-        model_name = kwargs.pop("name", None) or common.model_name(name, backbone)
-        return build(
-            backbone,
-            num_classes,
-            input_shape=input_shape,
-            weights=weights,
-            name=model_name,
-            **REPNET_METHODS[name],
-            **kwargs,
+        model = method.builder(
+            backbone, num_classes, input_shape, weights,
+            **{**method.options, **kwargs}, name=model_name,
         )
-    options = _options(name, kwargs)
-    return _BUILDERS[name](
-        backbone, num_classes, input_shape, weights, **options
+    model.recipe = recipe or method.recipe
+    return model
+
+
+def _build_repnet(method, backbone, num_classes, input_shape, weights, name,
+                  kwargs):
+    fixed = sorted(set(method.fixed) & set(kwargs))
+    if fixed:
+        raise ValueError(
+            f"Method {method.name!r} sets {fixed} itself ({method.fixed}). "
+            f"Received: { {key: kwargs[key] for key in fixed} }. Pick the "
+            "method with the setting you want: "
+            f"{', '.join(n for n, m in METHODS.items() if m.is_repnet)}."
+        )
+    kwargs = {**method.options, **kwargs}
+    if method.name == "repnet-mask" and kwargs["backbone_mask"] is None:
+        raise ValueError(
+            "`repnet-mask` needs a mask granularity: backbone_mask="
+            '"weight", "kernel" or "channel". Received: backbone_mask=None '
+            '(that is the method "repnet").'
+        )
+    return build(
+        backbone,
+        num_classes,
+        input_shape=input_shape,
+        weights=weights,
+        name=name,
+        **method.fixed,
+        **kwargs,
     )
-
-
-def _check_name(name):
-    if name not in METHODS:
-        raise ValueError(
-            f"Unknown method {name!r}. Use one of: {', '.join(METHODS)}."
-        )
-
-
-_OPTIONS = {
-    "ft-full": {"dropout": 0.2},
-    "ft-last": {"dropout": 0.2},
-    "bn-only": {"dropout": 0.2},
-    "tinytl": {"dropout": 0.2, "kernel_size": 5, "groups": 2},
-    "adv-rep": {"source_top": "auto"},
-    "adv-rep-last": {"dropout": 0.2},
-    "mobiletl": {"dropout": 0.2, "top_blocks": 5},
-}
-
-
-def _options(name, kwargs):
-    defaults = _OPTIONS[name]
-    unknown = sorted(set(kwargs) - set(defaults) - {"name"})
-    if unknown:
-        raise ValueError(
-            f"Method {name!r} has no option {unknown}. Its options are "
-            f"{sorted(defaults) + ['name']}."
-        )
-    return {**defaults, **kwargs}
-
-
-_BUILDERS = {
-    "ft-full": fine_tuning.ft_full,
-    "ft-last": fine_tuning.ft_last,
-    "bn-only": fine_tuning.bn_only,
-    "tinytl": tinytl.tinytl,
-    "adv-rep": reprogramming.adv_rep,
-    "adv-rep-last": reprogramming.adv_rep_last,
-    "mobiletl": mobiletl.mobiletl,
-}

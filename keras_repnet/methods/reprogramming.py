@@ -6,9 +6,9 @@ import keras
 
 from keras_repnet.core import backbones
 from keras_repnet.core import heads
-from keras_repnet.methods import common
-from keras_repnet.methods.layers import InputPerturbation
-from keras_repnet.methods.layers import LabelMapping
+from keras_repnet.methods import base
+from keras_repnet.methods.baseline_layers import InputPerturbation
+from keras_repnet.methods.baseline_layers import LabelMapping
 
 # Number of classes of the fixed source classifier of `adv-rep` when the
 # backbone comes without its ImageNet top.
@@ -52,7 +52,7 @@ def adv_rep(backbone, num_classes, input_shape, weights, source_top,
         source, image, transform_input=InputPerturbation(name="adv_perturbation")
     )
     logits = LabelMapping(num_classes, name="adv_label_mapping")(source_logits)
-    return common.method_model(image, logits, "adv-rep", backbone, name)
+    return base.method_model(image, logits, "adv-rep", backbone, name)
 
 
 def _classifier_with_top(backbone, input_shape, weights):
@@ -119,4 +119,4 @@ def adv_rep_last(backbone, num_classes, input_shape, weights, dropout,
         frozen, image, transform_input=InputPerturbation(name="adv_perturbation")
     )
     logits = heads.classifier_head(features, num_classes, dropout)
-    return common.method_model(image, logits, "adv-rep-last", backbone, name)
+    return base.method_model(image, logits, "adv-rep-last", backbone, name)

@@ -9,7 +9,7 @@ from keras_repnet.core import heads
 from keras_repnet.core import taps as taps_lib
 from keras_repnet.core.layers import ChannelBias
 from keras_repnet.core.layers import RepNetModule
-from keras_repnet.methods import common
+from keras_repnet.methods import base
 
 
 def tinytl(
@@ -42,7 +42,7 @@ def tinytl(
 
     def call_layer(layer, *args, **kwargs):
         outputs = layer(*args, **kwargs)
-        if common.is_batch_norm(layer):
+        if base.is_batch_norm(layer):
             outputs = ChannelBias(name=f"{layer.name}_shift")(outputs)
         if layer.name in block_inputs:
             index = boundaries.index(layer.name) - 1
@@ -58,7 +58,7 @@ def tinytl(
     image = heads.new_input(frozen)
     features = heads.replay(frozen, image, call_layer)
     logits = heads.classifier_head(features, num_classes, dropout)
-    return common.method_model(image, logits, "tinytl", backbone, name)
+    return base.method_model(image, logits, "tinytl", backbone, name)
 
 
 def _lite_residual(block_input, block_output, index, kernel_size, groups):

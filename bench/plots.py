@@ -1,0 +1,76 @@
+"""The protocol's plots, drawn with `keras_repnet.apps.plotting`.
+
+Axes are linear with round ticks, and accuracy axes span at least 0.3 so
+that a point of difference looks like one.
+"""
+
+from keras_repnet.apps import plotting
+
+# The narrowest accuracy range a panel shows.
+MIN_ACCURACY_SPAN = 0.3
+
+
+def _accuracy_axis(axis, values):
+    low, high = min(values), max(values)
+    span = max(MIN_ACCURACY_SPAN, high - low + 0.1)
+    top = min(1.0, max(high + 0.05, low - 0.05 + span))
+    axis.set_ylim(max(0.0, top - span), top)
+    axis.set_ylabel("test accuracy")
+    axis.grid(alpha=0.3)
+
+
+def _panels(rows, width=4.2):
+    sets = sorted({r["set"] for r in rows})
+    figure = plotting.figure(figsize=(width * len(sets), 3.6))
+    axes = figure.subplots(1, len(sets), squeeze=False)[0]
+    return figure, dict(zip(sets, axes))
+
+
+def accuracy_against(rows, *, x, label, xlabel, path):
+    """Mean test accuracy (error bars: std over seeds) against `x(row)`."""
+    if not rows:
+        return
+    figure, panels = _panels(rows)
+    for set_name, axis in panels.items():
+        chosen = [r for r in rows if r["set"] == set_name]
+        for row in chosen:
+            mean, std, _ = row["test"]
+            axis.errorbar(x(row), mean, yerr=std, fmt="o")
+            axis.annotate(label(row), (x(row), mean), fontsize=7,
+                          xytext=(3, 3), textcoords="offset points")
+        axis.set_xlim(0, max(x(r) for r in chosen) * 1.15)
+        _accuracy_axis(axis, [r["test"][0] for r in chosen])
+        axis.set_title(set_name)
+        axis.set_xlabel(xlabel)
+    plotting.save(figure, path)
+
+
+def lines_against_size(rows, path):
+    """Mean test accuracy against image size, a line per (backbone, method)."""
+    figure, panels = _panels(rows, width=5)
+    colors = plotting.colors("tab10")
+    keys = sorted({(r["backbone"], r["method"]) for r in rows})
+    styles = {
+        key: (colors[i % len(colors)], "-" if key[0] == "MobileNetV2" else "--")
+        for i, key in enumerate(keys)
+    }
+    for set_name, axis in panels.items():
+        chosen = [r for r in rows if r["set"] == set_name]
+        for key in keys:
+            line = sorted(
+                (r["image_size"], r["test"][0])
+                for r in chosen
+                if (r["backbone"], r["method"]) == key
+            )
+            if len(line) < 2:
+                continue
+            color, style = styles[key]
+            axis.plot(*zip(*line), style, marker="o", color=color,
+                      label=f"{key[1]} ({key[0]})")
+        sizes = sorted({r["image_size"] for r in chosen})
+        axis.set_xticks(sizes)
+        _accuracy_axis(axis, [r["test"][0] for r in chosen])
+        axis.set_title(set_name)
+        axis.set_xlabel("image size, px")
+        axis.legend(fontsize=6)
+    plotting.save(figure, path)

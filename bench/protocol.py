@@ -1,0 +1,326 @@
+"""The accuracy protocol's definition: sets, backbones, grids and stages.
+
+What runs where, and nothing about how: `runs.py` trains a `Run`,
+`report.py` summarises the results, `accuracy.py` is the command line.
+
+Every run trains one method on one set from one seed at one image size,
+with the method's recipe (`keras_repnet.methods.recipe_for`) at the rates
+of its grid, and is picked or reported by its validation accuracy; the
+test split only gives the reported numbers.
+"""
+
+import dataclasses
+import math
+
+from common import SHARED_ASSETS
+
+DATASETS = SHARED_ASSETS / "datasets"
+WEIGHTS = SHARED_ASSETS / "weights"
+# name -> (training data, its test data or None for a seeded 20% test split,
+# far from ImageNet). Paths relative to ../shared/assets/datasets; an idx
+# folder holds its own test files.
+SETS = {
+    "cifar10": ("cifar10_32px/train", "cifar10_32px/test", True),
+    "sign_digits": ("sign_language_digits", None, True),
+    "fashion_mnist": ("fashion_mnist", "fashion_mnist", True),
+    "flowers": ("flowers5_128px", None, False),
+}
+# name -> (keras.applications name, alpha, weights file).
+BACKBONES = {
+    "MobileNetV2": (
+        "MobileNetV2",
+        1.0,
+        WEIGHTS / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    ),
+    "MobileNetV2-0.35": (
+        "MobileNetV2",
+        0.35,
+        WEIGHTS / "mobilenet_v2_0.35_224_no_top.weights.h5",
+    ),
+    "MobileNetV3Small": (
+        "MobileNetV3Small",
+        1.0,
+        WEIGHTS / "mobilenet_v3_small_224_1.0_float_no_top.weights.h5",
+    ),
+}
+# The protocol's epochs, batch size, cap on the training (and validation)
+# images of a set, and the image size its first runs were made at (run
+# names carry the size only when it differs).
+EPOCHS = 6
+BATCH_SIZE = 32
+TRAIN_EXAMPLES = 3000
+BASE_IMAGE_SIZE = 64
+
+# (backbone, image size) -> the stages run there, on every set unless the
+# stage or `POINT_SETS` restricts it.
+PLAN = {
+    ("MobileNetV2", 64): (
+        "core", "baselines", "ft-full", "seeds", "long", "fewshot",
+        "batch8", "ablations", "mask", "mask-options",
+    ),
+    ("MobileNetV2-0.35", 64): ("core",),
+    ("MobileNetV3Small", 128): ("core", "baselines", "ft-full", "seeds"),
+    ("MobileNetV2", 128): ("core", "baselines", "ft-full", "seeds"),
+    ("MobileNetV3Small", 224): ("core", "baselines", "seeds"),
+    ("MobileNetV2", 224): ("core", "baselines", "seeds"),
+}
+# Points run on some sets only (2 cores allow 224 px on the smaller sets).
+POINT_SETS = {
+    ("MobileNetV3Small", 224): ("flowers", "sign_digits"),
+    ("MobileNetV2", 224): ("flowers", "sign_digits"),
+}
+STAGES = (
+    "core", "baselines", "ft-full", "seeds", "long", "fewshot", "batch8",
+    "ablations", "mask", "mask-options", "memory",
+)
+# Stage -> the methods whose grids it runs.
+GRID_STAGES = {
+    "core": ("repnet", "ft-last"),
+    "baselines": ("tinytl", "mobiletl", "bn-only"),
+    "ft-full": ("ft-full",),
+}
+# The baselines the MobileNetV2-0.35 point and the larger sizes leave out.
+COSTLY_BASELINES = ("bn-only",)
+SEEDED_METHODS = ("repnet", "ft-last", "ft-full", "tinytl")
+SEEDS = (0, 1, 2)
+# Trained 3x longer in the `long` stage: the seeded methods.
+LONG_METHODS = ("repnet", "ft-last", "ft-full", "tinytl")
+LONG_EPOCHS_FACTOR = 3
+SHOTS = (10, 50)
+FEW_SHOT_METHODS = ("repnet", "ft-last")
+# `batch8`: at batch 8 (as on a phone), Rep-Net's recipe as it is beside
+# the picked rates.
+SMALL_BATCH = 8
+ABLATIONS = (
+    "repnet-no-shifts", "repnet-dual", "repnet-down", "repnet-none", "repnet-all"
+)
+MASK_METHOD = "repnet-mask"
+# Where the `mask` stage counts inference multiply-adds (the paper's size).
+MASK_COST_SIZE = 224
+# The options `repnet-mask` ran with before the warm-up.
+MASK_BEFORE_WARMUP = {"mask_initial_score": 0.1, "mask_warmup": 0.0}
+# The `mask` stage runs these beside the defaults on every far set: tag ->
+# options (a lower start that drops more, and the options before the
+# warm-up).
+MASK_VARIANTS = {
+    "start0.02": {"mask_initial_score": 0.02},
+    "before": MASK_BEFORE_WARMUP,
+}
+# `mask-options` stage: tag -> options of repnet-mask.
+MASK_OPTIONS = {
+    "constant": {**MASK_BEFORE_WARMUP, "mask_by_magnitude": False},
+    "score0.02": {
+        "mask_initial_score": 0.02, "mask_by_magnitude": False, "mask_warmup": 0.0
+    },
+    "score0.5": {
+        "mask_initial_score": 0.5, "mask_by_magnitude": False, "mask_warmup": 0.0
+    },
+    "channel": {
+        **MASK_BEFORE_WARMUP, "backbone_mask": "channel", "mask_by_magnitude": False
+    },
+    "magnitude0.05": {"mask_initial_score": 0.05, "mask_warmup": 0.0},
+    "magnitude0.07": {"mask_initial_score": 0.07, "mask_warmup": 0.0},
+    "warmup0.2": {"mask_warmup": 0.2, "mask_initial_score": 0.1},
+    "warmup0.2-magnitude0.05": {"mask_warmup": 0.2, "mask_initial_score": 0.05},
+    "warmup0.2-magnitude0.02": {"mask_warmup": 0.2, "mask_initial_score": 0.02},
+    "warmup0.2-magnitude0.01": {"mask_warmup": 0.2, "mask_initial_score": 0.01},
+}
+# Peak learning rates (side, head) tried per method; "side" is every
+# trainable variable outside the head (ft-last has none). Each grid holds
+# the method's recipe; the cheaper baselines also get Rep-Net's (side 1e-2,
+# head 1e-3). The grids of repnet and ft-last were widened where the first
+# runs picked an edge (ft-last's lowest, repnet's highest rate).
+LEARNING_RATES = {
+    "repnet": ((3e-3, 1e-3), (1e-2, 1e-3), (3e-2, 3e-3), (1e-1, 1e-2)),
+    "ft-last": ((1e-3, 1e-3), (3e-3, 3e-3), (1e-2, 1e-2), (3e-2, 3e-2)),
+    "ft-full": ((1e-4, 1e-3), (3e-4, 3e-3), (1e-3, 1e-3)),
+    "bn-only": ((1e-3, 1e-2), (1e-2, 1e-3)),
+    "tinytl": ((1e-3, 1e-2), (1e-2, 1e-3)),
+    "mobiletl": ((1e-3, 1e-2), (1e-2, 1e-3)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One training run of the protocol.
+
+    `batch_size` and `epochs` are `None` at the protocol's own; `options`
+    are more `build_method` arguments or recipe fields (`runs.split_options`
+    tells which), named in the run by `tag`.
+    """
+
+    set: str
+    backbone: str
+    method: str
+    rates: tuple
+    seed: int = 0
+    image_size: int = BASE_IMAGE_SIZE
+    shots: int | None = None
+    batch_size: int | None = None
+    epochs: int | None = None
+    options: tuple = ()
+    tag: str | None = None
+
+    @property
+    def name(self) -> str:
+        rate = "_".join(f"{r:g}" for r in self.rates)
+        parts = [f"{self.set}_{self.backbone}_{self.method}_lr{rate}_s{self.seed}"]
+        if self.shots:
+            parts.append(f"{self.shots}shot")
+        if self.batch_size:
+            parts.append(f"b{self.batch_size}")
+        if self.epochs:
+            parts.append(f"e{self.epochs}")
+        if self.image_size != BASE_IMAGE_SIZE:
+            parts.append(f"px{self.image_size}")
+        if self.tag:
+            parts.append(self.tag)
+        return "_".join(parts)
+
+    @property
+    def option_dict(self) -> dict:
+        return dict(self.options)
+
+
+def with_options(options: dict | None) -> tuple:
+    """`Run.options` from a dict."""
+    return tuple(sorted((options or {}).items()))
+
+
+# === Picks ===
+
+
+def image_size_of(result) -> int:
+    return result.get("image_size") or BASE_IMAGE_SIZE
+
+
+def final_validation(result) -> float:
+    return result["validation_accuracy"][-1]
+
+
+def protocol_runs(results):
+    """The runs at the protocol's batch size, epochs and options (not the
+    `batch8`, `long` and `mask` stages')."""
+    return [
+        r
+        for r in results
+        if not r.get("batch_size") and not r.get("epochs") and not r.get("options")
+        and not r.get("tag")
+    ]
+
+
+def best_run(results, set_name, backbone, method, image_size):
+    """The grid's run (seed 0) with the best final validation accuracy."""
+    candidates = [
+        r
+        for r in protocol_runs(results)
+        if (r["set"], r["backbone"], r["method"], r["seed"], r["shots"])
+        == (set_name, backbone, method, 0, None)
+        and image_size_of(r) == image_size
+    ]
+    return max(candidates, key=final_validation, default=None)
+
+
+def best_rates(results, set_name, backbone, method, image_size=BASE_IMAGE_SIZE):
+    """The picked learning rates of a method at a point, or `None`."""
+    run = best_run(results, set_name, backbone, method, image_size)
+    return None if run is None else tuple(run["learning_rates"])
+
+
+# === Stages ===
+
+
+def points(backbones=None, image_sizes=None):
+    """The plan's `(backbone, image size)` points, filtered."""
+    return [
+        point
+        for point in PLAN
+        if (not backbones or point[0] in backbones)
+        and (not image_sizes or point[1] in image_sizes)
+    ]
+
+
+def sets_at(point, sets):
+    return [s for s in sets if s in POINT_SETS.get(point, sets)]
+
+
+def stage_runs(stage, point, sets, results, set_size):
+    """Yields the `Run`s of `stage` at `point`, given the finished
+    `results` (later stages use the rates the grids picked) and
+    `set_size(set_name) -> (training images, classes)`."""
+    backbone, size = point
+    if stage not in PLAN[point]:
+        return
+    first_far = next((s for s in sets if SETS[s][2]), None)
+    for set_name in sets_at(point, sets):
+        far = SETS[set_name][2]
+
+        def picked(method, set_name=set_name):
+            return best_rates(results, set_name, backbone, method, size)
+
+        def run(method, rates, **kwargs):
+            return Run(set_name, backbone, method, rates, image_size=size, **kwargs)
+
+        if stage in GRID_STAGES:
+            for method in GRID_STAGES[stage]:
+                if method in COSTLY_BASELINES and point != ("MobileNetV2", 64):
+                    continue
+                for rates in LEARNING_RATES[method]:
+                    yield run(method, rates)
+        elif stage == "seeds":
+            for method in SEEDED_METHODS:
+                rates = picked(method)
+                for seed in SEEDS[1:]:
+                    if rates:
+                        yield run(method, rates, seed=seed)
+        elif stage == "long" and far:
+            for method in LONG_METHODS:
+                if picked(method):
+                    yield run(
+                        method, picked(method), epochs=LONG_EPOCHS_FACTOR * EPOCHS
+                    )
+        elif stage == "fewshot" and far:
+            for shots in SHOTS:
+                for method in FEW_SHOT_METHODS:
+                    if picked(method):
+                        epochs = few_shot_epochs(*set_size(set_name), shots)
+                        yield run(
+                            method, picked(method), shots=shots, epochs=epochs
+                        )
+        elif stage == "batch8" and far:
+            recipe = (1e-2, 1e-3)  # Rep-Net's recipe, as it is.
+            specs = {("repnet", recipe)} | {
+                (method, picked(method)) for method in FEW_SHOT_METHODS
+            }
+            for method, rates in sorted(specs, key=str):
+                if rates:
+                    yield run(method, rates, batch_size=SMALL_BATCH)
+        elif stage == "mask" and far and picked("repnet"):
+            # The protocol's epochs and 3x longer, at the defaults and at
+            # `MASK_VARIANTS`.
+            for epochs in (None, LONG_EPOCHS_FACTOR * EPOCHS):
+                for tag, options in ((None, None), *MASK_VARIANTS.items()):
+                    yield run(
+                        MASK_METHOD, picked("repnet"), epochs=epochs,
+                        options=with_options(options), tag=tag,
+                    )
+        elif stage == "mask-options" and set_name == first_far:
+            for tag, options in MASK_OPTIONS.items():
+                if picked("repnet"):
+                    yield run(
+                        MASK_METHOD, picked("repnet"),
+                        options=with_options(options), tag=tag,
+                    )
+        elif stage == "ablations" and set_name == sets[0]:
+            for method in ABLATIONS:
+                if picked("repnet"):
+                    yield run(method, picked("repnet"))
+
+
+def few_shot_epochs(num_train, num_classes, shots):
+    """Epochs that give a few-shot run the optimizer steps of the protocol's
+    run on the whole set: a phone that holds 10 images per class trains them
+    for many epochs, and a side network that starts from zero needs steps."""
+    whole = min(TRAIN_EXAMPLES, int(0.8 * num_train))
+    steps = EPOCHS * math.ceil(whole / BATCH_SIZE)
+    return math.ceil(steps / math.ceil(shots * num_classes / BATCH_SIZE))

@@ -1,0 +1,331 @@
+"""The accuracy protocol's report: summaries, tables and plots.
+
+`write(output_dir, sets)` reads every finished run and rewrites
+`results.json`, `results.md` (the tables `bench/readme.py` copies into the
+docs), `accuracy_vs_memory.png` and `accuracy_vs_resolution.png`.
+"""
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import protocol
+
+# Methods in the order the tables list them.
+TABLE_METHODS = (
+    "repnet", "ft-last", "ft-full", "bn-only", "tinytl", "mobiletl",
+    *protocol.ABLATIONS,
+)
+
+
+def mean_std(values):
+    if not values:
+        return None
+    mean = statistics.mean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std, len(values)
+
+
+def _same(result, set_name, backbone, method, size):
+    return (
+        (result["set"], result["backbone"], result["method"], result["shots"])
+        == (set_name, backbone, method, None)
+        and protocol.image_size_of(result) == size
+    )
+
+
+def summarize(results, sets):
+    """One row per (set, backbone, image size, method): the runs at the
+    rates picked on validation, every seed."""
+    chosen = protocol.protocol_runs(results)
+    rows = []
+    for backbone, size in protocol.PLAN:
+        for set_name in sets:
+            for method in TABLE_METHODS:
+                best = protocol.best_run(chosen, set_name, backbone, method, size)
+                candidates = [
+                    r for r in chosen if _same(r, set_name, backbone, method, size)
+                ]
+                if best is None and not candidates:
+                    continue
+                rates = tuple((best or candidates[0])["learning_rates"])
+                runs = [
+                    r for r in candidates if tuple(r["learning_rates"]) == rates
+                ]
+                rows.append(
+                    {
+                        "set": set_name,
+                        "backbone": backbone,
+                        "image_size": size,
+                        "method": method,
+                        "learning_rates": list(rates),
+                        "test": mean_std([r["test_accuracy"] for r in runs]),
+                        "train": mean_std(
+                            [r["final_train_accuracy"] for r in runs]
+                        ),
+                        "validation": mean_std(
+                            [protocol.final_validation(r) for r in runs]
+                        ),
+                        "trainable_params": runs[0]["trainable_params"],
+                    }
+                )
+    return rows
+
+
+def few_shot_rows(results):
+    return [
+        {
+            "set": r["set"],
+            "method": r["method"],
+            "shots": r["shots"],
+            "epochs": r["epochs"] or protocol.EPOCHS,
+            # Early runs did not record their steps.
+            "steps": r.get("steps") or (r["epochs"] or protocol.EPOCHS)
+            * math.ceil(r["num_train"] / protocol.BATCH_SIZE),
+            "test": r["test_accuracy"],
+            "train": r["final_train_accuracy"],
+        }
+        for r in results
+        if r["shots"]
+    ]
+
+
+def mask_rows(results):
+    """Each `repnet-mask` run beside repnet's run at the same rates, seed,
+    epochs, batch size and image size."""
+    same = ("set", "backbone", "seed", "shots", "learning_rates", "epochs",
+            "batch_size")
+    rows = []
+    for r in results:
+        if r["method"] != protocol.MASK_METHOD:
+            continue
+        plain = next(
+            (
+                p
+                for p in results
+                if p["method"] == "repnet"
+                and not p.get("options")
+                and all(p.get(key) == r.get(key) for key in same)
+                and protocol.image_size_of(p) == protocol.image_size_of(r)
+            ),
+            None,
+        )
+        rows.append(
+            {
+                "set": r["set"],
+                "learning_rates": r["learning_rates"],
+                "options": ", ".join(
+                    f"{k}={v}" for k, v in (r.get("options") or {}).items()
+                ) or "defaults",
+                "epochs": r.get("epochs") or protocol.EPOCHS,
+                "test": r["test_accuracy"],
+                "repnet_test": plain and plain["test_accuracy"],
+                **r["mask"],
+            }
+        )
+    return rows
+
+
+# === Markdown ===
+
+
+def _cell(stat):
+    if stat is None:
+        return "-"
+    mean, std, count = stat
+    if count == 1:
+        return f"{mean:.3f}"
+    return f"{mean:.3f} +- {std:.3f} ({count})"
+
+
+def _rates(rates):
+    return f"{rates[0]:g}, {rates[1]:g}"
+
+
+def _table(header, lines):
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(str(c) for c in cells) + " |" for cells in lines),
+    ]
+
+
+def _summary_table(rows, measured):
+    return _table(
+        ["set", "backbone", "px", "method", "test", "final train",
+         "lr (side, head)", "trainable params", "memory MB"],
+        [
+            [
+                r["set"], r["backbone"], r["image_size"], r["method"],
+                _cell(r["test"]), _cell(r["train"]), _rates(r["learning_rates"]),
+                f"{r['trainable_params']:,}",
+                measured.get(f"{r['backbone']}/{r['method']}", "-"),
+            ]
+            for r in rows
+        ],
+    )
+
+
+def _runs_table(runs, extra):
+    return _table(
+        ["set", "method", *extra, "lr (side, head)", "test", "final train"],
+        [
+            [
+                r["set"], r["method"], *(r[c] for c in extra),
+                _rates(r["learning_rates"]), f"{r['test_accuracy']:.3f}",
+                f"{r['final_train_accuracy']:.3f}",
+            ]
+            for r in sorted(
+                runs, key=lambda r: (r["set"], r["method"], r["learning_rates"])
+            )
+        ],
+    )
+
+
+def markdown(results, rows, measured):
+    """The report's tables, one section each."""
+    lines = [
+        f"Test accuracy after {protocol.EPOCHS} epochs, batch "
+        f"{protocol.BATCH_SIZE}, at most {protocol.TRAIN_EXAMPLES} training "
+        "images per set; mean +- std (number of seeds). Learning rates (side, "
+        "head) picked on validation. Memory: measured step peak at 224 px, "
+        "batch 8 (MB).",
+        "",
+        *_summary_table(rows, measured),
+    ]
+    longer = [
+        r for r in results
+        if r.get("epochs") and not r["shots"]
+        and r["method"] != protocol.MASK_METHOD
+    ]
+    if longer:
+        lines += [
+            "",
+            f"{protocol.LONG_EPOCHS_FACTOR}x the epochs, MobileNetV2, seed 0 "
+            "(the `long` stage at the picked rates):",
+            "",
+            *_runs_table(longer, ("epochs",)),
+        ]
+    small_batch = [r for r in results if r.get("batch_size")]
+    if small_batch:
+        lines += [
+            "",
+            f"Batch {protocol.SMALL_BATCH} (as on a phone), MobileNetV2, seed "
+            "0, same epochs (4x the steps):",
+            "",
+            *_runs_table(small_batch, ()),
+        ]
+    masked = mask_rows(results)
+    if masked:
+        lines += [
+            "",
+            "Rep-Net + a learned binary mask per backbone kernel "
+            f"(`{protocol.MASK_METHOD}`, the `mask` stages), MobileNetV2, "
+            "seed 0, against `repnet` at the same rates and seed. "
+            f"Multiply-adds per image at {protocol.MASK_COST_SIZE} px with the "
+            "learned masks. Training memory (measured step peak, 224 px batch "
+            f"8): {protocol.MASK_METHOD} "
+            f"{measured.get('MobileNetV2/' + protocol.MASK_METHOD, '-')} MB, "
+            f"repnet {measured.get('MobileNetV2/repnet', '-')} MB.",
+            "",
+            *_table(
+                ["set", "lr (side, head)", "options", "epochs", "test",
+                 "repnet test", "sparsity", "M multiply-adds (dense -> masked)"],
+                [
+                    [
+                        r["set"], _rates(r["learning_rates"]), r["options"],
+                        r["epochs"], f"{r['test']:.3f}",
+                        "-" if r["repnet_test"] is None
+                        else f"{r['repnet_test']:.3f}",
+                        f"{r['sparsity']:.1%}",
+                        f"{r['multiply_adds'] / 1e6:.1f} -> "
+                        f"{r['masked_multiply_adds'] / 1e6:.1f}",
+                    ]
+                    for r in sorted(
+                        masked, key=lambda r: (r["set"], r["epochs"], r["options"])
+                    )
+                ],
+            ),
+        ]
+    few_shot = few_shot_rows(results)
+    if few_shot:
+        lines += [
+            "",
+            "Few-shot (labelled images per class), MobileNetV2, seed 0, at the "
+            "protocol's epochs and at the optimizer steps of a run on the "
+            "whole set:",
+            "",
+            *_table(
+                ["set", "shots", "method", "epochs", "steps", "test",
+                 "final train"],
+                [
+                    [r["set"], r["shots"], r["method"], r["epochs"], r["steps"],
+                     f"{r['test']:.3f}", f"{r['train']:.3f}"]
+                    for r in sorted(
+                        few_shot,
+                        key=lambda r: (r["set"], r["shots"], r["steps"], r["method"]),
+                    )
+                ],
+            ),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# === Plots ===
+
+
+def plot_memory(rows, measured, path):
+    """Test accuracy against measured training memory, one panel a set, at
+    the protocol's first point (MobileNetV2, 64 px)."""
+    import plots
+
+    point_rows = [
+        r for r in rows
+        if (r["backbone"], r["image_size"]) == ("MobileNetV2", 64)
+        and f"{r['backbone']}/{r['method']}" in measured
+    ]
+    plots.accuracy_against(
+        point_rows,
+        x=lambda r: measured[f"{r['backbone']}/{r['method']}"],
+        label=lambda r: r["method"],
+        xlabel="measured training memory, MB (224 px, batch 8)",
+        path=path,
+    )
+
+
+def plot_resolution(rows, path):
+    """Test accuracy against image size, one line a (backbone, method)."""
+    import plots
+
+    plots.lines_against_size(rows, path)
+
+
+def write(output_dir, sets):
+    """Rewrites the report from the finished runs; returns them."""
+    output_dir = Path(output_dir)
+    results = [
+        json.loads(p.read_text())
+        for p in sorted((output_dir / "runs").glob("*/result.json"))
+    ]
+    memory_path = output_dir / "memory.json"
+    measured = json.loads(memory_path.read_text()) if memory_path.exists() else {}
+    rows = summarize(results, sets)
+    from runs import write_json
+
+    write_json(
+        {
+            "summary": rows,
+            "few_shot": few_shot_rows(results),
+            "mask": mask_rows(results),
+            "memory_mb": measured,
+            "runs": results,
+        },
+        output_dir / "results.json",
+    )
+    (output_dir / "results.md").write_text(markdown(results, rows, measured))
+    if rows and measured:
+        plot_memory(rows, measured, output_dir / "accuracy_vs_memory.png")
+    if len({r["image_size"] for r in rows}) > 1:
+        plot_resolution(rows, output_dir / "accuracy_vs_resolution.png")
+    return results

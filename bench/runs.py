@@ -1,0 +1,255 @@
+"""Running the accuracy protocol: one `protocol.Run` at a time.
+
+`run()` trains a run, or reads its result if it finished before; an
+interrupted run resumes from its last finished epoch. Each writes
+`OUTPUT_DIR/runs/<run name>/result.json`.
+"""
+
+import dataclasses
+import functools
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import protocol
+
+
+@functools.lru_cache(maxsize=2)
+def dataset(name, image_size):
+    """`(train, test)` arrays of a set: its own test split, or a 20% split
+    drawn with a fixed seed (the same for every run)."""
+    import keras_repnet
+
+    train, test, _ = protocol.SETS[name]
+    if train == test:  # an idx folder with its t10k files
+        return keras_repnet.data.load_idx_folder(protocol.DATASETS / train)
+    if test is not None:
+        return (
+            _read_folder(protocol.DATASETS / train, image_size),
+            _read_folder(protocol.DATASETS / test, image_size),
+        )
+    x, y = _read_folder(protocol.DATASETS / train, image_size)
+    order = np.random.default_rng(0).permutation(len(x))
+    cut = len(x) // 5
+    test_index, rest = order[:cut], order[cut:]
+    return (x[rest], y[rest]), (x[test_index], y[test_index])
+
+
+def set_size(name):
+    """`(training images, classes)` of a set, before the protocol's cap."""
+    (_, labels), _ = dataset(name, protocol.BASE_IMAGE_SIZE)
+    return len(labels), len(np.unique(labels))
+
+
+def _read_folder(folder, image_size):
+    import keras
+
+    images = keras.utils.image_dataset_from_directory(
+        str(folder),
+        image_size=(image_size, image_size),
+        batch_size=256,
+        shuffle=False,
+        verbose=False,
+    )
+    pixels, labels = zip(*((x.numpy(), y.numpy()) for x, y in images))
+    return (
+        np.concatenate(pixels).round().astype(np.uint8),
+        np.concatenate(labels),
+    )
+
+
+def _few_shot(source, shots, seed):
+    """The first `shots` examples of each class, in a seeded order."""
+    x, y = source
+    order = np.random.default_rng(seed).permutation(len(x))
+    keep = np.concatenate(
+        [order[y[order] == label][:shots] for label in np.unique(y)]
+    )
+    return x[keep], y[keep]
+
+
+def backbone_model(backbone, image_size):
+    """`(backbone, weights)` arguments of `build_method` for a protocol
+    backbone: a name and its weights file, or a built model."""
+    import keras
+
+    name, alpha, weights = protocol.BACKBONES[backbone]
+    if alpha == 1.0:
+        return name, str(weights)
+    model = getattr(keras.applications, name)(
+        alpha=alpha,
+        include_top=False,
+        weights=None,
+        input_shape=(image_size, image_size, 3),
+    )
+    model.load_weights(str(weights))
+    return model, None
+
+
+def split_options(options):
+    """A run's options as (`build_method` arguments, recipe fields)."""
+    from keras_repnet import Recipe
+
+    fields = {field.name for field in dataclasses.fields(Recipe)}
+    build_options, recipe_fields = {}, {}
+    for key, value in (options or {}).items():
+        (recipe_fields if key in fields else build_options)[key] = value
+    return build_options, recipe_fields
+
+
+def run(spec: protocol.Run, output_dir) -> dict:
+    """Trains `spec`, or reads its result if it finished before."""
+    import keras
+
+    import keras_repnet
+
+    folder = Path(output_dir) / "runs" / spec.name
+    result_path = folder / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    print(f"== {spec.name}", flush=True)
+    started = time.time()
+    size = spec.image_size
+    keras.backend.clear_session()
+    source, test = dataset(spec.set, size)
+    validation_split = None
+    if spec.shots:
+        source, validation_split = _few_shot(source, spec.shots, spec.seed), 0.0
+    build_options, recipe_fields = split_options(spec.option_dict)
+    recipe = keras_repnet.recipe_for(spec.method).replace(
+        side_learning_rate=spec.rates[0],
+        head_learning_rate=spec.rates[1],
+        image_size=size,
+        epochs=spec.epochs or protocol.EPOCHS,
+        batch_size=spec.batch_size or protocol.BATCH_SIZE,
+        seed=spec.seed,
+        validation_split=validation_split,
+    ).replace(**recipe_fields)
+    keras.utils.set_random_seed(spec.seed)
+    name, _, _ = protocol.BACKBONES[spec.backbone]
+    splits = keras_repnet.data.load(
+        source,
+        test=test,
+        recipe=recipe,
+        preprocess=keras_repnet.data.preprocessing_for(name),
+        max_examples=None if spec.shots else protocol.TRAIN_EXAMPLES,
+    )
+    backbone, weights = backbone_model(spec.backbone, size)
+    model = keras_repnet.build_method(
+        spec.method,
+        backbone,
+        splits.num_classes,
+        input_shape=(size, size, 3),
+        weights=weights,
+        recipe=recipe,
+        **build_options,
+    )
+    steps = recipe.epochs * math.ceil(splits.num_train / recipe.batch_size)
+    recipe.compile(model, steps)
+    from keras_repnet.apps import training
+
+    history = training.fit_resumable(
+        model,
+        splits.train,
+        splits.validation if splits.num_validation else None,
+        epochs=recipe.epochs,
+        output_dir=str(folder),
+        verbose=2,
+    )
+    _, test_accuracy = model.evaluate(splits.test, verbose=0)
+    result = {
+        "set": spec.set,
+        "backbone": spec.backbone,
+        "method": spec.method,
+        "learning_rates": list(spec.rates),
+        "seed": spec.seed,
+        "image_size": size,
+        "shots": spec.shots,
+        "batch_size": spec.batch_size,
+        "epochs": spec.epochs,
+        "steps": steps,
+        "num_train": splits.num_train,
+        "num_validation": splits.num_validation,
+        "num_test": splits.num_test,
+        "final_train_accuracy": history["accuracy"][-1],
+        "validation_accuracy": history.get("val_accuracy", []),
+        "test_accuracy": float(test_accuracy),
+        "trainable_params": keras_repnet.parameter_counts(model)["trainable"],
+        "wall_time_s": round(time.time() - started, 1),
+    }
+    if spec.options:
+        result["options"] = spec.option_dict
+    if spec.tag:
+        result["tag"] = spec.tag
+    if spec.method == protocol.MASK_METHOD:
+        result["mask"] = _mask_report(
+            model, spec.backbone, splits.num_classes, build_options
+        )
+    write_json(result, result_path)
+    return result
+
+
+def _mask_report(model, backbone, num_classes, options):
+    """A masked model's sparsity and multiply-adds, at `MASK_COST_SIZE` px:
+    the learned scores copied into the same model built at that size
+    (scores do not depend on the input size)."""
+    import keras_repnet
+    from keras_repnet.core import flops
+    from keras_repnet.core import masks
+
+    size = protocol.MASK_COST_SIZE
+    large_backbone, _ = backbone_model(backbone, size)
+    large = keras_repnet.build_method(
+        protocol.MASK_METHOD,
+        large_backbone,
+        num_classes,
+        input_shape=(size, size, 3),
+        weights=None,
+        **options,
+    )
+    scores = {l.name: l.score for l in model.layers if masks.is_masked(l)}
+    for layer in large.layers:
+        if masks.is_masked(layer):
+            layer.score.assign(scores[layer.name])
+    return {**flops.inference_cost(large), "image_size_of_cost": size}
+
+
+# Measured at the paper's size and batch.
+MEMORY_IMAGE_SIZE = 224
+MEMORY_BATCH_SIZE = 8
+
+
+def measure_memory(output_dir, backbones):
+    """Measured step peaks (MB, batch 8, 224 px) of each method and of the
+    frozen backbone's inference, per backbone."""
+    from keras_repnet import memory
+
+    path = Path(output_dir) / "memory.json"
+    measured = json.loads(path.read_text()) if path.exists() else {}
+    methods = (
+        memory.INFERENCE, "repnet", "ft-last", "ft-full", "bn-only", "tinytl",
+        "mobiletl", "repnet-no-shifts", protocol.MASK_METHOD,
+    )
+    for backbone in backbones:
+        name, alpha, _ = protocol.BACKBONES[backbone]
+        if alpha != 1.0:
+            continue
+        for method in methods:
+            key = f"{backbone}/{method}"
+            if key not in measured:
+                print(f"== memory {key}", flush=True)
+                peak = memory.measure(
+                    method, name, image_size=MEMORY_IMAGE_SIZE,
+                    batch_size=MEMORY_BATCH_SIZE,
+                )
+                measured[key] = round(peak.peak_bytes / 1e6, 1)
+                write_json(measured, path)
+    return measured
+
+
+def write_json(value, path):
+    from keras_repnet.apps import files
+
+    files.write_json(value, str(path))
