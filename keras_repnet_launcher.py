@@ -5,9 +5,10 @@ CPU-feature notices and, on a machine without a GPU, CUDA errors such as
 "failed call to cuInit", straight to the process's stderr from C++. This
 module lives outside the package so that it runs before TensorFlow is
 imported: it holds stderr back while TensorFlow starts and finds its
-devices, then runs `keras_repnet.cli`. What was held back is printed if
-starting fails, or always with `--verbose` or when `TF_CPP_MIN_LOG_LEVEL` is
-set (the user then chose TensorFlow's logging).
+devices, then runs `keras_repnet.cli` with TensorFlow's C++ logs switched
+off (`TF_CPP_MIN_LOG_LEVEL=3`; failures still raise in Python). What was held back is
+printed if starting fails; nothing is held back with `--verbose` or when
+`TF_CPP_MIN_LOG_LEVEL` is set (the user then chose TensorFlow's logging).
 """
 
 import contextlib
@@ -39,6 +40,10 @@ def _stderr_held_back():
 
 def main():
     verbose = "--verbose" in sys.argv[1:] or "TF_CPP_MIN_LOG_LEVEL" in os.environ
+    if not verbose:
+        # TensorFlow's own C++ logs (the converter's, a failed image
+        # decode's) for the whole run; errors reach Python as exceptions.
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     quiet = contextlib.nullcontext() if verbose else _stderr_held_back()
     with quiet:
         import tensorflow as tf

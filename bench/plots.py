@@ -1,23 +1,10 @@
 """The protocol's plots, drawn with `keras_repnet.apps.plotting`.
 
-Axes are linear with round ticks, and accuracy axes span at least 0.3 so
-that a point of difference looks like one.
+Axes are linear with round ticks, and accuracy axes span at least
+`plotting.MIN_ACCURACY_SPAN`, so that a point of difference looks like one.
 """
 
 from keras_repnet.apps import plotting
-
-# The narrowest accuracy range a panel shows.
-MIN_ACCURACY_SPAN = 0.3
-
-
-def _accuracy_axis(axis, values):
-    low, high = min(values), max(values)
-    span = max(MIN_ACCURACY_SPAN, high - low + 0.1)
-    top = min(1.0, max(high + 0.05, low - 0.05 + span))
-    axis.set_ylim(max(0.0, top - span), top)
-    axis.set_ylabel("test accuracy")
-    axis.grid(alpha=0.3)
-
 
 def _panels(rows, width=4.2):
     sets = sorted({r["set"] for r in rows})
@@ -39,7 +26,7 @@ def accuracy_against(rows, *, x, label, xlabel, path):
             axis.annotate(label(row), (x(row), mean), fontsize=7,
                           xytext=(3, 3), textcoords="offset points")
         axis.set_xlim(0, max(x(r) for r in chosen) * 1.15)
-        _accuracy_axis(axis, [r["test"][0] for r in chosen])
+        plotting.accuracy_axis(axis, [r["test"][0] for r in chosen])
         axis.set_title(set_name)
         axis.set_xlabel(xlabel)
     plotting.save(figure, path)
@@ -69,7 +56,7 @@ def lines_against_size(rows, path):
                       label=f"{key[1]} ({key[0]})")
         sizes = sorted({r["image_size"] for r in chosen})
         axis.set_xticks(sizes)
-        _accuracy_axis(axis, [r["test"][0] for r in chosen])
+        plotting.accuracy_axis(axis, [r["test"][0] for r in chosen])
         axis.set_title(set_name)
         axis.set_xlabel("image size, px")
         axis.legend(fontsize=6)

@@ -59,7 +59,9 @@ PLAN = {
         "batch8", "ablations", "mask", "mask-options",
     ),
     ("MobileNetV2-0.35", 64): ("core",),
-    ("MobileNetV3Small", 128): ("core", "baselines", "ft-full", "seeds"),
+    ("MobileNetV3Small", 128): (
+        "core", "baselines", "repnet-options", "ft-full", "seeds"
+    ),
     ("MobileNetV2", 128): ("core", "baselines", "ft-full", "seeds"),
     ("MobileNetV3Small", 224): ("core", "baselines", "seeds"),
     ("MobileNetV2", 224): ("core", "baselines", "seeds"),
@@ -70,8 +72,8 @@ POINT_SETS = {
     ("MobileNetV2", 224): ("flowers", "sign_digits"),
 }
 STAGES = (
-    "core", "baselines", "ft-full", "seeds", "long", "fewshot", "batch8",
-    "ablations", "mask", "mask-options", "memory",
+    "core", "baselines", "repnet-options", "ft-full", "seeds", "long",
+    "fewshot", "batch8", "ablations", "mask", "mask-options", "memory",
 )
 # Stage -> the methods whose grids it runs.
 GRID_STAGES = {
@@ -124,6 +126,20 @@ MASK_OPTIONS = {
     "warmup0.2-magnitude0.05": {"mask_warmup": 0.2, "mask_initial_score": 0.05},
     "warmup0.2-magnitude0.02": {"mask_warmup": 0.2, "mask_initial_score": 0.02},
     "warmup0.2-magnitude0.01": {"mask_warmup": 0.2, "mask_initial_score": 0.01},
+}
+# `repnet-options` stage: tag -> `build()` options of repnet, each run at
+# repnet's picked rates on every far set of the point: what makes Rep-Net
+# work on a small backbone, chosen on validation.
+REPNET_OPTIONS = {
+    # Backbone shifts with a backward that keeps masks only (hard-swish's
+    # sign rule, squeeze-excite gates held), and with the exact backward.
+    "shifts-masks": {"backbone_shifts": "masks"},
+    "shifts-exact": {"backbone_shifts": True},
+    # A wider side network (twice the taps' channels, past the 10% budget),
+    # six modules, modules at their tap's full resolution.
+    "wide": {"side_width": 2.0},
+    "modules6": {"num_modules": 6},
+    "full-resolution": {"side_downscale": 1},
 }
 # Peak learning rates (side, head) tried per method; "side" is every
 # trainable variable outside the head (ft-last has none). Each grid holds
@@ -311,6 +327,12 @@ def stage_runs(stage, point, sets, results, set_size):
                         MASK_METHOD, picked("repnet"),
                         options=with_options(options), tag=tag,
                     )
+        elif stage == "repnet-options" and far and picked("repnet"):
+            for tag, options in REPNET_OPTIONS.items():
+                yield run(
+                    "repnet", picked("repnet"),
+                    options=with_options(options), tag=tag,
+                )
         elif stage == "ablations" and set_name == sets[0]:
             for method in ABLATIONS:
                 if picked("repnet"):

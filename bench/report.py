@@ -130,7 +130,8 @@ def mask_rows(results):
 # === Markdown ===
 
 
-def _cell(stat):
+def cell(stat):
+    """`(mean, std, count)` as a table cell."""
     if stat is None:
         return "-"
     mean, std, count = stat
@@ -158,7 +159,7 @@ def _summary_table(rows, measured):
         [
             [
                 r["set"], r["backbone"], r["image_size"], r["method"],
-                _cell(r["test"]), _cell(r["train"]), _rates(r["learning_rates"]),
+                cell(r["test"]), cell(r["train"]), _rates(r["learning_rates"]),
                 f"{r['trainable_params']:,}",
                 measured.get(f"{r['backbone']}/{r['method']}", "-"),
             ]

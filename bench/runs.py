@@ -104,6 +104,7 @@ def run(spec: protocol.Run, output_dir) -> dict:
     import keras
 
     import keras_repnet
+    from keras_repnet.apps import resumable
 
     folder = Path(output_dir) / "runs" / spec.name
     result_path = folder / "result.json"
@@ -148,15 +149,14 @@ def run(spec: protocol.Run, output_dir) -> dict:
     )
     steps = recipe.epochs * math.ceil(splits.num_train / recipe.batch_size)
     recipe.compile(model, steps)
-    from keras_repnet.apps import training
-
-    history = training.fit_resumable(
+    history = resumable.fit_resumable(
         model,
         splits.train,
         splits.validation if splits.num_validation else None,
         epochs=recipe.epochs,
         output_dir=str(folder),
         verbose=2,
+        keep_backup=False,  # A finished run is read from its result.json.
     )
     _, test_accuracy = model.evaluate(splits.test, verbose=0)
     result = {
@@ -199,16 +199,19 @@ def _mask_report(model, backbone, num_classes, options):
     from keras_repnet.core import flops
     from keras_repnet.core import masks
 
+    from keras_repnet.core import backbones
+
     size = protocol.MASK_COST_SIZE
     large_backbone, _ = backbone_model(backbone, size)
-    large = keras_repnet.build_method(
-        protocol.MASK_METHOD,
-        large_backbone,
-        num_classes,
-        input_shape=(size, size, 3),
-        weights=None,
-        **options,
-    )
+    with backbones.random_weights_on_purpose():  # Its scores are copied.
+        large = keras_repnet.build_method(
+            protocol.MASK_METHOD,
+            large_backbone,
+            num_classes,
+            input_shape=(size, size, 3),
+            weights=None,
+            **options,
+        )
     scores = {l.name: l.score for l in model.layers if masks.is_masked(l)}
     for layer in large.layers:
         if masks.is_masked(layer):

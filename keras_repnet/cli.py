@@ -11,6 +11,7 @@ come from the method's recipe (`keras_repnet.methods.recipe_for`).
 """
 
 import sys
+import warnings
 
 from absl import app
 from absl import flags
@@ -42,7 +43,7 @@ _METHOD = flags.DEFINE_string(
     "method",
     "repnet",
     "The transfer method (keras_repnet.methods.METHODS); its recipe gives the "
-    "defaults of the settings below.",
+    "defaults of the training settings.",
 )
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir",
@@ -105,6 +106,19 @@ _SEED = flags.DEFINE_integer(
 _MAX_EXAMPLES = flags.DEFINE_integer(
     "max_examples", None, "Use at most this many examples (quick runs)."
 )
+_STRICT_IMAGES = flags.DEFINE_bool(
+    "strict_images",
+    False,
+    "Stop at the first file of an image folder that cannot be decoded, "
+    "instead of skipping it (each skipped file is reported).",
+)
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Train again even if --output_dir holds this run, finished. Without it "
+    "a finished run is left as it is (more --epochs continue it) and an "
+    "interrupted one resumes.",
+)
 # Read by the console script (keras_repnet_launcher) before TensorFlow starts.
 flags.DEFINE_bool(
     "verbose",
@@ -140,8 +154,17 @@ _RECIPE_FLAGS = {
 }
 
 
-def _recipe_changes():
-    return {name: flag.value for name, flag in _RECIPE_FLAGS.items()}
+def _run_arguments(output_dir):
+    """The arguments `train` and `compare` share: the data, the backbone,
+    where results go and the recipe fields the flags set."""
+    return dict(
+        test_data=_TEST_DATA.value,
+        backbone=_BACKBONE.value,
+        weights=_weights(_WEIGHTS.value),
+        output_dir=output_dir,
+        max_examples=_MAX_EXAMPLES.value,
+        **{name: flag.value for name, flag in _RECIPE_FLAGS.items()},
+    )
 
 
 def _weights(value):
@@ -153,23 +176,30 @@ def _require(flag, message):
         raise app.UsageError(message)
 
 
+def _interrupted(line):
+    """Ends a command stopped by Ctrl-C with one line, no traceback."""
+    print(line, file=sys.stderr)
+    sys.exit(130)
+
+
 def train_command():
+    from keras_repnet.apps import resumable
     from keras_repnet.apps import training
 
     _require(_DATA, "`train` needs --data (an image folder, for example).")
     output_dir = _OUTPUT_DIR.value or "runs/train"
-    results = training.train(
-        _DATA.value,
-        test_data=_TEST_DATA.value,
-        backbone=_BACKBONE.value,
-        weights=_weights(_WEIGHTS.value),
-        method=_METHOD.value,
-        output_dir=output_dir,
-        max_examples=_MAX_EXAMPLES.value,
-        side_learning_rate=_SIDE_LR.value,
-        head_learning_rate=_HEAD_LR.value,
-        **_recipe_changes(),
-    )
+    try:
+        results = training.train(
+            _DATA.value,
+            method=_METHOD.value,
+            side_learning_rate=_SIDE_LR.value,
+            head_learning_rate=_HEAD_LR.value,
+            strict_images=_STRICT_IMAGES.value,
+            overwrite=_OVERWRITE.value,
+            **_run_arguments(output_dir),
+        )
+    except KeyboardInterrupt:
+        _interrupted(resumable.interrupted_message(output_dir))
     params = results["parameters"]
     epochs = results["settings"]["recipe"]["epochs"]
     print(
@@ -197,18 +227,20 @@ _DEVICE_BATCH_SIZE = 8
 def memory_command():
     from keras_repnet import memory
     from keras_repnet import methods
+    from keras_repnet.core import backbones
 
     size = _IMAGE_SIZE.value or REPNET.image_size
     batch = _BATCH_SIZE.value or _DEVICE_BATCH_SIZE
     # Memory does not depend on the weights: random ones unless asked.
     weights = _weights(_WEIGHTS.value) if _WEIGHTS.present else None
-    model = methods.build_method(
-        _METHOD.value,
-        _BACKBONE.value,
-        10,
-        input_shape=(size, size, 3),
-        weights=weights,
-    )
+    with backbones.random_weights_on_purpose():
+        model = methods.build_method(
+            _METHOD.value,
+            _BACKBONE.value,
+            10,
+            input_shape=(size, size, 3),
+            weights=weights,
+        )
     profile = memory.profile(model, batch)
     print(profile.format())
     if profile.lean_backward:
@@ -243,15 +275,14 @@ def export_command():
     import json
     import os
 
-    import keras
-
     from keras_repnet import export
+    from keras_repnet.apps import files
 
     _require(_MODEL, "`export` needs --model (a .keras file).")
     _require(_OUT, "`export` needs --out (the .tflite file to write).")
-    if not os.path.exists(_MODEL.value):
-        raise FileNotFoundError(f"Model file not found: --model={_MODEL.value}")
-    model = keras.models.load_model(_MODEL.value)
+    files.check_writable(_OUT.value, "--out")
+    files.check_writable(export.sidecar_path(_OUT.value), "--out")
+    model = _load_model(_MODEL.value)
     # `keras-repnet train` writes the class names beside the model.
     results = os.path.join(os.path.dirname(_MODEL.value), "results.json")
     class_names = None
@@ -275,35 +306,69 @@ def export_command():
     )
 
 
+def _load_model(path):
+    """A `.keras` model, or an error that says what is wrong with the file."""
+    import os
+    import zipfile
+
+    import keras
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"No model file at --model={path}. Pass the model.keras that "
+            "`keras-repnet train` wrote."
+        )
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"--model={path} is not a .keras file (a zip archive): it is "
+            "truncated or of another format. Train again, or copy the file "
+            "again."
+        )
+    try:
+        return keras.models.load_model(path)
+    except (OSError, zipfile.BadZipFile, KeyError, EOFError) as error:
+        raise ValueError(
+            f"Cannot load the model --model={path} ({error}). The file may be "
+            "damaged: train again, or copy the file again."
+        ) from None
+
+
 def compare_command():
     from keras_repnet.apps.comparison import compare
     from keras_repnet.apps.reports import markdown
 
+    from keras_repnet.apps import files
+
     _require(_DATA, "`compare` needs --data (an image folder, for example).")
     output_dir = _OUTPUT_DIR.value or "runs/compare"
-    results = compare(
-        _DATA.value,
-        test_data=_TEST_DATA.value,
-        backbone=_BACKBONE.value,
-        weights=_weights(_WEIGHTS.value),
-        methods=_METHODS.value,
-        output_dir=output_dir,
-        max_examples=_MAX_EXAMPLES.value,
-        measure=_MEASURE.value,
-        **_recipe_changes(),
-    )
+    files.check_writable(f"{output_dir}/results.json", "--output_dir")
+    try:
+        results = compare(
+            _DATA.value,
+            methods=_METHODS.value,
+            measure=_MEASURE.value,
+            **_run_arguments(output_dir),
+        )
+    except KeyboardInterrupt:
+        _interrupted(
+            f"Interrupted. Finished methods are saved in {output_dir}/: run "
+            "the same command to skip them and resume the one that stopped."
+        )
     print(markdown(results))
     print(f"Outputs in {output_dir}/ (results.md, results.json, pareto.png, curves.png)")
 
 
 _COMMON = ("backbone", "weights", "verbose")
-_RUN = ("data", "test_data", "output_dir", "max_examples", *_RECIPE_FLAGS)
+_RUN = (
+    "data", "test_data", "output_dir", "max_examples", "strict_images",
+    *_RECIPE_FLAGS,
+)
 # Command -> (function, what it does, its flags).
 COMMANDS = {
     "train": (
         train_command,
         "Trains a classifier on your images with a method's recipe.",
-        (*_RUN, "method", "side_lr", "head_lr", *_COMMON),
+        (*_RUN, "method", "side_lr", "head_lr", "overwrite", *_COMMON),
     ),
     "memory": (
         memory_command,
@@ -324,13 +389,19 @@ COMMANDS = {
 }
 
 
+_USAGE = (
+    f"usage: keras-repnet {{{','.join(COMMANDS)}}} [flags] "
+    "(keras-repnet COMMAND --help lists a command's flags)"
+)
+
+
 def command_help(command: str) -> str:
     """The usage of one command: what it does and its flags with defaults."""
     _, summary, names = COMMANDS[command]
     lines = [f"usage: keras-repnet {command} [flags]", "", summary, "", "flags:"]
     for name in names:
         flag = flags.FLAGS[name]
-        default = "" if flag.default is None else f" (default: {flag.default_as_str})"
+        default = "" if flag.default is None else f" (default: {flag.default})"
         lines.append(f"  --{name}: {flag.help}{default}")
     return "\n".join(lines)
 
@@ -349,6 +420,11 @@ def main(argv):
         raise app.UsageError(str(error)) from error
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line, without the source line Python adds."""
+    print(f"Warning: {message}", file=file or sys.stderr)
+
+
 def _underscored(arg):
     """`--image-size=8` -> `--image_size=8`: dashes are accepted in names."""
     if not arg.startswith("--"):
@@ -358,9 +434,17 @@ def _underscored(arg):
 
 
 def run():
-    # absl's --help prints the __main__ module's docstring; a console
-    # script's has none.
-    sys.modules["__main__"].__doc__ = __doc__
+    # absl prints the __main__ module's docstring above an error: one line.
+    sys.modules["__main__"].__doc__ = _USAGE
+    if "--verbose" not in sys.argv:
+        # The converter's and TensorFlow's Python INFO and WARNING lines.
+        from absl import logging
+
+        logging.set_verbosity(logging.ERROR)
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")
+        warnings.showwarning = _show_warning
     argv = [sys.argv[0]] + [_underscored(arg) for arg in sys.argv[1:]]
     commands = [arg for arg in argv[1:] if arg in COMMANDS]
     if commands and {"--help", "-h", "--helpshort"} & set(argv[1:]):

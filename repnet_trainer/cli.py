@@ -37,24 +37,28 @@ def build_parser():
         help="Checkpoint .npz, resumed from when it exists. Defaults to "
         "MODEL.checkpoint.npz beside the model.",
     )
-    parser.add_argument("--epochs", type=int, default=5, help="Total epochs.")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="Total epochs. Defaults to the model's recipe (the sidecar's).",
+    )
     parser.add_argument(
         "--learning-rate",
         type=float,
-        help="Peak learning rate of the cosine decay. Defaults to the "
-        "export's (its sidecar's `learning_rate`).",
+        help="Peak learning rate of the cosine decay. Defaults to the model's "
+        "recipe (the sidecar's `side_learning_rate`).",
     )
     parser.add_argument(
         "--validation-split",
         type=float,
-        default=0.2,
-        help="Share of the examples held out, by a seeded shuffle.",
+        help="Share of the examples held out, by the split Keras training "
+        "uses. Defaults to the model's recipe.",
     )
     parser.add_argument(
         "--seed",
         type=int,
-        default=1337,
-        help="Seed of the split and of every epoch's order.",
+        help="Seed of the split and of every epoch's order. Defaults to the "
+        "model's recipe.",
     )
     parser.add_argument(
         "--num-threads", type=int, default=2, help="Interpreter threads."
@@ -82,6 +86,10 @@ def build_parser():
     return parser
 
 
+def _given(value, default):
+    return default if value is None else value
+
+
 def main(argv=None):
     """Runs the command line on `argv` (default: `sys.argv[1:]`).
 
@@ -104,15 +112,18 @@ def main(argv=None):
             f"{trainer.image_size[0]}x{trainer.image_size[1]} px, batches of "
             f"{trainer.batch_size}, {args.num_threads} threads."
         )
+        recipe = trainer.recipe
         fit(
             trainer,
             images,
             labels,
             checkpoint_path=checkpoint,
-            epochs=args.epochs,
+            epochs=_given(args.epochs, recipe["epochs"]),
             learning_rate=args.learning_rate,
-            validation_split=args.validation_split,
-            seed=args.seed,
+            validation_split=_given(
+                args.validation_split, recipe["validation_split"]
+            ),
+            seed=_given(args.seed, recipe["seed"]),
             kept=kept,
             max_steps=args.max_steps,
             save_every=args.save_every,

@@ -10,7 +10,8 @@ that the exporter can import it without LiteRT or Pillow.
 import json
 import os
 
-MODEL_FORMAT = "keras-repnet-tflite/2"
+# Format 3: the sidecar carries the model's training recipe.
+MODEL_FORMAT = "keras-repnet-tflite/3"
 CHECKPOINT_FORMAT = "keras-repnet-checkpoint/1"
 # The checkpoint's own entry. A "." never occurs in a weight name.
 META_KEY = "meta.json"

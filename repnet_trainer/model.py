@@ -62,7 +62,7 @@ class RepNetTrainer:
         self.metadata = formats.read_sidecar(metadata_path)
         absent = [
             key
-            for key in ("num_classes", "learning_rate")
+            for key in ("num_classes", "recipe")
             if key not in self.metadata
         ]
         if absent:
@@ -94,8 +94,11 @@ class RepNetTrainer:
         self.batch_size = int(x["shape"][0])
         self.image_size = (int(x["shape"][1]), int(x["shape"][2]))
         self.num_classes = int(self.metadata["num_classes"])
+        # How Keras trained the model (`keras_repnet.Recipe.to_dict()`):
+        # the device trains the same way unless told otherwise.
+        self.recipe = self.metadata["recipe"]
         # The peak of the side variables' schedule (the head's follows).
-        self.learning_rate = float(self.metadata["learning_rate"])
+        self.learning_rate = float(self.recipe["side_learning_rate"])
         self.class_names = self.metadata.get("class_names")
         self.weight_specs = {
             name: (

@@ -37,14 +37,16 @@ def requires(path):
     )
 
 
-def tiny_model(connect="dual", backbone="MobileNetV2", size=32, classes=3):
-    """A Rep-Net on a randomly initialised backbone at a tiny resolution."""
+def tiny_model(connect="dual", backbone="MobileNetV2", size=32, classes=3, **kwargs):
+    """A Rep-Net on a randomly initialised backbone at a tiny resolution;
+    `kwargs` go to `keras_repnet.build`."""
     return keras_repnet.build(
         backbone,
         classes,
         input_shape=(size, size, 3),
         weights=None,
         connect=connect,
+        **kwargs,
     )
 
 

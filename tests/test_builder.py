@@ -287,3 +287,27 @@ def test_backbone_without_fixed_input_is_refused():
     backbone = keras.applications.MobileNetV2(weights=None, include_top=False)
     with pytest.raises(ValueError, match=r"fixed .* input.*\(None, None, 3\)"):
         keras_repnet.build(backbone, 3)
+
+
+def test_a_random_backbone_draws_a_warning():
+    with pytest.warns(keras_repnet.backbones.RandomWeightsWarning, match="weights=None"):
+        keras_repnet.build("MobileNetV3Small", 3, input_shape=(32, 32, 3), weights=None)
+
+
+def test_data_of_another_image_size_is_caught_with_what_to_pass():
+    model = tiny_model("up", size=32)
+    splits = keras_repnet.data.load(
+        (np.zeros((8, 20, 20, 3)), np.arange(8) % 3), image_size=40, batch_size=4
+    )
+    model.recipe.compile(model, total_steps=2)
+    with pytest.raises(ValueError, match=r"takes 32x32.*holds 40x40.*input_shape=\(40, 40, 3\)"):
+        model.fit(splits.train, epochs=1, verbose=0)
+
+
+def test_the_recipe_sets_the_input_size():
+    recipe = keras_repnet.Recipe(image_size=48)
+    model = keras_repnet.build("MobileNetV3Small", 3, weights=None, recipe=recipe)
+    assert model.input_shape == (None, 48, 48, 3)
+    model = keras_repnet.build_method("ft-last", "MobileNetV3Small", 3, weights=None,
+                                      recipe=recipe)
+    assert model.input_shape == (None, 48, 48, 3)

@@ -472,3 +472,32 @@ def test_tfds_splits(monkeypatch, split_sizes, validation_split, expected):
 def test_tfds_without_tensorflow_datasets():
     with pytest.raises(ImportError, match=re.escape("keras-repnet[tfds]")):
         data.load("tfds:tf_flowers", image_size=8)
+
+
+def test_keras_and_the_device_split_a_folder_alike(make_image_folder):
+    """`keras_repnet.data.load` and the device trainer (`repnet_trainer`)
+    hold out the same validation files of the same folder, seed and share,
+    unreadable files included. Nothing trains."""
+    from repnet_trainer import data as device_data
+    from repnet_trainer import split
+
+    folder = make_image_folder(images_per_class=12, size=(16, 16))
+    (folder / "cat" / "empty.jpg").write_bytes(b"")
+    (folder / "dog" / "notes.png").write_text("not an image")
+    good = (folder / "fox" / "0.png").read_bytes()
+    (folder / "fox" / "half.png").write_bytes(good[: len(good) // 2])
+
+    keras_side = data.load(folder, image_size=8, validation_split=0.25, seed=5)
+    _, _, _, kept = device_data.load_image_folder(folder, (8, 8), log=lambda s: None)
+    train, validation = split.split_kept(kept, 0.25, 5)
+    names = [n for n, k in zip(split.list_image_files(folder)[0], kept) if k]
+    device_train = {names[i] for i in train}
+    device_validation = {names[i] for i in validation}
+
+    assert set(keras_side.validation_files) == device_validation
+    assert set(keras_side.train_files) == device_train
+    assert not device_validation & device_train
+    assert len(device_train | device_validation) == 36  # The readable ones.
+    assert {"cat/empty.jpg", "dog/notes.png", "fox/half.png"}.isdisjoint(
+        device_train | device_validation
+    )

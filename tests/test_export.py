@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 from helpers import random_batch
+from helpers import tiny_model
 
 import keras_repnet
 from keras_repnet import export
@@ -54,13 +55,8 @@ def v3_small(tmp_path_factory):
         head_learning_rate=LEARNING_RATE,
         label_smoothing=LABEL_SMOOTHING,
     )
-    model = keras_repnet.build(
-        "MobileNetV3Small",
-        CLASSES,
-        input_shape=(SIZE, SIZE, 3),
-        weights=None,
-        dropout=0.0,
-        recipe=recipe,
+    model = tiny_model(
+        "up", "MobileNetV3Small", SIZE, CLASSES, dropout=0.0, recipe=recipe
     )
     path = tmp_path_factory.mktemp("v3") / "v3.tflite"
     returned = keras_repnet.export.export_tflite(
@@ -112,7 +108,7 @@ def test_loss_falls_on_a_fixed_batch(exported):
     runners = _runners(exported.path)
     images, labels = _pixels(exported.model, seed=0)
     sidecar = json.loads(Path(export.sidecar_path(exported.path)).read_text())
-    rate = np.float32(sidecar["learning_rate"])  # The export's peak.
+    rate = np.float32(sidecar["recipe"]["side_learning_rate"])  # The peak.
     losses = [
         float(runners.train(x=images, y=labels, learning_rate=rate)["loss"])
         for _ in range(8)
@@ -130,8 +126,9 @@ def test_sidecar_describes_the_model(v3_small):
     assert sidecar["num_classes"] == CLASSES
     assert sidecar["class_names"] == CLASS_NAMES
     assert sidecar["backbone"] == "MobileNetV3Small"
-    assert sidecar["learning_rate"] == sidecar["head_learning_rate"] == LEARNING_RATE
-    assert sidecar["schedule"] == "cosine"
+    # The model's recipe, whole: the device trains as Keras did.
+    assert sidecar["recipe"] == v3_small.model.recipe.to_dict()
+    assert sidecar["recipe"]["side_learning_rate"] == LEARNING_RATE
     assert sidecar["weights"] == list(runners.get_weights(unused=np.int32(0)))
     expected = {v.path.replace("/", "_") for v in v3_small.model.trainable_variables}
     assert expected < set(sidecar["weights"])
@@ -269,9 +266,8 @@ def test_head_steps_at_its_share_of_the_rate(v2_cli):
         rate * V2_RATES[1] / V2_RATES[0],
         rtol=1e-3,
     )
-    assert json.loads(Path(export.sidecar_path(v2_cli.path)).read_text())[
-        "head_learning_rate"
-    ] == V2_RATES[1]
+    recipe = json.loads(Path(export.sidecar_path(v2_cli.path)).read_text())["recipe"]
+    assert recipe["head_learning_rate"] == V2_RATES[1]
 
 
 def test_int8_backbone_is_smaller(v2_cli):

@@ -32,3 +32,18 @@ def test_import_leaves_the_matplotlib_backend_alone():
         "import keras_repnet; from matplotlib import rcParams, rcsetup; "
         "print(rcParams._get('backend') is rcsetup._auto_backend_sentinel)"
     ) == ["True"]
+
+
+def test_device_package_imports_nothing_heavy():
+    """`repnet_trainer` runs where TensorFlow cannot be installed: none of
+    its modules imports TensorFlow or Keras, and LiteRT and Pillow load only
+    when used."""
+    modules = _run(
+        "import importlib, pkgutil, sys\n"
+        "import repnet_trainer\n"
+        "for module in pkgutil.iter_modules(repnet_trainer.__path__):\n"
+        "    importlib.import_module('repnet_trainer.' + module.name)\n"
+        "heavy = ('tensorflow', 'keras', 'PIL', 'ai_edge_litert')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
+    )
+    assert modules == ["[]"]

@@ -8,6 +8,8 @@ from keras_repnet import RepNetModule
 from keras_repnet import methods
 from keras_repnet.core import masks
 from keras_repnet.core.layers import ChannelBias
+from keras_repnet.core.layers import SignGradient
+from keras_repnet.core.layers import StopGradient
 from keras_repnet.export import model as export_model
 
 
@@ -125,6 +127,13 @@ LAYER_CASES = {
     "LabelMapping": (
         methods.LabelMapping, {"num_classes": 3}, _images((2, 10)), (2, 3), 0, 0,
     ),
+    "SignGradient": (
+        SignGradient, {"activation": "hard_swish"}, _images((2, 4, 4, 3)),
+        (2, 4, 4, 3), 0, 0,
+    ),
+    "StopGradient": (
+        StopGradient, {}, _images((2, 1, 1, 3)), (2, 1, 1, 3), 0, 0,
+    ),
     "UniformDropout": (
         export_model.UniformDropout, {"rate": 0.5}, _images((2, 8)), (2, 8), 0, 0,
     ),
@@ -170,3 +179,32 @@ def test_layer(name, tmp_path):
         expected_num_non_trainable_weights=non_trainable,
         tmp_path=tmp_path,
     )
+
+
+def test_sign_gradient_passes_the_mask_of_a_positive_input():
+    """Forward: the activation, exactly. Backward: `dy * (x > 0)`, against
+    the plain autodiff of `where(x > 0, x, 0)`, whose derivative that is."""
+    import tensorflow as tf
+
+    x = tf.constant([[-4.0, -1.0, 0.0, 0.5, 2.0, 5.0]])
+    upstream = tf.constant([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y = SignGradient("hard_swish")(x)
+        reference = tf.where(x > 0, x, 0.0)
+    np.testing.assert_allclose(y, keras.activations.hard_swish(x))
+    np.testing.assert_array_equal(
+        tape.gradient(y, x, upstream), tape.gradient(reference, x, upstream)
+    )
+
+
+def test_stop_gradient_holds_a_gate_constant():
+    import tensorflow as tf
+
+    x = tf.constant(np.ones((1, 2, 2, 3), "float32"))
+    gate = tf.constant(np.full((1, 1, 1, 3), 0.5, "float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, gate])
+        y = x * StopGradient()(gate)
+    assert tape.gradient(y, gate) is None
+    np.testing.assert_array_equal(tape.gradient(y, x), np.full((1, 2, 2, 3), 0.5))

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import tiny_model
+
 import keras_repnet
 import repnet_trainer
 from keras_repnet.export import export_tflite
@@ -43,13 +45,7 @@ def model_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("export") / "model.tflite"
     # As `tiny_model`, without dropout: LiteRT's random generator restarts
     # with every process, so only a model without it resumes bit for bit.
-    model = keras_repnet.build(
-        "MobileNetV2",
-        CLASSES,
-        input_shape=(SIZE, SIZE, 3),
-        weights=None,
-        dropout=0.0,
-    )
+    model = tiny_model("up", size=SIZE, classes=CLASSES, dropout=0.0)
     export_tflite(model, path, batch_size=BATCH_SIZE, learning_rate=1e-2)
     return path
 
@@ -837,6 +833,7 @@ def test_ctrl_c_ends_with_one_line(monkeypatch, tmp_path, capsys, saved):
 
     class Trainer:
         num_classes, image_size, batch_size = 3, (4, 4), 2
+        recipe = keras_repnet.Recipe().to_dict()
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
@@ -891,26 +888,27 @@ def test_formats_match_the_android_sample():
     assert constants["META_KEY"] == formats.META_KEY
 
 
-def test_import_loads_neither_tensorflow_nor_keras():
-    code = (
-        "import importlib, pkgutil, sys\n"
-        "import repnet_trainer\n"
-        "for module in pkgutil.iter_modules(repnet_trainer.__path__):\n"
-        "    importlib.import_module('repnet_trainer.' + module.name)\n"
-        "heavy = ('tensorflow', 'keras', 'PIL', 'ai_edge_litert')\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["[]"]
-
-
 def test_sidecar_path():
     assert formats.sidecar_path("dir/m.tflite") == "dir/m.json"
     assert formats.sidecar_path(Path("dir/m.tflite")) == "dir/m.json"
+
+
+def test_the_device_trains_with_the_models_recipe(model_path, monkeypatch, tmp_path):
+    """Settings left out on the command line come from the recipe in the
+    sidecar, which is the one the model was built with in Keras."""
+    received = {}
+    monkeypatch.setattr(
+        cli, "load_examples", lambda *a, **k: (np.zeros(1), np.zeros(1), None)
+    )
+    monkeypatch.setattr(cli, "fit", lambda *a, **kwargs: received.update(kwargs))
+
+    code = cli.main(
+        [f"--model={model_path}", f"--data={tmp_path}", "--epochs=3"]
+    )
+
+    assert code == 0
+    recipe = keras_repnet.Recipe()  # What `tiny_model` builds with.
+    assert received["epochs"] == 3  # Given.
+    assert received["validation_split"] == recipe.validation_split
+    assert received["seed"] == recipe.seed
+    assert received["learning_rate"] is None  # The trainer's own: the recipe's.

@@ -15,9 +15,9 @@ import time
 
 import keras
 
-from keras_repnet import data as data_lib
 from keras_repnet import methods as methods_lib
 from keras_repnet.apps import files
+from keras_repnet.apps import resumable
 from keras_repnet.apps import training
 from keras_repnet.apps.reports import MEMORY_BATCH_SIZE
 from keras_repnet.apps.reports import PAPER_IMAGE_SIZE
@@ -25,6 +25,7 @@ from keras_repnet.apps.reports import markdown
 from keras_repnet.apps.reports import plot_curves
 from keras_repnet.apps.reports import plot_pareto
 from keras_repnet.apps.reports import summary
+from keras_repnet.core import backbones
 from keras_repnet.core import flops
 from keras_repnet.core.plan import count_params
 from keras_repnet.core.recipe import REPNET
@@ -43,6 +44,7 @@ def compare(
     max_examples: int | None = None,
     measure: bool = False,
     learning_rates: dict | None = None,
+    strict_images: bool = False,
     verbose="auto",
     **changes,
 ) -> dict:
@@ -82,6 +84,8 @@ def compare(
             run's resolution) in a fresh process.
         learning_rates: dict. Method name to `(side, head)` peak learning
             rates, overriding the recipes'.
+        strict_images: bool. Stop at an image that cannot be decoded instead
+            of skipping it (see `keras_repnet.data.load`).
         verbose: Keras `fit` verbosity (progress bars).
         **changes: recipe fields every method's run takes, e.g.
             `image_size=96`, `epochs=3` (`None` values are ignored).
@@ -116,7 +120,7 @@ def compare(
             )
             row = _run_method(
                 method, data, test_data, settings, recipe, output_dir,
-                measure, verbose,
+                measure, verbose, strict_images,
             )
             print(f"{prefix}: {summary(row)}")
         rows.append(row)
@@ -232,19 +236,22 @@ class _StepTimer(keras.callbacks.Callback):
 
 
 def _run_method(
-    method, data, test_data, settings, recipe, output_dir, measure, verbose
+    method, data, test_data, settings, recipe, output_dir, measure, verbose,
+    strict_images,
 ):
     started = time.time()
     # Loaded again for every method so that all read the same shuffled and
     # augmented examples in the same order (a tf.data pipeline draws new
     # orders each time it is iterated).
-    keras.utils.set_random_seed(recipe.seed)
-    splits = data_lib.load(
+    splits, model = training.prepare(
         data,
-        test=test_data,
+        test_data=test_data,
+        backbone=settings["backbone"],
+        weights=settings["weights"],
+        method=method,
         recipe=recipe,
-        preprocess=data_lib.preprocessing_for(settings["backbone"]),
         max_examples=settings["max_examples"],
+        strict_images=strict_images,
     )
     if not splits.num_validation:
         raise ValueError(
@@ -252,19 +259,10 @@ def _run_method(
             f"validation_split={recipe.validation_split} on data with "
             "no test split: use a validation_split above 0."
         )
-    size = recipe.image_size
-    model = methods_lib.build_method(
-        method,
-        settings["backbone"],
-        splits.num_classes,
-        input_shape=(size, size, 3),
-        weights=settings["weights"],
-        recipe=recipe,
-    )
     steps_per_epoch = -(-splits.num_train // recipe.batch_size)
     recipe.compile(model, recipe.epochs * steps_per_epoch)
     timer = _StepTimer()
-    history = training.fit_resumable(
+    history = resumable.fit_resumable(
         model,
         splits.train,
         splits.validation,
@@ -272,6 +270,7 @@ def _run_method(
         output_dir=os.path.join(output_dir, method),
         callbacks=[timer],
         verbose=verbose,
+        keep_backup=False,  # A finished method is skipped by its result.
     )
     accuracy = history["val_accuracy"]
     test_accuracy = None
@@ -321,6 +320,7 @@ def _inference_cost(model):
 # === Memory ===
 
 
+
 def _memory_api():
     """`(profile, measure)` from `keras_repnet.memory`, each `None` while
     that module (or the function) is not there."""
@@ -342,13 +342,14 @@ def _memory(method, model, settings, num_classes):
         try:
             if resolution != size:
                 # Memory depends on the structure only: no weights needed.
-                model = methods_lib.build_method(
-                    method,
-                    settings["backbone"],
-                    num_classes,
-                    input_shape=(resolution, resolution, 3),
-                    weights=None,
-                )
+                with backbones.random_weights_on_purpose():
+                    model = methods_lib.build_method(
+                        method,
+                        settings["backbone"],
+                        num_classes,
+                        input_shape=(resolution, resolution, 3),
+                        weights=None,
+                    )
             counted = profile(model, batch_size=MEMORY_BATCH_SIZE)
         except Exception as error:  # An accounting gap must not lose a run.
             print(f"  memory profile of {method} at {resolution} px failed: {error}")

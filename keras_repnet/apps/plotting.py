@@ -27,6 +27,27 @@ def save(figure, path) -> None:
     figure.savefig(path, dpi=100)
 
 
+# The narrowest accuracy range an axis shows, so that a point of difference
+# looks like one.
+MIN_ACCURACY_SPAN = 0.3
+
+
+def accuracy_axis(axis, values, label="accuracy") -> None:
+    """An accuracy y-axis that spans at least `MIN_ACCURACY_SPAN` in [0, 1]
+    around `values`."""
+    low, high = min(values), max(values)
+    span = max(MIN_ACCURACY_SPAN, high - low + 0.1)
+    top = min(1.0, max(high + 0.05, low - 0.05 + span))
+    axis.set_ylim(max(0.0, top - span), top)
+    axis.set_ylabel(label)
+    axis.grid(alpha=0.3)
+
+
+def integer_ticks(axis) -> None:
+    """Whole-number ticks on the x-axis (epochs)."""
+    axis.xaxis.get_major_locator().set_params(integer=True)
+
+
 def plot_history(history: dict, path, title: str = "") -> None:
     """Plots accuracy and loss per epoch, training and validation.
 
@@ -46,8 +67,13 @@ def plot_history(history: dict, path, title: str = "") -> None:
                 epochs = range(1, len(values) + 1)
                 axis.plot(epochs, values, marker="o", label=label)
         axis.set_xlabel("epoch")
-        axis.set_ylabel(metric)
-        axis.grid(alpha=0.3)
+        integer_ticks(axis)
+        if metric == "accuracy":
+            accuracy_axis(axis, [v for k in ("accuracy", "val_accuracy")
+                                 for v in history.get(k, [])] or [0.5])
+        else:
+            axis.set_ylabel(metric)
+            axis.grid(alpha=0.3)
         axis.legend()
     if title:
         plot.suptitle(title)

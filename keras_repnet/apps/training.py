@@ -1,6 +1,6 @@
 """The training job behind `keras-repnet train`."""
 
-import csv
+import json
 import os
 import platform
 import time
@@ -12,6 +12,7 @@ import tensorflow as tf
 from keras_repnet import data as data_lib
 from keras_repnet.apps import files
 from keras_repnet.apps import plotting
+from keras_repnet.apps import resumable
 from keras_repnet.core.plan import parameter_counts
 from keras_repnet.core.recipe import Recipe
 from keras_repnet.core.summary import describe
@@ -20,10 +21,47 @@ from keras_repnet.methods import get_method
 from keras_repnet.version import __version__
 
 
+def prepare(
+    data,
+    *,
+    test_data,
+    backbone,
+    weights,
+    method,
+    recipe,
+    max_examples,
+    strict_images=False,
+):
+    """A run's data and model, seeded: `(splits, model)`.
+
+    The global seed is set first, so that every method of a comparison
+    reads the same shuffled and augmented examples in the same order and
+    starts from the same initial weights.
+    """
+    keras.utils.set_random_seed(recipe.seed)
+    splits = data_lib.load(
+        data,
+        test=test_data,
+        recipe=recipe,
+        preprocess=data_lib.preprocessing_for(backbone),
+        max_examples=max_examples,
+        strict_images=strict_images,
+    )
+    size = recipe.image_size
+    model = build_method(
+        method,
+        backbone,
+        splits.num_classes,
+        input_shape=(size, size, 3),
+        weights=weights,
+        recipe=recipe,
+    )
+    return splits, model
+
+
 # Fewer optimizer steps than this draw a warning. A Rep-Net starts as the
-# frozen backbone (its side modules add zero) and needs steps to learn: with
-# 10 sign-language images per class, 24 steps reached 0.23 test accuracy and
-# 252 steps 0.73 (`bench/accuracy.py`'s few-shot runs, results/accuracy).
+# frozen backbone (its side modules add zero) and needs steps to learn (the
+# few-shot runs of `bench/accuracy.py`, in docs/results.md).
 MIN_STEPS = 250
 
 
@@ -37,8 +75,11 @@ def train(
     output_dir: str = "runs/train",
     recipe: Recipe | None = None,
     max_examples: int | None = None,
+    strict_images: bool = False,
+    overwrite: bool = False,
     callbacks: list | None = None,
     verbose="auto",
+    log=print,
     **changes,
 ) -> dict:
     """Trains a classifier with a method's recipe and writes the results.
@@ -47,9 +88,13 @@ def train(
     with), `results.json` and `history.png`, each atomically, and
     `history.csv` epoch by epoch. Validation accuracy is reported every
     epoch; the test split (`test_data`, or the data's own) is evaluated once,
-    at the end. An interrupted run resumes from its last finished epoch when
-    started again with the same `output_dir`
-    (`keras.callbacks.BackupAndRestore`).
+    at the end. `output_dir` is checked for writing before anything else.
+
+    Started again with the same `output_dir` and settings, an interrupted
+    run resumes from its last finished epoch (and says so); a finished run
+    is left as it is and its results returned, unless `epochs` is larger
+    (training continues to the new total, the schedule over the new total)
+    or `overwrite=True`. Other settings are refused.
 
     Args:
         data: an image folder, `.npz` file, MNIST-format folder, `(x, y)`
@@ -64,8 +109,12 @@ def train(
         recipe: `keras_repnet.Recipe`. Defaults to the method's
             (`keras_repnet.methods.recipe_for`).
         max_examples: int. Cap on the examples used (for quick runs).
+        strict_images: bool. Stop at an image that cannot be decoded instead
+            of skipping it (see `keras_repnet.data.load`).
+        overwrite: bool. Start again even if `output_dir` holds a run.
         callbacks: list. More `keras.callbacks.Callback`s for `fit`.
         verbose: Keras `fit` verbosity.
+        log: callable that prints one line. Defaults to `print`.
         **changes: recipe fields to change, e.g. `epochs=3` or
             `side_learning_rate=3e-3` (`None` values are ignored).
 
@@ -73,25 +122,35 @@ def train(
         The dict written to `results.json`.
     """
     recipe = (recipe or get_method(method).recipe).replace(**changes)
+    settings = {
+        "backbone": backbone,
+        "weights": weights,
+        "method": method,
+        "data": as_given(data),
+        "test_data": as_given(test_data),
+        "max_examples": max_examples,
+        "recipe": recipe.to_dict(),
+    }
+    files.check_writable(
+        os.path.join(output_dir, resumable.RESULTS), "output_dir"
+    )
+    finished = _previous_run(output_dir, settings, overwrite, log)
+    if finished is not None:
+        return finished
+    files.write_json(settings, os.path.join(output_dir, resumable.SETTINGS))
     started = time.time()
-    keras.utils.set_random_seed(recipe.seed)
-    splits = data_lib.load(
+    splits, model = prepare(
         data,
-        test=test_data,
+        test_data=test_data,
+        backbone=backbone,
+        weights=weights,
+        method=method,
         recipe=recipe,
-        preprocess=data_lib.preprocessing_for(backbone),
         max_examples=max_examples,
+        strict_images=strict_images,
     )
     size = recipe.image_size
-    model = build_method(
-        method,
-        backbone,
-        splits.num_classes,
-        input_shape=(size, size, 3),
-        weights=weights,
-        recipe=recipe,
-    )
-    describe(model)
+    describe(model, print_fn=log)
     steps_per_epoch = -(-splits.num_train // recipe.batch_size)
     total_steps = recipe.epochs * steps_per_epoch
     if total_steps < MIN_STEPS:
@@ -103,7 +162,7 @@ def train(
             stacklevel=2,
         )
     recipe.compile(model, total_steps)
-    history = fit_resumable(
+    history = resumable.fit_resumable(
         model,
         splits.train,
         splits.validation,
@@ -111,12 +170,13 @@ def train(
         output_dir=output_dir,
         callbacks=callbacks,
         verbose=verbose,
+        log=log,
     )
     _, accuracy = model.evaluate(splits.validation, verbose=0)
     test_accuracy = None
     if splits.num_test:
         _, test_accuracy = model.evaluate(splits.test, verbose=0)
-    files.save_model(model, os.path.join(output_dir, "model.keras"))
+    files.save_model(model, os.path.join(output_dir, resumable.MODEL))
     results = {
         "validation_accuracy": float(accuracy),
         "best_validation_accuracy": max(history.get("val_accuracy", [accuracy])),
@@ -129,24 +189,67 @@ def train(
         "num_test": splits.num_test,
         "history": history,
         "wall_time_s": round(time.time() - started, 1),
-        "settings": {
-            "backbone": backbone,
-            "weights": weights,
-            "method": method,
-            "data": as_given(data),
-            "test_data": as_given(test_data),
-            "max_examples": max_examples,
-            "recipe": recipe.to_dict(),
-        },
+        "settings": settings,
         "versions": versions(),
     }
-    files.write_json(results, os.path.join(output_dir, "results.json"))
+    files.write_json(results, os.path.join(output_dir, resumable.RESULTS))
     plotting.plot_history(
         results["history"],
         os.path.join(output_dir, "history.png"),
         title=f"{method} on {backbone}, {size} px",
     )
     return results
+
+
+def _previous_run(output_dir, settings, overwrite, log):
+    """What `output_dir` holds decides what `train` does: returns the saved
+    results of a finished run to leave alone, or `None` to train (a new
+    run, or one to resume or continue)."""
+    if overwrite:
+        resumable.clear(output_dir)
+        return None
+    path = os.path.join(output_dir, resumable.SETTINGS)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        saved = json.load(f)
+    epochs = settings["recipe"]["epochs"]
+    changed = _changed(saved, settings)
+    if changed:
+        raise ValueError(
+            f"{output_dir} holds a run with other settings ("
+            + "; ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in changed)
+            + "). Pass overwrite=True (--overwrite) to start again there, or "
+            "another output folder."
+        )
+    done = resumable.finished_epochs(output_dir)
+    results_path = os.path.join(output_dir, resumable.RESULTS)
+    if os.path.exists(results_path) and done >= epochs:
+        with open(results_path) as f:
+            results = json.load(f)
+        log(
+            f"{output_dir} holds this run, finished ({done} epochs, "
+            f"validation accuracy {results['validation_accuracy']:.4f}): left "
+            "as it is. Pass more epochs to continue it, or overwrite=True "
+            "(--overwrite) to train again."
+        )
+        return results
+    return None
+
+
+def _changed(saved, settings):
+    """`(name, saved, now)` of every setting that differs, the epochs
+    aside (more epochs continue a run)."""
+    flat = lambda d: {  # noqa: E731
+        **{k: v for k, v in d.items() if k != "recipe"},
+        **{k: v for k, v in d.get("recipe", {}).items() if k != "epochs"},
+    }
+    before, now = flat(saved), flat(settings)
+    return [
+        (k, before.get(k), now.get(k))
+        for k in sorted({**before, **now})
+        if before.get(k) != now.get(k)
+    ]
 
 
 def as_given(data):
@@ -166,50 +269,3 @@ def versions() -> dict:
         "tensorflow": tf.__version__,
         "python": platform.python_version(),
     }
-
-
-# What `keras.callbacks.CSVLogger` writes for a metric an epoch lacks.
-_MISSING = "NA"
-
-
-def fit_resumable(
-    model, train, validation, *, epochs, output_dir, callbacks=(), verbose="auto"
-) -> dict:
-    """`model.fit` that resumes: a backup every epoch in `output_dir/backup`
-    (`keras.callbacks.BackupAndRestore`) and every epoch's metrics in
-    `output_dir/history.csv`, also across a resume. Returns the history as
-    `read_history` does."""
-    os.makedirs(output_dir, exist_ok=True)
-    backup_dir = os.path.join(output_dir, "backup")
-    log_path = os.path.join(output_dir, "history.csv")
-    if not os.path.exists(backup_dir) and os.path.exists(log_path):
-        os.remove(log_path)  # A new run, not a resumed one.
-    model.fit(
-        train,
-        validation_data=validation,
-        epochs=epochs,
-        shuffle=False,  # The training pipeline shuffles.
-        callbacks=[
-            keras.callbacks.BackupAndRestore(backup_dir),
-            keras.callbacks.CSVLogger(log_path, append=True),
-            *(callbacks or []),
-        ],
-        verbose=verbose,
-    )
-    return read_history(log_path)
-
-
-def read_history(path) -> dict:
-    """Per-epoch metrics from a `CSVLogger` file, one value per epoch (the
-    last row wins when a resumed run logged an epoch twice). Columns the
-    logger filled with "NA" (e.g. `val_*` of a fit without validation data)
-    are left out."""
-    with open(path, newline="") as f:
-        rows = {int(row.pop("epoch")): row for row in csv.DictReader(f)}
-    epochs = [rows[e] for e in sorted(rows)]
-    names = [
-        name
-        for name in (epochs[0] if epochs else [])
-        if all(row[name] != _MISSING for row in epochs)
-    ]
-    return {name: [float(row[name]) for row in epochs] for name in names}

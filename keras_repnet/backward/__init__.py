@@ -9,9 +9,9 @@ the gradient function of its type in
 when the backward pass is constructed). `override()` swaps some of those
 functions while a `with` block runs:
 
-- Lean rules, for a memory-lean Keras training step (224x224, batch 8, with
-  `RepNetModel`'s side-module recomputation: step peak MobileNetV2
-  207 -> 97 MB, MobileNetV3Small 112 -> 45 MB):
+- Lean rules, for a memory-lean Keras training step (with `RepNetModel`'s
+  side-module recomputation; what they save, measured, is in
+  `docs/design.md`):
   - `Relu`, `Relu6` (also inside hard-swish): `tf.where(mask, grad, 0)` on a
     bool mask of the output instead of `ReluGrad(grad, output)`, which keeps
     the float output of every frozen ReLU alive. Never a float mask: a cast
@@ -19,13 +19,13 @@ functions while a `with` block runs:
     copy is kept after all. The mask is computed before the output's
     forward consumers run (control edges, `_forward`): as a side branch the
     executor may postpone it to the backward pass, keeping the float alive
-    (with one inter-op thread it always does: 181 MB instead of 97).
+    (with one inter-op thread it always does).
   - `DepthwiseConv2dNative` after a zero `Pad` and `Pad`: the input gradient
     of the unpadded tensor in one op, not the padded gradient and its slice
-    (two 39 MB tensors at MobileNetV2's step peak: 113 -> 97 MB).
+    (two large tensors at MobileNetV2's step peak).
   - `Mul` in hard-swish, `x * relu6(x + 3) / 6`: the gradient from `x`
     alone, with the gate recomputed in the backward pass, instead of keeping
-    the float gate and its ReLU6 mask (MobileNetV3Small: 67 -> 45 MB).
+    the float gate and its ReLU6 mask.
 - Builtin rules (`builtins_only=True`) for on-device training: gradients of
   `Conv2D`, `DepthwiseConv2dNative`, `AvgPool` and `ResizeBilinear` written
   with TFLite builtin ops, so that a traced training step converts with

@@ -2,7 +2,8 @@
 
 Each rule declares what it keeps (`@keeps`, see `keras_repnet.backward.keeps`):
 the memory profiler counts a lean training step from these declarations.
-See `keras_repnet.backward` for what each rule saves, measured.
+See `keras_repnet.backward` for what each rule saves, and `docs/design.md`
+for the measurements.
 """
 
 import numpy as np

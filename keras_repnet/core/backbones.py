@@ -1,13 +1,30 @@
 """Turns what the user names as a backbone into a frozen functional model."""
 
+import contextlib
 import inspect
 import os
+import warnings
 
 import keras
 
 from keras_repnet.core import taps as taps_lib
+from keras_repnet.core.recipe import REPNET
 
-DEFAULT_INPUT_SHAPE = (224, 224, 3)
+# Rep-Net's recipe's image size.
+DEFAULT_INPUT_SHAPE = (REPNET.image_size, REPNET.image_size, 3)
+
+
+class RandomWeightsWarning(UserWarning):
+    """A frozen backbone was built without pretrained weights."""
+
+
+@contextlib.contextmanager
+def random_weights_on_purpose():
+    """Builds inside need no `RandomWeightsWarning`: what they measure (the
+    memory, the cost) does not depend on the weights."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        yield
 
 
 def application_names() -> list[str]:
@@ -64,6 +81,15 @@ def resolve(backbone, input_shape=None, weights="imagenet") -> keras.Model:
                 "that shape, or leave `input_shape` unset."
             )
     elif callable(backbone):
+        if weights is None:
+            warnings.warn(
+                f"Building {backbone.__name__} with random weights "
+                "(weights=None): a frozen random backbone trains to little "
+                "more than chance. Pass weights='imagenet' or a weights file "
+                "for a real task.",
+                RandomWeightsWarning,
+                stacklevel=3,
+            )
         model = _construct(backbone, input_shape or DEFAULT_INPUT_SHAPE, weights)
     else:
         raise ValueError(

@@ -12,10 +12,14 @@ from keras_repnet.core import taps as taps_lib
 from keras_repnet.core.layers import ActivationConnector
 from keras_repnet.core.layers import ChannelBias
 from keras_repnet.core.layers import RepNetModule
+from keras_repnet.core.layers import SignGradient
+from keras_repnet.core.layers import StopGradient
 from keras_repnet.core.models import RepNetModel
 from keras_repnet.core.recipe import Recipe
 
 CONNECT_MODES = ("up", "dual", "down", "none", "all")
+# `backbone_shifts` beside True and False (see `build`).
+SHIFT_MODES = ("auto", "masks")
 HEAD_NAME = heads.HEAD_NAME
 # With `side_width="auto"`, the side network has at most this share of the
 # frozen backbone's parameters.
@@ -62,19 +66,19 @@ def build(
     connector (its Table 1 ablation found dual best): the side network reads
     `x_i + p_i` at every tap, the backbone's weights and connections are
     unchanged, and the head reads both networks' pooled features. In this
-    project's accuracy protocol (`bench/accuracy.py`, see the README) "up"
+    project's accuracy protocol (`bench/accuracy.py`, docs/results.md) "up"
     was the more accurate on every far-domain set measured. The backbone
     shifts, as in the reference code, let the frozen features adapt: they
     cost the backbone's ReLU masks in memory and gained the most accuracy
-    of anything tried (see the README).
+    of anything tried.
 
     Args:
         backbone: a `keras.applications` constructor (e.g.
             `keras.applications.MobileNetV3Small`), its name as a string, or a
             built functional `keras.Model`.
         num_classes: int. Number of classes of the new task (at least 2).
-        input_shape: tuple. `(H, W, 3)`. Defaults to `(224, 224, 3)`, or the
-            shape of a built backbone.
+        input_shape: tuple. `(H, W, 3)`. Defaults to the recipe's image
+            size (224 px for Rep-Net's), or the shape of a built backbone.
         weights: `"imagenet"`, `None` or a path to a weights file, passed to
             the `keras.applications` constructor. Defaults to `"imagenet"`.
         connect: str. How features are exchanged at each connector:
@@ -119,13 +123,11 @@ def build(
             backbone's activations in memory. Defaults to `None` (no mask).
         mask_initial_score: float. The mask scores' start (weights are
             kept while their score is above 0): lower drops more. Defaults
-            to 0.05 (with `make_optimizer`'s warm-up of the scores' rate;
-            0.02 drops twice as many at a cost in accuracy: see the README).
+            to 0.05 (with the recipe's warm-up of the scores' rate; see
+            docs/results.md for what other starts cost).
         mask_by_magnitude: bool. Scale each score's start by the mean
             magnitude of the weights it covers over its layer's, so that
-            small weights are dropped first (on sign digits: 0.905 test
-            accuracy at 14.3% sparsity, against 0.857 at 6.4% with equal
-            starts; see the README). Defaults to `True`.
+            small weights are dropped first. Defaults to `True`.
         dropout: float. Dropout rate before the head. Defaults to 0.2.
         name: str. Model name. Defaults to `"repnet_<backbone>"`.
         recipe: `keras_repnet.Recipe`. How the model trains, kept as
@@ -155,6 +157,10 @@ def build(
             f"`backbone_mask` must be None or one of {masks.GRANULARITIES}. "
             f"Received: backbone_mask={backbone_mask!r}"
         )
+    if input_shape is None and recipe is not None and not isinstance(
+        backbone, keras.Model
+    ):
+        input_shape = (recipe.image_size, recipe.image_size, 3)
     frozen = backbones.resolve(backbone, input_shape, weights)
     plan = _resolve_taps(frozen, taps, connect, num_modules)
     if side_width == "auto":
@@ -163,6 +169,8 @@ def build(
         )
     if backbone_shifts == "auto":
         backbone_shifts = shifts_cost_masks_only(frozen)
+    elif backbone_shifts == "masks" and shifts_cost_masks_only(frozen):
+        backbone_shifts = True  # Exact, as it keeps masks only anyway.
     frozen.trainable = False
 
     # === Functional Model ===
@@ -261,10 +269,10 @@ def _check_arguments(
             "`side_downscale` must be a positive int. Received: "
             f"side_downscale={side_downscale!r}"
         )
-    if not (isinstance(backbone_shifts, bool) or backbone_shifts == "auto"):
+    if not (isinstance(backbone_shifts, bool) or backbone_shifts in SHIFT_MODES):
         raise ValueError(
-            '`backbone_shifts` must be a bool or "auto". Received: '
-            f"backbone_shifts={backbone_shifts!r}"
+            f"`backbone_shifts` must be a bool or one of {SHIFT_MODES}. "
+            f"Received: backbone_shifts={backbone_shifts!r}"
         )
     if not 0 <= dropout < 1:
         raise ValueError(
@@ -289,6 +297,29 @@ def _resolve_taps(frozen, taps, connect, num_modules):
     return [t for t in candidates if t.layer_name in names]
 
 
+def _masks_only_backward(layer, args, kwargs):
+    """Calls a backbone layer so that its backward pass keeps masks only:
+    an activation whose exact gradient reads its float input gets the sign
+    rule (`SignGradient`), and a squeeze-excite product `x * gate` holds
+    the per-channel gate constant (`StopGradient`)."""
+    if isinstance(layer, keras.layers.Activation) and (
+        flat_graph.activation_name(layer.activation)
+        not in (None, "linear", *flat_graph.PIECEWISE_LINEAR)
+    ):
+        return SignGradient(layer.activation, name=f"{layer.name}_sign")(
+            *args, **kwargs
+        )
+    if isinstance(layer, keras.layers.Multiply) and len(args[0]) == 2:
+        first, second = args[0]
+        is_gate = [t.shape[1:3] == (1, 1) for t in (first, second)]
+        if is_gate.count(True) == 1:
+            index = is_gate.index(True)
+            held = StopGradient(name=f"{layer.name}_held_gate")(args[0][index])
+            inputs = [first, held] if index == 1 else [held, second]
+            return layer(inputs, *args[1:], **kwargs)
+    return layer(*args, **kwargs)
+
+
 class _SidePath:
     """Inserts modules and connectors while `clone_model` replays the
     backbone, layer by layer, in topological order."""
@@ -310,7 +341,10 @@ class _SidePath:
     def call_layer(self, layer, *args, **kwargs):
         if self.masked_copy:
             layer = self.masked_copy(layer) or layer
-        outputs = layer(*args, **kwargs)
+        if self.shifts == "masks":
+            outputs = _masks_only_backward(layer, args, kwargs)
+        else:
+            outputs = layer(*args, **kwargs)
         if self.shifts and isinstance(layer, keras.layers.BatchNormalization):
             outputs = ChannelBias(name=f"{layer.name}_shift")(outputs)
         if layer.name not in self.plan:

@@ -16,9 +16,13 @@ import numpy as np
 
 from keras_repnet.core import graph as graph_lib
 from keras_repnet.core import models
+from keras_repnet.core.layers import SignGradient
+from keras_repnet.core.layers import StopGradient
 from keras_repnet.core.plan import count_params
 
 PIECEWISE_LINEAR = ("relu", "relu6", "leaky_relu")
+# The detail of a `SignGradient` activation: its backward keeps a bool mask.
+SIGN = "sign"
 _NAME_ALIASES = {"swish": "silu", "hard_swish": "hard_silu"}
 
 # Elementwise operations that keep nothing for their gradient.
@@ -143,7 +147,7 @@ class Graph:
     def _add_layer(self, layer, inputs, outputs, trainable_ids):
         """Adds a layer, and its fused activation as a node of its own."""
         kind, detail = _classify(layer, len(inputs))
-        activation = _activation_name(getattr(layer, "activation", None))
+        activation = activation_name(getattr(layer, "activation", None))
         fused = kind == "weighted" and activation not in (None, "linear")
         pre = outputs
         if fused:  # The layer's result before its activation.
@@ -194,7 +198,7 @@ class Graph:
             if is_layer:
                 self._add_layer(step, [current], [following], trainable_ids)
             else:
-                name = _activation_name(step)
+                name = activation_name(step)
                 self.nodes.append(
                     Node(
                         "activation",
@@ -210,7 +214,7 @@ class Graph:
                 node.module = first
 
 
-def _activation_name(function):
+def activation_name(function):
     if function is None:
         return None
     name = getattr(function, "__name__", type(function).__name__)
@@ -233,8 +237,12 @@ def _classify(operation, num_inputs):
             return "activation", "leaky_relu"
         six = getattr(operation, "max_value", None) == 6
         return "activation", "relu6" if six else "relu"
+    if isinstance(operation, SignGradient):
+        return "activation", SIGN
+    if isinstance(operation, StopGradient):
+        return "stop", None
     if isinstance(operation, keras.layers.Activation):
-        return "activation", _activation_name(operation.activation)
+        return "activation", activation_name(operation.activation)
     if isinstance(operation, keras.layers.Softmax):
         return "activation", "softmax"
     if isinstance(operation, keras.layers.Multiply) or (
@@ -309,6 +317,8 @@ class Flow:
                 reaches.update(node.inputs)
         depends = set()
         for index, node in enumerate(graph.nodes):
+            if node.kind == "stop":
+                continue  # Its output carries no gradient.
             if node.trainable_bytes or any(k in depends for k in node.inputs):
                 depends.update(node.outputs)
         needs_grad = {k: k in depends and k in reaches for k in producer}

@@ -214,3 +214,69 @@ class ChannelBias(AddedWeight):
 
     def weight_shape(self, input_shape):
         return (input_shape[-1],)
+
+
+@keras.saving.register_keras_serializable(package="keras_repnet")
+class SignGradient(keras.layers.Layer):
+    """An activation whose backward pass keeps only a bool mask.
+
+    The forward pass is `activation(x)`, exactly; the gradient reaches `x`
+    as `dy * (x > 0)`, MobileTL's sign approximation of the derivative of
+    hard-swish (and of any activation that is near 0 below 0 and near the
+    identity above). The exact derivative would need the float input.
+
+    Args:
+        activation: str or callable. The forward activation, as
+            `keras.layers.Activation` takes it. Defaults to `"hard_swish"`.
+        **kwargs: `keras.layers.Layer` arguments.
+
+    Example:
+
+    >>> layer = SignGradient("hard_swish")
+    >>> [round(float(v), 3) for v in layer(keras.ops.array([-1.0, 1.0]))]
+    [-0.333, 0.667]
+    """
+
+    def __init__(self, activation="hard_swish", **kwargs):
+        super().__init__(**kwargs)
+        self.activation = keras.activations.get(activation)
+
+    def call(self, inputs):
+        @keras.ops.custom_gradient
+        def forward(x):
+            positive = x > 0
+
+            def grad(*args, upstream=None):
+                upstream = args[0] if upstream is None else upstream
+                return keras.ops.where(
+                    positive, upstream, keras.ops.zeros_like(upstream)
+                )
+
+            return self.activation(x), grad
+
+        return forward(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "activation": keras.activations.serialize(self.activation),
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_repnet")
+class StopGradient(keras.layers.Layer):
+    """Passes its input on and no gradient back (`keras.ops.stop_gradient`).
+
+    Placed on a squeeze-excite gate, it holds the gate constant in the
+    backward pass: the product `x * gate` then passes `dy * gate` to `x` and
+    keeps only the gate (one value per channel) instead of `x`.
+    """
+
+    def call(self, inputs):
+        return keras.ops.stop_gradient(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

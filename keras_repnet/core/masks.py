@@ -28,10 +28,9 @@ GRANULARITIES = ("weight", "kernel", "channel")
 # step, so the start over the rate is how many steps of consistent pressure
 # drop a weight (here 5 at the peak rate, for a kernel of its layer's mean
 # magnitude; Piggyback's 1e-2 start, 5e-3 threshold and 1e-4 rate: 50).
-# Chosen on validation with the warm-up below: the lowest start of 0.1,
-# 0.05, 0.02 and 0.01 whose accuracy stays at repnet's on sign digits, and
-# of 0.05 and 0.02 on Fashion-MNIST and CIFAR-10 too (0.02 drops more, and
-# fell below repnet on both).
+# Chosen on validation with the recipe's warm-up (`bench/accuracy.py`'s
+# `mask` stages, in docs/results.md): the lowest start whose accuracy stayed
+# at repnet's on the far sets.
 DEFAULT_INITIAL_SCORE = 0.05
 # The scores' learning rate and its warm-up are the recipe's
 # (`keras_repnet.Recipe.mask_learning_rate`, `mask_warmup`).

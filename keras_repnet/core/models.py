@@ -20,6 +20,31 @@ def recomputed(operation) -> bool:
     return isinstance(operation, RepNetModule)
 
 
+def _check_image_size(model, *datasets):
+    """Says what to pass when the data's images are not the model's size
+    (Keras' own error comes from deep inside the traced step)."""
+    expected = tuple(model.inputs[0].shape[1:3])
+    for data in datasets:
+        if isinstance(data, tuple):
+            data = data[0]
+        spec = getattr(data, "element_spec", None)
+        if isinstance(spec, tuple):
+            spec = spec[0]
+        shape = getattr(spec, "shape", None) or getattr(data, "shape", None)
+        if shape is None or len(shape) != 4 or None in tuple(shape[1:3]):
+            continue
+        received = tuple(int(d) for d in shape[1:3])
+        if received != expected:
+            size = received[0]
+            raise ValueError(
+                f"The model {model.name!r} takes {expected[0]}x{expected[1]} "
+                f"images; the data holds {received[0]}x{received[1]}. Build "
+                f"it for the data's size (`input_shape=({size}, {size}, 3)`, "
+                f"or `recipe=recipe.replace(image_size={size})`), or load the "
+                f"data at the model's (`image_size={expected[0]}`)."
+            )
+
+
 @keras.saving.register_keras_serializable(package="keras_repnet")
 class RepNetModel(keras.Model):
     """A functional Rep-Net model that trains with a memory-lean backward pass.
@@ -105,6 +130,14 @@ class RepNetModel(keras.Model):
                 f"None. Received: recipe={recipe!r}"
             )
         self._recipe = recipe
+
+    def fit(self, x=None, *args, **kwargs):
+        _check_image_size(self, x, kwargs.get("validation_data"))
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        _check_image_size(self, x)
+        return super().evaluate(x, *args, **kwargs)
 
     def train_step(self, *args, **kwargs):
         if not self.lean_backward:

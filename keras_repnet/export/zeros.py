@@ -3,8 +3,8 @@
 The training file initialises the optimizer's slots (and any zero-initialised
 trainable variable) from constants. The converter writes large zero
 constants as `FILL` ops (`keras_repnet.compat.unfold_splat_constants`), but
-only above a size threshold of its own: for MobileNetV2's Rep-Net it still
-stored about 0.3 MB of zeros. `fill_zero_initial_values(content)` replaces
+only above a size threshold of its own, and stores the smaller zero
+constants. `fill_zero_initial_values(content)` replaces
 every remaining zero-filled constant that only `ASSIGN_VARIABLE` reads (an
 initial value) with a builtin `FILL` of its shape, run before the
 assignments.

@@ -12,6 +12,7 @@ import math
 from keras_repnet import backward
 from keras_repnet.backward import lean as lean_rules
 from keras_repnet.core.flat_graph import PIECEWISE_LINEAR
+from keras_repnet.core.flat_graph import SIGN
 
 # The TensorFlow ops a Keras activation runs, each as `(op type, names)`:
 # `names` maps the names in the op's `Keeps` to the activation's tensors,
@@ -101,7 +102,10 @@ def kept(graph, flow, index, rules):
         return kept
     elements = graph.nbytes(source, 1) // graph.itemsize[source]
     mask = {("bit", source): math.ceil(elements / 8)}
-    if rules != "ideal" and node.kind == "activation":
+    if node.kind == "activation" and node.detail == SIGN:
+        # `SignGradient`: the mask `x > 0`, a bool tensor in TensorFlow.
+        kept.update(mask if rules == "ideal" else {("bool", source): elements})
+    elif rules != "ideal" and node.kind == "activation":
         ops = _ACTIVATION_OPS.get(node.detail)
         if ops is None:
             kept.update(_op_kept(graph, node, index, _UNKNOWN, {}, 0))

@@ -77,6 +77,7 @@ def measure(
     batch_size: int,
     num_classes: int = 10,
     lean_backward: bool = True,
+    options: dict | None = None,
     steps: int = 3,
     timeout: float = 900,
 ) -> Measurement:
@@ -97,6 +98,8 @@ def measure(
         lean_backward: bool. Train with keras-repnet's memory-lean
             backward pass (`RepNetModel.lean_backward`, the default of every
             method) instead of plain autodiff. Defaults to `True`.
+        options: dict. More `build_method` arguments, JSON values (e.g.
+            `{"backbone_shifts": "masks"}`). Defaults to `None`.
         steps: int. Timed steps after the measured one (median). Defaults
             to 3.
         timeout: float. Seconds before the process is stopped. Defaults to
@@ -113,6 +116,7 @@ def measure(
         batch_size=batch_size,
         num_classes=num_classes,
         lean_backward=bool(lean_backward) and method != INFERENCE,
+        options=dict(options or {}),
         steps=steps,
     )
     environment = {**os.environ, **_ENVIRONMENT}
@@ -213,17 +217,19 @@ def _build(spec):
     from keras_repnet.core import backbones
 
     shape = (spec["image_size"], spec["image_size"], 3)
-    if spec["method"] == INFERENCE:
-        model = backbones.resolve(spec["backbone"], shape, None)
-        model.trainable = False
-        return model
-    model = methods.build_method(
-        spec["method"],
-        spec["backbone"],
-        spec["num_classes"],
-        input_shape=shape,
-        weights=None,
-    )
+    with backbones.random_weights_on_purpose():
+        if spec["method"] == INFERENCE:
+            model = backbones.resolve(spec["backbone"], shape, None)
+            model.trainable = False
+            return model
+        model = methods.build_method(
+            spec["method"],
+            spec["backbone"],
+            spec["num_classes"],
+            input_shape=shape,
+            weights=None,
+            **spec["options"],
+        )
     if hasattr(model, "lean_backward"):
         model.lean_backward = spec["lean_backward"]
     model.compile(

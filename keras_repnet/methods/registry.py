@@ -51,44 +51,47 @@ _BASELINE = recipe_lib.REPNET.replace(
 )
 _HEAD = {"dropout": 0.2}
 
-_ALL = (
-    Method(
-        "repnet",
+# Rep-Net and its ablations: name -> (description, the `build()` arguments
+# the name sets).
+_REPNET_VARIANTS = {
+    "repnet": (
         "Rep-Net: the side network gets x + p at each tap ('up'), backbone "
         "batch-norm shifts",
-        fixed={"connect": "up"},
+        {"connect": "up"},
     ),
-    Method(
-        "repnet-no-shifts",
+    "repnet-no-shifts": (
         "Rep-Net ablation: no backbone shifts",
-        fixed={"connect": "up", "backbone_shifts": False},
+        {"connect": "up", "backbone_shifts": False},
     ),
-    Method(
-        "repnet-mask",
+    "repnet-mask": (
         "Rep-Net + a learned binary mask per backbone kernel (the paper's "
         "Table 4)",
-        options={"backbone_mask": "kernel"},
-        fixed={"connect": "up"},
+        {"connect": "up"},
     ),
-    Method(
-        "repnet-dual",
+    "repnet-dual": (
         "Rep-Net ablation: both networks get x + p (the paper's)",
-        fixed={"connect": "dual"},
+        {"connect": "dual"},
     ),
-    Method(
-        "repnet-down",
-        "Rep-Net ablation: only the backbone gets x + p",
-        fixed={"connect": "down"},
+    "repnet-down": (
+        "Rep-Net ablation: only the backbone gets x + p", {"connect": "down"}
     ),
-    Method(
-        "repnet-none",
+    "repnet-none": (
         "Rep-Net ablation: no exchange, side joins before the head",
-        fixed={"connect": "none"},
+        {"connect": "none"},
     ),
-    Method(
-        "repnet-all",
+    "repnet-all": (
         "Rep-Net ablation: dual connectors at every block boundary",
-        fixed={"connect": "all"},
+        {"connect": "all"},
+    ),
+}
+# Options a Rep-Net variant defaults to, which a caller may change.
+_REPNET_OPTIONS = {"repnet-mask": {"backbone_mask": "kernel"}}
+
+_ALL = (
+    *(
+        Method(name, description, options=_REPNET_OPTIONS.get(name, {}),
+               fixed=fixed)
+        for name, (description, fixed) in _REPNET_VARIANTS.items()
     ),
     Method(
         "ft-full",
@@ -182,7 +185,8 @@ def build_method(
             functional `keras.Model` (see `keras_repnet.build`). A built
             model's layers are shared and their `trainable` flags changed.
         num_classes: int. Classes of the new task (at least 2).
-        input_shape: tuple. `(H, W, 3)`. Defaults to `(224, 224, 3)`.
+        input_shape: tuple. `(H, W, 3)`. Defaults to the recipe's image
+            size.
         weights: `"imagenet"`, `None` or a weights file for the backbone.
             Defaults to `"imagenet"`.
         recipe: `Recipe`. How the model trains, kept as `model.recipe`.
@@ -211,6 +215,9 @@ def build_method(
             f"num_classes={num_classes!r}"
         )
     model_name = kwargs.pop("name", None) or base.model_name(name, backbone)
+    recipe = recipe or method.recipe
+    if input_shape is None and not isinstance(backbone, keras.Model):
+        input_shape = (recipe.image_size, recipe.image_size, 3)
     if method.is_repnet:
         model = _build_repnet(method, backbone, num_classes, input_shape,
                               weights, model_name, kwargs)
@@ -225,7 +232,7 @@ def build_method(
             backbone, num_classes, input_shape, weights,
             **{**method.options, **kwargs}, name=model_name,
         )
-    model.recipe = recipe or method.recipe
+    model.recipe = recipe
     return model
 
 

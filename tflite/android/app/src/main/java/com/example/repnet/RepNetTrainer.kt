@@ -26,6 +26,7 @@ import org.tensorflow.lite.Tensor
  * ```
  * val trainer = RepNetTrainer(File(filesDir, "model.tflite"), File(filesDir, "model.checkpoint.npz"))
  * val (firstEpoch, firstStep) = trainer.restore() ?: (0 to 0)  // after the app was killed
+ * val epochs = trainer.recipe.getInt("epochs")  // the model's recipe, as Keras trained
  * for (epoch in firstEpoch until epochs) {
  *     for (step in (if (epoch == firstEpoch) firstStep else 0) until stepsPerEpoch) {
  *         // trainer.batchSize images of height x width x 3 RGB floats in [0, 255] (the model
@@ -45,14 +46,18 @@ import org.tensorflow.lite.Tensor
  * @param modelFile the `.tflite` file (copy it out of assets/ first, or map it).
  * @param checkpointFile where [save] writes the weights and [restore] reads them.
  * @param numThreads CPU threads of the interpreter.
- * @param peakLearningRate where the schedule starts: by default the `learning_rate` of
- *   the sidecar `model.json` that `export_tflite` writes beside the `.tflite` file.
+ * @param recipe the model's training recipe (`keras_repnet.Recipe`: `side_learning_rate`,
+ *   `epochs`, `validation_split`, `seed`, ...), by default the `recipe` of the sidecar
+ *   `model.json` that `export_tflite` writes beside the `.tflite` file: the phone trains
+ *   with the recipe Keras trained with.
+ * @param peakLearningRate where the schedule starts: the recipe's `side_learning_rate`.
  */
 class RepNetTrainer(
     modelFile: File,
     private val checkpointFile: File,
     numThreads: Int = 2,
-    val peakLearningRate: Float = sidecarLearningRate(modelFile),
+    val recipe: JSONObject = sidecarRecipe(modelFile),
+    val peakLearningRate: Float = recipe.getDouble("side_learning_rate").toFloat(),
 ) : AutoCloseable {
     private val interpreter = Interpreter(modelFile, Interpreter.Options().setNumThreads(numThreads))
 
@@ -233,23 +238,23 @@ class RepNetTrainer(
         private const val GET = "get_weights"
         private const val SET = "set_weights"
         private const val CHECKPOINT_FORMAT = "keras-repnet-checkpoint/1"
-        private const val MODEL_FORMAT = "keras-repnet-tflite/2"
+        private const val MODEL_FORMAT = "keras-repnet-tflite/3"
         private const val META_KEY = "meta.json"
         private val SIGNATURES = listOf("train", "infer", GET, SET)
 
-        /** The peak `learning_rate` in the sidecar `.json` beside [modelFile]. */
-        fun sidecarLearningRate(modelFile: File): Float {
+        /** The training recipe in the sidecar `.json` beside [modelFile]. */
+        fun sidecarRecipe(modelFile: File): JSONObject {
             val sidecar = File(modelFile.parentFile, modelFile.nameWithoutExtension + ".json")
             require(sidecar.exists()) {
                 "No sidecar at $sidecar: copy the .json that export_tflite wrote beside " +
-                    "${modelFile.name}, or pass peakLearningRate."
+                    "${modelFile.name}, or pass recipe."
             }
             val metadata = JSONObject(sidecar.readText())
             require(metadata.optString("format") == MODEL_FORMAT) {
                 "$sidecar has format ${metadata.opt("format")}, expected $MODEL_FORMAT: " +
                     "export the model again with keras_repnet.export_tflite."
             }
-            return metadata.getDouble("learning_rate").toFloat()
+            return metadata.getJSONObject("recipe")
         }
 
         private fun direct(bytes: Int): ByteBuffer = ByteBuffer.allocateDirect(bytes).order(ByteOrder.nativeOrder())
