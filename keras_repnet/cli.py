@@ -4,6 +4,7 @@
     keras-repnet memory --backbone=MobileNetV2 --image_size=224 --measure
     keras-repnet export --model=runs/train/model.keras --out=model.tflite
     keras-repnet compare --data=PATH --methods=repnet,ft-last --epochs=3
+    keras-repnet federate --data=PATH --clients=10 --rounds=20 --partition=dirichlet:0.5
 
 `keras-repnet COMMAND --help` lists a command's flags with their defaults.
 Flags may be spelled with dashes too (`--image-size`). Settings left out
@@ -138,6 +139,26 @@ _OUT = flags.DEFINE_string("out", None, "Where the `.tflite` file is written.")
 _QUANTIZE_BACKBONE = flags.DEFINE_bool(
     "quantize_backbone", False, "Store the frozen backbone's weights in int8."
 )
+# `federate`
+_CLIENTS = flags.DEFINE_integer("clients", 10, "Clients (SuperNodes).", lower_bound=1)
+_ROUNDS = flags.DEFINE_integer("rounds", 20, "Federated rounds.", lower_bound=1)
+_LOCAL_EPOCHS = flags.DEFINE_integer(
+    "local_epochs", 1, "Passes over its examples a client makes a round.",
+    lower_bound=1,
+)
+_PARTITION = flags.DEFINE_string(
+    "partition", "dirichlet:0.5",
+    'How the clients share the data: "iid" or "dirichlet:ALPHA" (non-IID '
+    "labels, lower ALPHA less even).",
+)
+_STRATEGY = flags.DEFINE_enum(
+    "strategy", "fedavg", ["fedavg", "fedadam"], "Flower's aggregation."
+)
+_BATCH_NORM = flags.DEFINE_enum(
+    "batch_norm", "global", ["global", "local"],
+    "Average the side network's batch-norm statistics (global), or keep them "
+    "on each client (local, FedBN).",
+)
 # `compare`
 _METHODS = flags.DEFINE_list(
     "methods", None, "Transfer methods to compare (default: all of them)."
@@ -163,7 +184,7 @@ def _run_arguments(output_dir):
         weights=_weights(_WEIGHTS.value),
         output_dir=output_dir,
         max_examples=_MAX_EXAMPLES.value,
-        **{name: flag.value for name, flag in _RECIPE_FLAGS.items()},
+        **_recipe_changes(),
     )
 
 
@@ -358,6 +379,41 @@ def compare_command():
     print(f"Outputs in {output_dir}/ (results.md, results.json, pareto.png, curves.png)")
 
 
+def federate_command():
+    from keras_repnet.apps import federate
+
+    _require(_DATA, "`federate` needs --data (an image folder, for example).")
+    output_dir = _OUTPUT_DIR.value or "runs/federated"
+    try:
+        results = federate.federate(
+            _DATA.value,
+            backbone=_BACKBONE.value,
+            weights=_weights(_WEIGHTS.value),
+            method=_METHOD.value,
+            output_dir=output_dir,
+            clients=_CLIENTS.value,
+            rounds=_ROUNDS.value,
+            local_epochs=_LOCAL_EPOCHS.value,
+            partition=_PARTITION.value,
+            strategy=_STRATEGY.value,
+            batch_norm=_BATCH_NORM.value,
+            batch_size=_BATCH_SIZE.value or _DEVICE_BATCH_SIZE,
+            max_examples=_MAX_EXAMPLES.value,
+            **{k: v for k, v in _recipe_changes().items() if k != "batch_size"},
+        )
+    except KeyboardInterrupt:
+        _interrupted(
+            f"Interrupted. The finished rounds are checkpointed in {output_dir}/: "
+            "run the same command to resume."
+        )
+    print(federate.markdown(results))
+    print(f"Outputs in {output_dir}/ (results.md, results.json, rounds.png)")
+
+
+def _recipe_changes():
+    return {name: flag.value for name, flag in _RECIPE_FLAGS.items()}
+
+
 _COMMON = ("backbone", "weights", "verbose")
 _RUN = (
     "data", "test_data", "output_dir", "max_examples", "strict_images",
@@ -380,6 +436,13 @@ COMMANDS = {
         "Writes a trained model as a .tflite file that trains on a device.",
         ("model", "out", "batch_size", "side_lr", "head_lr",
          "label_smoothing", "quantize_backbone", "verbose"),
+    ),
+    "federate": (
+        federate_command,
+        "Trains across many clients with Flower: each a LiteRT phone.",
+        ("data", "output_dir", "method", "clients", "rounds", "local_epochs",
+         "partition", "strategy", "batch_norm", "batch_size", "max_examples",
+         "image_size", "validation_split", "seed", *_COMMON),
     ),
     "compare": (
         compare_command,

@@ -17,9 +17,14 @@ import keras_repnet
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "keras_repnet"
 DEVICE = ROOT / "repnet_trainer"
-# What keras_repnet may read of the device package: the contract between
-# them (the file format, the one split, atomic files).
-DEVICE_CONTRACT = {"repnet_trainer.formats", "repnet_trainer.split", "repnet_trainer.files"}
+FEDERATED = ROOT / "repnet_flower"
+# What keras_repnet may read of the TensorFlow-free packages: the device's
+# contract with the exporter (the file format, the one split, atomic
+# files), and the Flower deployment `keras-repnet federate` starts.
+DEVICE_CONTRACT = {
+    "repnet_trainer.formats", "repnet_trainer.split", "repnet_trainer.files",
+    "repnet_flower.deploy",
+}
 
 
 def documented_layers():
@@ -79,7 +84,7 @@ def test_imports_follow_the_layers(name, path):
     layers = documented_layers()
     own = layers[name.split(".")[1]]
     for target in imports(path):
-        if target.startswith("repnet_trainer"):
+        if target.startswith(("repnet_trainer", "repnet_flower")):
             assert target in DEVICE_CONTRACT, (
                 f"{name} imports {target}: keras_repnet reads only the device "
                 f"package's contract {sorted(DEVICE_CONTRACT)}"
@@ -95,7 +100,11 @@ def test_imports_follow_the_layers(name, path):
 
 
 def test_no_import_cycles():
-    modules = {**package_modules(PACKAGE), **package_modules(DEVICE)}
+    modules = {
+        **package_modules(PACKAGE),
+        **package_modules(DEVICE),
+        **package_modules(FEDERATED),
+    }
     graph = {
         name: {t for t in imports(path) if t in modules and t != name}
         for name, path in modules.items()
@@ -124,8 +133,8 @@ def test_no_import_cycles():
         visit(name)
 
 
-def test_device_package_imports_no_tensorflow_and_no_keras_repnet():
-    for name, path in package_modules(DEVICE).items():
+def test_device_packages_import_no_tensorflow_and_no_keras_repnet():
+    for name, path in {**package_modules(DEVICE), **package_modules(FEDERATED)}.items():
         for target in imports(path):
             top = target.split(".")[0]
             assert top not in {"tensorflow", "keras", "keras_repnet"}, (

@@ -1,0 +1,160 @@
+"""Federated Rep-Net against its targets: many LiteRT phones on Flower.
+
+    python bench/federated.py [--runs=NAME,...] [--rounds=20]
+
+CIFAR-10 subset, MobileNetV2 with the offline ImageNet weights, 64 px, 10
+clients (`keras-repnet federate`: a real local Flower deployment), each run
+in `results/federated/<run>/` (a rerun skips finished runs; an interrupted
+one resumes after its last round). Beside them, `centralized`: the same
+exported model trained with the same LiteRT trainer on the union of the
+clients' training examples for the same number of passes (rounds x local
+epochs), evaluated on the same held-out images. Writes
+`results/federated/results.{json,md}` and `rounds.png`.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from absl import app
+from absl import flags
+from common import MOBILENET_V2_WEIGHTS
+from common import SHARED_ASSETS
+
+_RUNS = flags.DEFINE_list("runs", None, "Runs to make (default: all).")
+_ROUNDS = flags.DEFINE_integer("rounds", 20, "Federated rounds of every run.")
+
+OUTPUT = Path("results/federated")
+DATA = SHARED_ASSETS / "datasets" / "cifar10_32px" / "train"
+SETTINGS = dict(
+    backbone="MobileNetV2",
+    weights=MOBILENET_V2_WEIGHTS,
+    clients=10,
+    image_size=64,
+    max_examples=3000,
+)
+# name -> federate() arguments beside SETTINGS.
+RUNS = {
+    "repnet-fedavg-dirichlet0.5": {"partition": "dirichlet:0.5"},
+    "ft-last-fedavg-dirichlet0.5": {"method": "ft-last", "partition": "dirichlet:0.5"},
+    "repnet-fedavg-iid": {"partition": "iid"},
+    "repnet-fedavg-dirichlet0.1": {"partition": "dirichlet:0.1"},
+    "repnet-fedadam-dirichlet0.5": {"partition": "dirichlet:0.5", "strategy": "fedadam"},
+    "repnet-fedavg-dirichlet0.5-fedbn": {
+        "partition": "dirichlet:0.5", "batch_norm": "local"
+    },
+}
+MAIN = "repnet-fedavg-dirichlet0.5"
+CENTRALIZED = "centralized"
+
+
+def centralized(main_dir, epochs, log=print):
+    """The main run's model trained on the union of its clients' training
+    examples with the LiteRT trainer: the recipe's cosine decay over all
+    steps, the same batch, evaluated on the server's held-out images."""
+    from repnet_trainer import RepNetTrainer
+    from repnet_trainer import loop
+
+    path = OUTPUT / CENTRALIZED / "results.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    trainer = RepNetTrainer(str(main_dir / "model.tflite"), num_threads=2)
+    parts = [np.load(p) for p in sorted((main_dir / "clients").glob("*.npz"))]
+    x = np.concatenate([p["x"] for p in parts])
+    y = np.concatenate([p["y"] for p in parts])
+    with np.load(main_dir / "server.npz") as held:
+        held_out = held["x"], held["y"]
+    batch = trainer.batch_size
+    steps_per_epoch = len(y) // batch
+    total = epochs * steps_per_epoch
+    history = [{"epoch": 0, **trainer.evaluate(*held_out)}]
+    for epoch in range(epochs):
+        order = loop.epoch_order(np.arange(len(y)), epoch, 1337)
+        for step in range(steps_per_epoch):
+            index = order[step * batch : (step + 1) * batch]
+            rate = loop.cosine_learning_rate(
+                trainer.learning_rate, epoch * steps_per_epoch + step, total
+            )
+            trainer.train_step(x[index], y[index], rate)
+        history.append({"epoch": epoch + 1, **trainer.evaluate(*held_out)})
+        log(f"centralized epoch {epoch + 1}/{epochs}: {history[-1]}")
+    result = {"examples": int(len(y)), "epochs": epochs, "history": history}
+    from keras_repnet.apps import files
+
+    files.write_json(result, path)
+    return result
+
+
+def main(argv):
+    del argv
+    from keras_repnet.apps import federate
+
+    names = _RUNS.value or [*RUNS, CENTRALIZED]
+    unknown = sorted(set(names) - {*RUNS, CENTRALIZED})
+    if unknown:
+        raise app.UsageError(f"Unknown runs {unknown}. Known: {[*RUNS, CENTRALIZED]}.")
+    results = {}
+    for name in RUNS:
+        path = OUTPUT / name / "results.json"
+        if name in names and not path.exists():
+            print(f"== {name}", flush=True)
+            federate.federate(
+                str(DATA), output_dir=str(OUTPUT / name), rounds=_ROUNDS.value,
+                **SETTINGS, **RUNS[name],
+            )
+        if path.exists():
+            results[name] = json.loads(path.read_text())
+    if CENTRALIZED in names and MAIN in results:
+        results[CENTRALIZED] = centralized(OUTPUT / MAIN, _ROUNDS.value)
+    report(results)
+
+
+def _final(results):
+    return results["rounds"][-1]["accuracy"]
+
+
+def report(results):
+    from keras_repnet.apps import federate
+    from keras_repnet.apps import files
+
+    runs = {k: v for k, v in results.items() if k != CENTRALIZED}
+    lines = [
+        "Held-out accuracy after the last round, CIFAR-10 subset, MobileNetV2 "
+        "ImageNet, 64 px, 10 clients, 1 local epoch a round; bytes a client "
+        "sends a round (as Flower serialises the message) against full-model "
+        "FedAvg of the same network.",
+        "",
+        "| run | rounds | accuracy | best | bytes sent / client | full model | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, result in runs.items():
+        rows = result["rounds"]
+        sent = rows[-1]["bytes_sent_per_client"]
+        full = result["full_model_bytes"]
+        lines.append(
+            f"| {name} | {rows[-1]['round']} | {_final(result):.3f} | "
+            f"{max(r['accuracy'] for r in rows):.3f} | {sent:,} | {full:,} | "
+            f"{sent / full:.3f} |"
+        )
+    if CENTRALIZED in results:
+        history = results[CENTRALIZED]["history"]
+        lines.append(
+            f"| {CENTRALIZED} (same model and passes, LiteRT, union of the "
+            f"clients' data) | {history[-1]['epoch']} epochs | "
+            f"{history[-1]['accuracy']:.3f} | "
+            f"{max(h['accuracy'] for h in history):.3f} | - | - | - |"
+        )
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    files.write_text("\n".join(lines) + "\n", OUTPUT / "results.md")
+    files.write_json(
+        {name: {"final_accuracy": _final(r) if name != CENTRALIZED
+                else r["history"][-1]["accuracy"]} for name, r in results.items()},
+        OUTPUT / "results.json",
+    )
+    if runs:
+        federate.plot_rounds(runs, OUTPUT / "rounds.png")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,121 @@
+"""FedAvg and FedAdam that refuse bad replies, count bytes and resume.
+
+`make_strategy(name, expected, ...)` gives Flower's own `FedAvg` or
+`FedAdam` with three additions:
+
+- Each client's reply is checked against the arrays the server sent
+  (`task.check_reply`): other names, shapes or dtypes, NaN or inf are
+  rejected with a logged reason and never averaged in. A failed client
+  (an error reply, or none before the round's timeout) is left out; the
+  round goes on with the others, given the strategy's minimum.
+- The bytes of every message, as Flower serialises it, are counted per
+  round (`traffic`).
+- Rounds are numbered from `round_offset`, so that a server that resumes
+  from a checkpoint goes on where it stopped (FedAdam's bias correction and
+  the clients' learning-rate schedule depend on the round).
+"""
+
+from logging import INFO
+from logging import WARNING
+
+import numpy as np
+from flwr.serverapp.strategy import FedAdam
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore import log
+
+from repnet_flower import task
+
+STRATEGIES = {"fedavg": FedAvg, "fedadam": FedAdam}
+# FedAdam's state, saved with each checkpoint.
+_OPTIMIZER_STATE = ("m_t", "v_t")
+
+
+class _Checked:
+    """Mixed in before a Flower strategy (see the module docstring)."""
+
+    def __init__(self, *args, expected, round_offset=0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.expected = expected
+        self.round_offset = round_offset
+        self.traffic = {}  # round -> {"sent": [...], "received": [...]}
+        self.rejected = {}  # round -> [(node, reason)]
+
+    def configure_train(self, server_round, arrays, config, grid):
+        server_round += self.round_offset
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self.traffic[server_round] = {
+            "sent": [task.wire_bytes(m.content) for m in messages],
+            "received": [],
+        }
+        return messages
+
+    def aggregate_train(self, server_round, replies):
+        server_round += self.round_offset
+        accepted, rejected = [], []
+        for message in replies:
+            if message.has_error():
+                rejected.append((message.metadata.src_node_id, message.error.reason))
+                continue
+            reason = task.check_reply(
+                task.from_record(message.content["arrays"]), self.expected
+            )
+            if reason:
+                rejected.append((message.metadata.src_node_id, reason))
+                continue
+            accepted.append(message)
+        for node, reason in rejected:
+            log(WARNING, "Round %s: left out node %s: %s", server_round, node, reason)
+        self.rejected[server_round] = rejected
+        self.traffic.setdefault(server_round, {"sent": [], "received": []})[
+            "received"
+        ] = [task.wire_bytes(m.content) for m in accepted]
+        log(INFO, "Round %s: averaging %s replies", server_round, len(accepted))
+        return super().aggregate_train(server_round, accepted)
+
+    def configure_evaluate(self, server_round, arrays, config, grid):
+        return super().configure_evaluate(
+            server_round + self.round_offset, arrays, config, grid
+        )
+
+    # === Checkpointed state ===
+
+    def state(self) -> dict:
+        """FedAdam's moments (empty for FedAvg), by `m_t/NAME`, `v_t/NAME`."""
+        state = {}
+        for key in _OPTIMIZER_STATE:
+            for name, value in (getattr(self, key, None) or {}).items():
+                state[f"{key}/{name}"] = value
+        return state
+
+    def load_state(self, state: dict) -> None:
+        for key in _OPTIMIZER_STATE:
+            if hasattr(self, key):
+                values = {
+                    name.split("/", 1)[1]: np.asarray(value)
+                    for name, value in state.items()
+                    if name.startswith(key + "/")
+                }
+                setattr(self, key, values or getattr(self, key))
+
+
+def make_strategy(name, expected, *, round_offset=0, server_learning_rate=1e-2,
+                  **kwargs):
+    """A checked `FedAvg` or `FedAdam` (see the module docstring).
+
+    Args:
+        name: str. `"fedavg"` or `"fedadam"`.
+        expected: dict. Name -> array: what each reply must match.
+        round_offset: int. Rounds done before (a resumed server).
+        server_learning_rate: float. FedAdam's server rate (`eta`).
+        **kwargs: the Flower strategy's arguments (`fraction_train`,
+            `min_train_nodes`, ...).
+    """
+    if name not in STRATEGIES:
+        raise ValueError(
+            f"`strategy` must be one of {sorted(STRATEGIES)}. Received: {name!r}"
+        )
+    base = STRATEGIES[name]
+    if base is FedAdam:
+        kwargs.update(eta=server_learning_rate)
+    checked = type(f"Checked{base.__name__}", (_Checked, base), {})
+    return checked(expected=expected, round_offset=round_offset, **kwargs)
