@@ -9,8 +9,8 @@ telemetry and the installation of the app's dependencies are off (the
 environment already has them, and may be offline).
 
     python -m repnet_flower.deploy --app=federated --work-dir=runs/fl \\
-        --node-config='data="runs/fl/client_0.npz"' \\
-        --node-config='data="runs/fl/client_1.npz"' --run-config='...'
+        --node-config='{"data": "/abs/client_0.npz"}' \\
+        --node-config='{"data": "/abs/client_1.npz"}' --run-config='{...}'
 
 `keras-repnet federate` prepares the model and the clients' data and calls
 `run_local`.

@@ -103,7 +103,7 @@ def test_cli_reports_bad_input(args, message):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("command", ["train", "memory", "export", "compare"])
+@pytest.mark.parametrize("command", ["train", "memory", "export", "compare", "federate"])
 def test_each_command_lists_its_own_flags(command):
     result = run_cli(command, "--help")
 
