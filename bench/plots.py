@@ -59,5 +59,6 @@ def lines_against_size(rows, path):
         plotting.accuracy_axis(axis, [r["test"][0] for r in chosen])
         axis.set_title(set_name)
         axis.set_xlabel("image size, px")
-        axis.legend(fontsize=6)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=6)
     plotting.save(figure, path)

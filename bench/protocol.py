@@ -128,8 +128,9 @@ MASK_OPTIONS = {
     "warmup0.2-magnitude0.01": {"mask_warmup": 0.2, "mask_initial_score": 0.01},
 }
 # `repnet-options` stage: tag -> `build()` options of repnet, each run at
-# repnet's picked rates on every far set of the point: what makes Rep-Net
-# work on a small backbone, chosen on validation.
+# repnet's picked rates on every far set of the point (or at the rates of
+# `REPNET_OPTION_RATES`): what makes Rep-Net work on a small backbone,
+# chosen on validation.
 REPNET_OPTIONS = {
     # Backbone shifts with a backward that keeps masks only (hard-swish's
     # sign rule, squeeze-excite gates held), and with the exact backward.
@@ -140,6 +141,39 @@ REPNET_OPTIONS = {
     "wide": {"side_width": 2.0},
     "modules6": {"num_modules": 6},
     "full-resolution": {"side_downscale": 1},
+    "modules6-full-resolution": {"num_modules": 6, "side_downscale": 1},
+    # Shifts at lower rates than repnet's picked one.
+    "shifts-masks-lr0.01": {"backbone_shifts": "masks"},
+    "shifts-masks-lr0.003": {"backbone_shifts": "masks"},
+}
+REPNET_OPTION_RATES = {
+    "shifts-masks-lr0.01": (1e-2, 1e-3),
+    "shifts-masks-lr0.003": (3e-3, 1e-3),
+}
+# Variants of the methods whose batch norms train, each with its own grid
+# of rates (side, head), beside the method's own (`LEARNING_RATES`); the
+# picked run of all of them, on validation, is the method's row. Keras'
+# applications build batch norms with momentum 0.999, too slow for a few
+# hundred steps ("bn0.9"); the Keras guide's recipe keeps them in inference
+# mode ("bn-inference"); SGD with momentum 0.9 ("sgd-bn0.9").
+VARIANTS = {
+    "ft-full": {
+        "bn0.9": (
+            {"bn_momentum": 0.9},
+            ((3e-4, 3e-3), (1e-3, 1e-3), (3e-3, 3e-3)),
+        ),
+        "bn-inference": (
+            {"bn_inference": True},
+            ((1e-4, 1e-3), (3e-4, 3e-3), (1e-3, 1e-3)),
+        ),
+        "sgd-bn0.9": (
+            {"optimizer": "sgd", "bn_momentum": 0.9},
+            ((3e-3, 3e-2), (1e-2, 1e-2), (3e-2, 3e-2)),
+        ),
+    },
+    "bn-only": {
+        "bn0.9": ({"bn_momentum": 0.9}, ((1e-3, 1e-2), (1e-2, 1e-3))),
+    },
 }
 # Peak learning rates (side, head) tried per method; "side" is every
 # trainable variable outside the head (ft-last has none). Each grid holds
@@ -216,12 +250,16 @@ def final_validation(result) -> float:
 
 def protocol_runs(results):
     """The runs at the protocol's batch size, epochs and options (not the
-    `batch8`, `long` and `mask` stages')."""
+    `batch8`, `long` and `mask` stages'), and the variants of a method
+    whose batch norms train (`VARIANTS`), which compete in its grid."""
     return [
         r
         for r in results
-        if not r.get("batch_size") and not r.get("epochs") and not r.get("options")
-        and not r.get("tag")
+        if not r.get("batch_size") and not r.get("epochs")
+        and (
+            not (r.get("options") or r.get("tag"))
+            or r.get("tag") in VARIANTS.get(r["method"], {})
+        )
     ]
 
 
@@ -241,6 +279,14 @@ def best_rates(results, set_name, backbone, method, image_size=BASE_IMAGE_SIZE):
     """The picked learning rates of a method at a point, or `None`."""
     run = best_run(results, set_name, backbone, method, image_size)
     return None if run is None else tuple(run["learning_rates"])
+
+
+def picked_variant(results, set_name, backbone, method, image_size):
+    """`(options, tag)` of the picked run of a method: its variant."""
+    run = best_run(results, set_name, backbone, method, image_size)
+    if run is None or not run.get("tag"):
+        return (), None
+    return with_options(run.get("options")), run["tag"]
 
 
 # === Stages ===
@@ -283,12 +329,23 @@ def stage_runs(stage, point, sets, results, set_size):
                     continue
                 for rates in LEARNING_RATES[method]:
                     yield run(method, rates)
+                for tag, (options, grid) in VARIANTS.get(method, {}).items():
+                    for rates in grid:
+                        yield run(
+                            method, rates, options=with_options(options),
+                            tag=tag,
+                        )
         elif stage == "seeds":
             for method in SEEDED_METHODS:
                 rates = picked(method)
+                options, tag = picked_variant(
+                    results, set_name, backbone, method, size
+                )
                 for seed in SEEDS[1:]:
                     if rates:
-                        yield run(method, rates, seed=seed)
+                        yield run(
+                            method, rates, seed=seed, options=options, tag=tag
+                        )
         elif stage == "long" and far:
             for method in LONG_METHODS:
                 if picked(method):
@@ -330,7 +387,7 @@ def stage_runs(stage, point, sets, results, set_size):
         elif stage == "repnet-options" and far and picked("repnet"):
             for tag, options in REPNET_OPTIONS.items():
                 yield run(
-                    "repnet", picked("repnet"),
+                    "repnet", REPNET_OPTION_RATES.get(tag, picked("repnet")),
                     options=with_options(options), tag=tag,
                 )
         elif stage == "ablations" and set_name == sets[0]:

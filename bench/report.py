@@ -49,9 +49,11 @@ def summarize(results, sets):
                 ]
                 if best is None and not candidates:
                     continue
-                rates = tuple((best or candidates[0])["learning_rates"])
+                best = best or candidates[0]
+                rates, tag = tuple(best["learning_rates"]), best.get("tag")
                 runs = [
-                    r for r in candidates if tuple(r["learning_rates"]) == rates
+                    r for r in candidates
+                    if tuple(r["learning_rates"]) == rates and r.get("tag") == tag
                 ]
                 rows.append(
                     {
@@ -59,6 +61,7 @@ def summarize(results, sets):
                         "backbone": backbone,
                         "image_size": size,
                         "method": method,
+                        "variant": tag,
                         "learning_rates": list(rates),
                         "test": mean_std([r["test_accuracy"] for r in runs]),
                         "train": mean_std(
@@ -70,6 +73,54 @@ def summarize(results, sets):
                         "trainable_params": runs[0]["trainable_params"],
                     }
                 )
+    return rows
+
+
+def variant_rows(results, sets):
+    """Every variant of the methods whose batch norms train (`VARIANTS`,
+    the method's own recipe as "recipe"), at its rates picked on
+    validation, seed 0: what the others scored beside the picked one."""
+    rows = []
+    for backbone, size in protocol.PLAN:
+        for set_name in sets:
+            for method, variants in protocol.VARIANTS.items():
+                for tag in (None, *variants):
+                    runs = [
+                        r for r in protocol.protocol_runs(results)
+                        if _same(r, set_name, backbone, method, size)
+                        and r.get("tag") == tag and r["seed"] == 0
+                    ]
+                    if not runs:
+                        continue
+                    best = max(runs, key=protocol.final_validation)
+                    rows.append([
+                        set_name, backbone, size, method, tag or "recipe",
+                        _rates(best["learning_rates"]),
+                        f"{protocol.final_validation(best):.3f}",
+                        f"{best['test_accuracy']:.3f}",
+                        f"{len(runs)}",
+                    ])
+    return rows
+
+
+def option_rows(results):
+    """Each `repnet-options` run (seed 0) beside plain repnet's picked run
+    at the same point and set."""
+    rows = []
+    def order(r):
+        return r["backbone"], protocol.image_size_of(r), r["set"], r.get("tag") or ""
+
+    for r in sorted(results, key=order):
+        if r["method"] != "repnet" or r.get("tag") not in protocol.REPNET_OPTIONS:
+            continue
+        size = protocol.image_size_of(r)
+        plain = protocol.best_run(results, r["set"], r["backbone"], "repnet", size)
+        rows.append([
+            r["set"], r["backbone"], size, r["tag"], _rates(r["learning_rates"]),
+            f"{protocol.final_validation(r):.3f}", f"{r['test_accuracy']:.3f}",
+            "-" if plain is None else f"{protocol.final_validation(plain):.3f}",
+            "-" if plain is None else f"{plain['test_accuracy']:.3f}",
+        ])
     return rows
 
 
@@ -158,7 +209,8 @@ def _summary_table(rows, measured):
          "lr (side, head)", "trainable params", "memory MB"],
         [
             [
-                r["set"], r["backbone"], r["image_size"], r["method"],
+                r["set"], r["backbone"], r["image_size"],
+                r["method"] + (f" ({r['variant']})" if r.get("variant") else ""),
                 cell(r["test"]), cell(r["train"]), _rates(r["learning_rates"]),
                 f"{r['trainable_params']:,}",
                 measured.get(f"{r['backbone']}/{r['method']}", "-"),
@@ -195,6 +247,33 @@ def markdown(results, rows, measured):
         "",
         *_summary_table(rows, measured),
     ]
+    variants = variant_rows(results, sorted({r["set"] for r in rows}))
+    if variants:
+        lines += [
+            "",
+            "The variants of the methods that train batch norms (seed 0, each "
+            "at its best rates of the grid, picked on validation; the "
+            "table above keeps the best variant):",
+            "",
+            *_table(
+                ["set", "backbone", "px", "method", "variant",
+                 "lr (side, head)", "validation", "test", "runs"],
+                variants,
+            ),
+        ]
+    options = option_rows(results)
+    if options:
+        lines += [
+            "",
+            "Rep-Net's options on a small backbone (the `repnet-options` "
+            "stage, seed 0), beside repnet's picked run:",
+            "",
+            *_table(
+                ["set", "backbone", "px", "option", "lr (side, head)",
+                 "validation", "test", "repnet validation", "repnet test"],
+                options,
+            ),
+        ]
     longer = [
         r for r in results
         if r.get("epochs") and not r["shots"]

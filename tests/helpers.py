@@ -128,7 +128,10 @@ def run_layer_test(
     if set_weights:
         rng = np.random.default_rng(0)
         for weight in layer.weights:
-            weight.assign(rng.normal(size=weight.shape).astype(weight.dtype))
+            value = rng.normal(size=weight.shape)
+            if "variance" in weight.path:
+                value = np.abs(value) + 0.5  # A variance stays positive.
+            weight.assign(value.astype(weight.dtype))
     output = np.asarray(layer(call_input))
 
     # Symbolic call, with the batch size left open.

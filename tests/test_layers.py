@@ -134,6 +134,11 @@ LAYER_CASES = {
     "StopGradient": (
         StopGradient, {}, _images((2, 1, 1, 3)), (2, 1, 1, 3), 0, 0,
     ),
+    "InferenceMode": (
+        methods.baseline_layers.InferenceMode,
+        {"layer": keras.layers.BatchNormalization()}, _images((2, 4, 4, 3)),
+        (2, 4, 4, 3), 2, 2,
+    ),
     "UniformDropout": (
         export_model.UniformDropout, {"rate": 0.5}, _images((2, 8)), (2, 8), 0, 0,
     ),

@@ -214,3 +214,38 @@ def test_recipes_and_argument_errors():
         methods.build_method("ft-last", "MobileNetV2", 3, kernel_size=3)
     with pytest.raises(ValueError, match="num_classes"):
         methods.build_method("ft-last", "MobileNetV2", 1)
+
+
+@pytest.mark.parametrize("method", ["ft-full", "bn-only"])
+def test_batch_norm_variants_of_the_methods_that_train_norms(method):
+    """`bn_momentum` sets the moving statistics' momentum; `bn_inference`
+    keeps the norms in inference mode in training (their statistics stay,
+    their scales and shifts train), the Keras guide's recipe."""
+    images, labels = random_batch(
+        keras_repnet.build("MobileNetV2", 3, input_shape=(SIZE, SIZE, 3),
+                           weights=None), 8
+    )
+    fast = methods.build_method(method, "MobileNetV2", 3, weights=None,
+                                input_shape=(SIZE, SIZE, 3), bn_momentum=0.9)
+    norms = [l for l in fast.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert norms and {l.momentum for l in norms} == {0.9}
+
+    held = methods.build_method(method, "MobileNetV2", 3, weights=None,
+                                input_shape=(SIZE, SIZE, 3), bn_inference=True)
+    wrapped = [l.layer for l in held.layers
+               if isinstance(l, methods.baseline_layers.InferenceMode)]
+    assert len(wrapped) == len(norms)
+    before = snapshot(held.weights)
+    compile_for_test(held, learning_rate=0.1)
+    held.fit(images, labels, epochs=1, verbose=0)
+    moved = set(changed(before, held.weights))
+    assert moved and not any("moving" in path for path in moved)
+    # The scales still get a gradient (a random backbone makes it tiny).
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(held(images, training=True) ** 2)
+    gammas = [w for w in held.trainable_weights if w.path.endswith("gamma")]
+    assert gammas and all(g is not None for g in tape.gradient(loss, gammas))
+    with pytest.raises(ValueError, match="no effect"):
+        methods.build_method(method, "MobileNetV2", 3, weights=None,
+                             input_shape=(SIZE, SIZE, 3), bn_momentum=0.9,
+                             bn_inference=True)

@@ -79,3 +79,25 @@ class LabelMapping(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes}
+
+
+@keras.saving.register_keras_serializable(package="keras_repnet")
+class InferenceMode(keras.layers.Wrapper):
+    """Runs the wrapped layer in inference mode, also while training.
+
+    Around a `BatchNormalization`, the norm normalises with its moving
+    statistics in training too (they stay as they are), while its scale
+    and shift still train: the Keras transfer-learning guide's fine-tuning
+    recipe. (A functional model passes its own `training` flag to every
+    layer that takes one; this layer takes none.)
+
+    Args:
+        layer: `keras.layers.Layer`. The layer to run in inference mode.
+        **kwargs: `keras.layers.Wrapper` arguments.
+    """
+
+    def call(self, inputs):
+        return self.layer(inputs, training=False)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)

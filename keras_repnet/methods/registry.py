@@ -50,6 +50,8 @@ _BASELINE = recipe_lib.REPNET.replace(
     side_learning_rate=1e-3, head_learning_rate=1e-2
 )
 _HEAD = {"dropout": 0.2}
+# Methods that train batch norms: see `fine_tuning`.
+_NORMS = {**_HEAD, "bn_momentum": None, "bn_inference": False}
 
 # Rep-Net and its ablations: name -> (description, the `build()` arguments
 # the name sets).
@@ -97,7 +99,7 @@ _ALL = (
         "ft-full",
         "fine-tune every weight (batch norms in training mode)",
         fine_tuning.ft_full,
-        _HEAD,
+        _NORMS,
         recipe=_BASELINE.replace(side_learning_rate=1e-4, head_learning_rate=1e-3),
     ),
     Method(
@@ -111,7 +113,7 @@ _ALL = (
         "bn-only",
         "train batch-norm scales and shifts + classifier",
         fine_tuning.bn_only,
-        _HEAD,
+        _NORMS,
         recipe=_BASELINE,
     ),
     Method(
