@@ -55,6 +55,7 @@ def main(grid: Grid, context: Context) -> None:
         round_offset=done,
         server_learning_rate=float(run["server-learning-rate"]),
         fraction_train=float(run["fraction-train"]),
+        fraction_evaluate=float(run["fraction-evaluate"]),
         min_train_nodes=int(run["min-train-nodes"]),
         min_available_nodes=int(run["min-train-nodes"]),
         min_evaluate_nodes=int(run["min-train-nodes"]),
@@ -76,6 +77,11 @@ def main(grid: Grid, context: Context) -> None:
                 "round": server_round,
                 **metrics,
                 "clients_trained": len(traffic.get("received", [])),
+                # The global weights on the clients' own held-out examples
+                # (with their own statistics under FedBN), weighted by size.
+                "client_accuracy": strategy.client_metrics.get(
+                    server_round, {}
+                ).get("accuracy"),
                 "left_out": [
                     {"node": str(n), "reason": r}
                     for n, r in strategy.rejected.get(server_round, [])

@@ -39,6 +39,7 @@ class _Checked:
         self.round_offset = round_offset
         self.traffic = {}  # round -> {"sent": [...], "received": [...]}
         self.rejected = {}  # round -> [(node, reason)]
+        self.client_metrics = {}  # round -> the clients' own evaluation
 
     def configure_train(self, server_round, arrays, config, grid):
         server_round += self.round_offset
@@ -71,6 +72,12 @@ class _Checked:
         ] = [task.wire_bytes(m.content) for m in accepted]
         log(INFO, "Round %s: averaging %s replies", server_round, len(accepted))
         return super().aggregate_train(server_round, accepted)
+
+    def aggregate_evaluate(self, server_round, replies):
+        metrics = super().aggregate_evaluate(server_round, replies)
+        if metrics is not None:
+            self.client_metrics[server_round + self.round_offset] = dict(metrics)
+        return metrics
 
     def configure_evaluate(self, server_round, arrays, config, grid):
         return super().configure_evaluate(

@@ -52,6 +52,7 @@ def federate(
     server_learning_rate: float = 1e-2,
     batch_size: int = 8,
     fraction_train: float = 1.0,
+    fraction_evaluate: float = 1.0,
     min_clients: int = 2,
     max_examples: int | None = None,
     node_options: dict | None = None,
@@ -83,6 +84,9 @@ def federate(
         server_learning_rate: float. FedAdam's server rate.
         batch_size: int. Examples per on-device step (the export's).
         fraction_train: float. Share of the clients each round trains.
+        fraction_evaluate: float. Share of the clients that evaluate the
+            global weights on their own held-out examples each round (0:
+            central evaluation only).
         min_clients: int. A round needs this many replies.
         max_examples: int. Cap on the examples used (quick runs).
         node_options: dict. Client index -> more node configuration (e.g.
@@ -136,6 +140,7 @@ def federate(
         "strategy": strategy,
         "server-learning-rate": float(server_learning_rate),
         "fraction-train": float(fraction_train),
+        "fraction-evaluate": float(fraction_evaluate),
         "min-train-nodes": min_clients,
         "batch-norm": batch_norm,
         "round-timeout": 600.0,
