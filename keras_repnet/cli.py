@@ -510,8 +510,8 @@ def run():
         warnings.showwarning = _show_warning
     argv = [sys.argv[0]] + [_underscored(arg) for arg in sys.argv[1:]]
     commands = [arg for arg in argv[1:] if arg in COMMANDS]
-    if commands and {"--help", "-h", "--helpshort"} & set(argv[1:]):
-        print(command_help(commands[0]))
+    if {"--help", "-h", "--helpshort"} & set(argv[1:]):
+        print(command_help(commands[0]) if commands else __doc__.strip())
         sys.exit(0)
     sys.argv = argv
     app.run(main)
