@@ -236,6 +236,11 @@ def _runs_table(runs, extra):
     )
 
 
+def _section(title, header, lines):
+    """A titled table, or nothing without rows."""
+    return ["", title, "", *_table(header, lines)] if lines else []
+
+
 def markdown(results, rows, measured):
     """The report's tables, one section each."""
     lines = [
@@ -247,33 +252,21 @@ def markdown(results, rows, measured):
         "",
         *_summary_table(rows, measured),
     ]
-    variants = variant_rows(results, sorted({r["set"] for r in rows}))
-    if variants:
-        lines += [
-            "",
-            "The variants of the methods that train batch norms (seed 0, each "
-            "at its best rates of the grid, picked on validation; the "
-            "table above keeps the best variant):",
-            "",
-            *_table(
-                ["set", "backbone", "px", "method", "variant",
-                 "lr (side, head)", "validation", "test", "runs"],
-                variants,
-            ),
-        ]
-    options = option_rows(results)
-    if options:
-        lines += [
-            "",
-            "Rep-Net's options on a small backbone (the `repnet-options` "
-            "stage, seed 0), beside repnet's picked run:",
-            "",
-            *_table(
-                ["set", "backbone", "px", "option", "lr (side, head)",
-                 "validation", "test", "repnet validation", "repnet test"],
-                options,
-            ),
-        ]
+    lines += _section(
+        "The variants of the methods that train batch norms (seed 0, each at "
+        "its best rates of the grid, picked on validation; the table above "
+        "keeps the best variant):",
+        ["set", "backbone", "px", "method", "variant", "lr (side, head)",
+         "validation", "test", "runs"],
+        variant_rows(results, sorted({r["set"] for r in rows})),
+    )
+    lines += _section(
+        "Rep-Net's options on a small backbone (the `repnet-options` stage, "
+        "seed 0), beside repnet's picked run:",
+        ["set", "backbone", "px", "option", "lr (side, head)", "validation",
+         "test", "repnet validation", "repnet test"],
+        option_rows(results),
+    )
     longer = [
         r for r in results
         if r.get("epochs") and not r["shots"]

@@ -12,7 +12,8 @@ The package is layered; each layer imports only from the ones before it
 5. `methods`: the compared transfer methods, by name.
 6. `memory`: count and measure training memory.
 7. `export`: to LiteRT, for training on the device.
-8. `apps`, `cli`: the training and comparison jobs, the command line.
+8. `apps`, `command_flags`, `commands`, `cli`: the training,
+   comparison and federated jobs, the command line.
 
 `repnet_trainer`, a package beside this one, is the device side: it trains
 an exported model without TensorFlow, and its contract with the exporter
