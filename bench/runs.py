@@ -44,20 +44,23 @@ def set_size(name):
 
 
 def _read_folder(folder, image_size):
-    import keras
+    """uint8 images and labels of an image folder, read as
+    `keras_repnet.data` reads one (unreadable files skipped and reported),
+    in the listing's order."""
+    from repnet_trainer import split
 
-    images = keras.utils.image_dataset_from_directory(
-        str(folder),
+    from keras_repnet.data import images
+
+    paths, labels, _ = split.list_image_files(folder)
+    kept = images.readable(folder, paths)
+    examples = images.read_files(
+        folder,
+        [path for path, keep in zip(paths, kept) if keep],
+        np.asarray(labels, np.int32)[kept],
         image_size=(image_size, image_size),
-        batch_size=256,
-        shuffle=False,
-        verbose=False,
     )
-    pixels, labels = zip(*((x.numpy(), y.numpy()) for x, y in images))
-    return (
-        np.concatenate(pixels).round().astype(np.uint8),
-        np.concatenate(labels),
-    )
+    pixels, labels = zip(*examples.dataset.batch(256).as_numpy_iterator())
+    return np.concatenate(pixels), np.concatenate(labels)
 
 
 def _few_shot(source, shots, seed):
