@@ -9,7 +9,7 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from keras_repnet import cli
+from keras_repnet import commands
 from keras_repnet.apps import comparison
 from keras_repnet.apps import reports
 
@@ -46,7 +46,7 @@ def test_cli_compares_two_methods_and_a_rerun_skips_them(
         methods=["ft-last", "repnet-mask"],
         output_dir=str(output),
     ):
-        cli.compare_command()
+        commands.compare_command()
     printed = capsys.readouterr().out
     assert "[1/2] ft-last: validation accuracy best" in printed
 
