@@ -50,3 +50,16 @@ def write_results(name, rows, columns, settings):
         json.dump({"settings": settings, "rows": rows}, f, indent=2)
     with open(RESULTS / f"{name}.md", "w") as f:
         f.write(table + "\n")
+
+
+def bench_model(name, size, dropout=0.2, num_classes=5):
+    """The Rep-Net the LiteRT benches export: MobileNetV2 with the offline
+    ImageNet weights, other backbones with random weights (sizes and speed
+    do not depend on them)."""
+    import keras_repnet
+
+    weights = MOBILENET_V2_WEIGHTS if name == "MobileNetV2" else None
+    return keras_repnet.build(
+        name, num_classes, input_shape=(size, size, 3), weights=weights, dropout=dropout
+    )
+

@@ -1,11 +1,13 @@
 """Times an exported model in a process that imports LiteRT only, as a device.
 
     python bench/litert_worker.py --model=m.tflite [--repeats=10] [--threads=2]
-        [--noxnnpack]
+        [--noxnnpack] [--notrain]
 
 Prints one JSON line: the median `train` step (at the file's batch size) and
 `infer` at batch 1 and at the file's batch size in ms, and the peak RSS the
-interpreter added (MiB over the process before it existed).
+interpreter added (MiB over the process before it existed). With
+`--notrain`, an interpreter of the same file that only infers (at the
+file's batch size): its time and peak RSS, the inference-only reference.
 Run it with `MALLOC_MMAP_THRESHOLD_=65536` so that freed memory is returned.
 Used by bench/tflite.py.
 """
@@ -24,6 +26,9 @@ from common import median_seconds
 _MODEL = flags.DEFINE_string("model", None, "An exported .tflite file.", required=True)
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed calls (after a warm-up).")
 _THREADS = flags.DEFINE_integer("threads", 2, "Interpreter threads.")
+_TRAIN = flags.DEFINE_bool(
+    "train", True, "Run `train`; without it, only `infer` at the file's batch."
+)
 _XNNPACK = flags.DEFINE_bool(
     "xnnpack", True, "Apply LiteRT's default XNNPACK delegate."
 )
@@ -54,8 +59,20 @@ def main(_):
         if _XNNPACK.value
         else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
     )
-    train = interpreter.get_signature_runner("train")
     infer = interpreter.get_signature_runner("infer")
+    if not _TRAIN.value:
+        batch_seconds = median_seconds(lambda: infer(x=images), _REPEATS.value)
+        peak = _status_mib("VmHWM") - before
+        print(
+            json.dumps(
+                {
+                    "infer_only_batch_ms": round(batch_seconds * 1000, 2),
+                    "infer_only_peak_rss_mib": round(peak, 1),
+                }
+            )
+        )
+        return
+    train = interpreter.get_signature_runner("train")
     rate = np.float32(1e-3)
     train_seconds = median_seconds(
         lambda: train(x=images, y=labels, learning_rate=rate), _REPEATS.value

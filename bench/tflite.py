@@ -31,9 +31,15 @@ numerics. Full run: all training images (flowers 3454, 863 validation; sign
 digits 1650, 412), 2 epochs at 128 px; `--short`: at most 400 training and
 400 validation images, 1 epoch at 96 px.
 
+Issue 24's targets, met or not, go to `tflite_targets`: the train step
+against `infer` at the same batch, the train peak RSS against an
+interpreter of the same file that only infers (its own process), int8
+against float RSS, and without XNNPACK the shared-weights file against the
+kernel copies.
+
 Prints markdown tables and writes
-bench/results/tflite{,_speed,_accuracy}.{json,md} (`--short` writes
-tflite*_short).
+bench/results/tflite{,_speed,_targets,_accuracy}.{json,md} (`--short`
+writes tflite*_short).
 """
 
 import json
@@ -50,8 +56,8 @@ import tensorflow as tf
 from absl import app
 from absl import flags
 from common import FLOWERS
-from common import MOBILENET_V2_WEIGHTS
 from common import SHARED_ASSETS
+from common import bench_model as build
 from common import median_seconds
 from common import write_results
 
@@ -118,6 +124,10 @@ def main(_):
             speeds += speed_rows
         write_results(_NAME.value + suffix, sizes, list(sizes[0]), settings)
         write_results(_NAME.value + "_speed" + suffix, speeds, list(speeds[0]), settings)
+        targets = target_rows(speeds)
+        write_results(
+            _NAME.value + "_targets" + suffix, targets, list(targets[0]), settings
+        )
     if _ACCURACY.value:
         epochs = 1 if short else _EPOCHS.value
         max_examples = 400 if short else _MAX_EXAMPLES.value
@@ -139,12 +149,62 @@ def main(_):
 
 # === Sizes, speed and memory ===
 
+# Issue 24's targets: LiteRT train step / inference at the same batch.
+STEP_RATIO_TARGETS = {"MobileNetV2": 2.5, "MobileNetV3Small": 2.0}
+# Train-signature peak RSS / an inference-only interpreter of the same file.
+RSS_RATIO_TARGET = 1.3
 
-def build(name, size, dropout=0.2, num_classes=CLASSES):
-    weights = MOBILENET_V2_WEIGHTS if name == "MobileNetV2" else None
-    return keras_repnet.build(
-        name, num_classes, input_shape=(size, size, 3), weights=weights, dropout=dropout
-    )
+
+def target_rows(speeds):
+    """Issue 24's targets, met or not, from the speed rows of one run (every
+    ratio taken between figures measured in the same rounds)."""
+    batch = _BATCH_SIZE.value
+    by_config = {
+        (r["backbone"], r["weights"], r["threads"], r["XNNPACK"]): r for r in speeds
+    }
+
+    def met_or_not(ok, text):
+        return f"{'met' if ok else 'NOT met'} ({text})"
+
+    rows = []
+    for (backbone, weights, threads, xnnpack), row in by_config.items():
+        if weights == "float, kernel copies":
+            continue
+        train = row[f"train ms (batch {batch})"]
+        infer = row[f"infer ms (batch {batch})"]
+        step_target = STEP_RATIO_TARGETS.get(backbone)
+        rss = row["peak RSS MiB"] / row["infer-only peak RSS MiB"]
+        # The step and RSS targets are XNNPACK's; without it, the ratios.
+        verdict = met_or_not if xnnpack == "yes" else lambda ok, text: text
+        float_rss = by_config[backbone, "float", threads, xnnpack]["peak RSS MiB"]
+        copies = by_config.get((backbone, "float, kernel copies", threads, xnnpack))
+        rows.append(
+            {
+                "backbone": backbone,
+                "weights": weights,
+                "threads": threads,
+                "XNNPACK": xnnpack,
+                "train / infer": verdict(
+                    step_target is None or train / infer <= step_target,
+                    f"{train / infer:.2f}x, target {step_target}x",
+                ),
+                "train RSS / infer-only RSS": verdict(
+                    rss <= RSS_RATIO_TARGET,
+                    f"{rss:.2f}x, target {RSS_RATIO_TARGET}x",
+                ),
+                "int8 RSS < float RSS": "-" if weights == "float" else verdict(
+                    row["peak RSS MiB"] < float_rss,
+                    f"{row['peak RSS MiB']} against {float_rss} MiB",
+                ),
+                "shared weights no slower than kernel copies": "-"
+                if xnnpack == "yes" or weights != "float" or copies is None
+                else met_or_not(
+                    train <= copies[f"train ms (batch {batch})"],
+                    f"{train} against {copies[f'train ms (batch {batch})']} ms",
+                ),
+            }
+        )
+    return rows
 
 
 def measure(name, size, repeats):
@@ -182,8 +242,12 @@ def measure(name, size, repeats):
         runs = {config: [] for config in configs}
         for _ in range(1 if _SHORT.value else _ROUNDS.value):
             for weights, threads, xnnpack in configs:
+                path = paths[weights]
                 runs[weights, threads, xnnpack].append(
-                    run_worker(paths[weights], repeats, threads, xnnpack)
+                    {
+                        **run_worker(path, repeats, threads, xnnpack),
+                        **run_worker(path, repeats, threads, xnnpack, train=False),
+                    }
                 )
         for (weights, threads, xnnpack), timings in runs.items():
             median = {
@@ -202,6 +266,7 @@ def measure(name, size, repeats):
                     "infer ms (batch 1)": median["infer_ms"],
                     f"infer ms (batch {batch})": median["infer_batch_ms"],
                     "peak RSS MiB": median["peak_rss_mib"],
+                    "infer-only peak RSS MiB": median["infer_only_peak_rss_mib"],
                 }
             )
         float_bytes = os.path.getsize(paths["float"])
@@ -271,8 +336,9 @@ def _batch(size, batch_size, seed=0):
     return images, rng.integers(0, CLASSES, batch_size).astype("int32")
 
 
-def run_worker(path, repeats, threads, xnnpack):
-    """Runs bench/litert_worker.py on `path` in a fresh process."""
+def run_worker(path, repeats, threads, xnnpack, train=True):
+    """Runs bench/litert_worker.py on `path` in a fresh process (with
+    `train=False`, an interpreter that only infers)."""
     worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "litert_worker.py")
     result = subprocess.run(
         [
@@ -282,6 +348,7 @@ def run_worker(path, repeats, threads, xnnpack):
             f"--repeats={repeats}",
             f"--threads={threads}",
             "--xnnpack" if xnnpack else "--noxnnpack",
+            "--train" if train else "--notrain",
         ],
         capture_output=True,
         text=True,

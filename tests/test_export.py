@@ -104,6 +104,16 @@ def test_signatures_use_builtin_operators_only(exported):
     assert "TRANSPOSE_CONV" in used or "BATCH_MATMUL" in used
 
 
+def test_train_step_uses_operators_xnnpack_runs(exported):
+    """The export's rewrites (`export.xnnpack`): ReLU masks stored as int8
+    through QUANTIZE/DEQUANTIZE, no ADD_N and no TILE left in `train`
+    (LiteRT's reference kernels, outside XNNPACK), and the step still
+    matches Keras (`test_training_matches_keras_under_the_models_recipe`)."""
+    used = set(operators.operators(exported.path, signature="train"))
+    assert {"QUANTIZE", "DEQUANTIZE"} <= used
+    assert not used & {"ADD_N", "TILE", "LOGICAL_AND"}
+
+
 def test_loss_falls_on_a_fixed_batch(exported):
     runners = _runners(exported.path)
     images, labels = _pixels(exported.model, seed=0)

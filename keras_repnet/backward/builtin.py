@@ -12,6 +12,7 @@ import contextvars
 import numpy as np
 import tensorflow as tf
 
+from keras_repnet.backward import lean
 from keras_repnet.backward import ops
 
 
@@ -125,8 +126,14 @@ def conv2d_filter_grad(x, grad, kernel_shape, strides, padding):
 
 
 def _depthwise_grad(op, grad):
-    """DepthwiseConv2dNative: zero insertion and a depthwise conv for the
-    input, strided slices times the gradient for the filter."""
+    """DepthwiseConv2dNative: one stride-1 depthwise conv over the output
+    gradient for the input (`depthwise_input_grad`), strided slices times
+    the gradient for the filter.
+
+    After a zero `Pad` of height and width (MobileNet's stride-2 blocks)
+    the input gradient is that of the unpadded tensor, cropped as it is
+    computed, not the padded one and a slice of it (as the lean rule,
+    `lean._lean_pad_grad` returns it through the `Pad`)."""
     x, kernel = op.inputs
     strides, dilations = ops.attr(op, "strides"), ops.attr(op, "dilations")
     padding = ops.padding_name(op)
@@ -139,53 +146,135 @@ def _depthwise_grad(op, grad):
     ):
         return None  # Not covered: TensorFlow's function.
     stride = strides[1]
-    return (
-        depthwise_input_grad(grad, kernel, x.shape[1:3], stride, padding),
-        depthwise_filter_grad(x, grad, kernel.shape, stride, padding),
+    filter_grad = depthwise_filter_grad(x, grad, kernel.shape, stride, padding)
+    paddings = lean._spatial_zero_padding(
+        x, {"padding": padding.encode(), "data_format": b"NHWC"}
     )
+    if paddings is None:
+        input_grad = depthwise_input_grad(
+            grad, kernel, x.shape[1:3], stride, padding
+        )
+        return input_grad, filter_grad
+    unpadded = x.op.inputs[0]
+    input_grad = depthwise_input_grad(
+        grad, kernel, unpadded.shape[1:3], stride, padding,
+        explicit_paddings=paddings[1:3].tolist(),
+    )
+    # The Pad's rule recognises this pad and returns `input_grad`; the pad
+    # itself is then unused and pruned.
+    return tf.pad(input_grad, paddings), filter_grad
 
 
-def depthwise_input_grad(grad, kernel, input_size, stride, padding):
+def depthwise_input_grad(
+    grad, kernel, input_size, stride, padding, explicit_paddings=None
+):
     """Gradient of a NHWC depthwise convolution w.r.t. its input.
 
-    The gradient is the "full" correlation of the output gradient, with
-    `stride - 1` zeros inserted between its pixels, and the flipped kernel:
-    zero insertion (pad + reshape), one pad, one stride-1 depthwise conv.
+    The input gradient is the "full" correlation of the output gradient with
+    the flipped kernel, the gradient's pixels `stride` apart. Output row
+    `stride * m + a` of phase `a` only meets the kernel rows `r_a`,
+    `r_a + stride`, ...: each of the `stride**2` phases is a stride-1
+    correlation of the gradient itself with a sub-kernel (polyphase). The
+    sub-kernels, aligned in one window, run as stride-1 depthwise convs at
+    the gradient's resolution and a `DEPTH_TO_SPACE` interleaves them: for
+    stride 2 and a 3x3 kernel, one pad of the gradient, four 2x2 depthwise
+    convs, a concatenation and the interleave, where inserting zeros cost
+    seven passes over tensors up to four times the gradient and a 3x3 conv
+    at the input's resolution. Stride 1 is one phase: a pad and the flipped
+    kernel.
 
     Args:
         grad: the output gradient, `[N, OH, OW, C * M]`.
         kernel: the depthwise kernel, `[KH, KW, C, M]`.
-        input_size: `(H, W)` of the convolution's input.
+        input_size: `(H, W)` of the convolution's input, before
+            `explicit_paddings`.
         stride: int. Same stride along both axes.
         padding: `"SAME"` or `"VALID"`.
+        explicit_paddings: `[[top, bottom], [left, right]]` zeros padded to
+            the input before the convolution (a `Pad` op). Defaults to none.
 
     Returns:
-        The input gradient, `[N, H, W, C]`.
+        The input gradient, `[N, H, W, C]` (of the unpadded input).
     """
     kh, kw, channels, multiplier = kernel.shape
-    out_size = grad.shape[1:3]
-    pads = [
-        _same_or_valid_pads(n, o, k, stride, padding)[0]
-        for n, o, k in zip(input_size, out_size, (kh, kw))
+    explicit_paddings = explicit_paddings or [[0, 0], [0, 0]]
+    axes = []
+    for n, o, k, (before, after) in zip(
+        input_size, grad.shape[1:3], (kh, kw), explicit_paddings
+    ):
+        pad = _same_or_valid_pads(n + before + after, o, k, stride, padding)[0]
+        axes.append(_phases(n, o, k, stride, before + pad))
+    # The gradient, shifted and padded to the phases' common window.
+    edges = [[0, 0]] * 4
+    for axis, phases in enumerate(axes, 1):
+        shift, length = phases["shift"], phases["length"]
+        before = max(-shift, 0)
+        grad = _crop(grad, axis, max(shift, 0), 0)
+        after = length - before - grad.shape[axis]
+        grad = _crop(grad, axis, 0, max(-after, 0))
+        edges[axis] = [before, max(after, 0)]
+    if any(sum(edge) for edge in edges):
+        grad = tf.pad(grad, edges)
+    # Window (i, j) of phase (a, b) holds kernel tap `index`, or zero.
+    rows, cols = (phases["taps"] for phases in axes)
+    zero = kh * kw
+    index = np.full([len(rows), len(cols), stride, stride], zero)
+    for i, row_taps in enumerate(rows):
+        for j, col_taps in enumerate(cols):
+            for a, ki in enumerate(row_taps):
+                for b, kj in enumerate(col_taps):
+                    if ki is not None and kj is not None:
+                        index[i, j, a, b] = ki * kw + kj
+    taps = tf.reshape(kernel, [kh * kw, channels * multiplier])
+    taps = tf.concat([taps, tf.zeros_like(taps[:1])], 0)
+    window = tf.gather(taps, index.reshape(len(rows), len(cols), -1))
+    window = tf.transpose(window, [0, 1, 3, 2])  # [WH, WW, C*M, phases]
+    # One depthwise conv per phase (XNNPACK's multiplier-1 kernels are
+    # several times faster than one conv with multiplier `stride**2`), the
+    # phases side by side in the channels, `DEPTH_TO_SPACE` interleaves them.
+    outputs = [
+        tf.nn.depthwise_conv2d(grad, window[..., p : p + 1], [1, 1, 1, 1], "VALID")
+        for p in range(stride * stride)
     ]
-    if stride > 1:
-        grad = _insert_zeros(grad, stride)
-    # Rows [i - (k - 1 - pad)] of the dilated gradient feed input row i.
-    edges = []
-    for axis, (n, k, pad) in enumerate(zip(input_size, (kh, kw), pads), 1):
-        before = k - 1 - pad
-        after = n + k - 1 - before - grad.shape[axis]
-        grad = _crop(grad, axis, -min(before, 0), -min(after, 0))
-        edges.append([max(before, 0), max(after, 0)])
-    grad = tf.pad(grad, [[0, 0], *edges, [0, 0]])
-    flipped = tf.reverse(kernel, [0, 1])
-    flipped = tf.reshape(flipped, [kh, kw, channels * multiplier, 1])
-    dx = tf.nn.depthwise_conv2d(grad, flipped, [1, 1, 1, 1], "VALID")
+    dx = outputs[0]
+    if stride > 1:  # [N, MH, MW, s*s * C*M] -> [N, MH*s, MW*s, C*M]
+        dx = tf.nn.depth_to_space(tf.concat(outputs, -1), stride)
+        dx = _crop(dx, 1, 0, dx.shape[1] - input_size[0])
+        dx = _crop(dx, 2, 0, dx.shape[2] - input_size[1])
     if multiplier > 1:
         dx = tf.reduce_sum(
             tf.reshape(dx, [-1, *input_size, channels, multiplier]), -1
         )
     return dx
+
+
+def _phases(size, out_size, kernel, stride, pad):
+    """The polyphase form of a strided correlation's input gradient along
+    one axis (`pad` zeros before the input).
+
+    Input pixel `stride * m + a` receives `grad[m + d] * w[r_a + stride * t]`
+    for `d = c_a - t`, `t < T_a`. Returns `shift` (the first `d` of any
+    phase), `length` (the gradient's pixels the window reads for every
+    output), and `taps`: for each window position, the kernel tap each
+    phase reads there (None: a zero).
+    """
+    phases = []
+    for a in range(stride):
+        r = (a + pad) % stride
+        count = -(-(kernel - r) // stride) if r < kernel else 0
+        phases.append((r, (a + pad - r) // stride, count))
+    low = min(c - count + 1 for _, c, count in phases if count)
+    high = max(c for _, c, count in phases if count)
+    taps = []
+    for d in range(low, high + 1):
+        taps.append(
+            [
+                r + stride * (c - d) if count and 0 <= c - d < count else None
+                for r, c, count in phases
+            ]
+        )
+    outputs = -(-size // stride)
+    return {"shift": low, "length": outputs + high - low, "taps": taps}
 
 
 def depthwise_filter_grad(x, grad, kernel_shape, stride, padding):
@@ -219,9 +308,58 @@ def depthwise_filter_grad(x, grad, kernel_shape, stride, padding):
     return tf.reshape(tf.stack(taps), kernel_shape)
 
 
+# The name of the casts that hold a ReLU mask in int8 (forward) and read it
+# back (backward): the export makes them LiteRT `QUANTIZE` and `DEQUANTIZE`
+# ops, which XNNPACK runs (`keras_repnet.export.xnnpack`).
+INT8_MASK = "keras_repnet_int8_mask"
+
+
+def _relu_grad(op, grad):
+    """Relu: `grad` times a mask of `y > 0`, kept in int8.
+
+    `min(ceil(y), 1)` is that mask exactly for every `y >= 0`. Compared with
+    the lean rule's bool mask and `SELECT_V2`, every op of it runs in
+    XNNPACK once exported: builtin comparisons and selects are LiteRT
+    reference kernels on one thread, and each one splits XNNPACK's
+    partition, which turns the reshapes at its edges into copies.
+    """
+    mask = ops.forward(
+        op.outputs[0], lambda y: _int8_mask(tf.minimum(tf.math.ceil(y), 1))
+    )
+    return _masked(grad, mask)
+
+
+def _relu6_grad(op, grad):
+    """Relu6: `grad` times a mask of `0 < y < 6`, kept in int8.
+
+    `min(y, 6 - y) > 0` is that mask exactly for `y` in `[0, 6]`: below 3
+    the minimum is `y` itself, from 3 on `6 - y` is exact (Sterbenz); and
+    `min(ceil(v), 1)` is `v > 0` for `v >= 0`. See `_relu_grad` for why not
+    `(y > 0) & (y < 6)`, a bool mask and `SELECT_V2` (whose `LOGICAL_AND`
+    alone, a function call per element, was a quarter of MobileNetV2's
+    training step).
+    """
+    mask = ops.forward(
+        op.outputs[0],
+        lambda y: _int8_mask(tf.minimum(tf.math.ceil(tf.minimum(y, 6 - y)), 1)),
+    )
+    return _masked(grad, mask)
+
+
+def _int8_mask(values):
+    """A `{0, 1}` float mask as int8 (1 byte per element, as a bool)."""
+    return tf.cast(values, tf.int8, name=INT8_MASK)
+
+
+def _masked(grad, mask):
+    return grad * tf.cast(mask, grad.dtype, name=INT8_MASK)
+
+
 def _avg_pool_grad(op, grad):
     """AvgPool: the depthwise input gradient with a kernel of ones, after
-    dividing by how many input pixels each window averaged."""
+    dividing by how many input pixels each window averaged; for windows
+    that tile the input (window = stride), each pixel's share broadcast
+    over its window."""
     (x,) = op.inputs
     ksize, strides = ops.attr(op, "ksize"), ops.attr(op, "strides")
     padding = ops.padding_name(op)
@@ -238,9 +376,31 @@ def _avg_pool_grad(op, grad):
             for n, o, k in zip(size, grad.shape[1:3], window)
         ]
     )
-    ones = tf.ones([*window, x.shape[-1], 1], grad.dtype)
     grad = grad / tf.constant(counts[None, :, :, None], grad.dtype)
+    if tuple(window) == (strides[1], strides[1]):
+        return _tiled_pool_input_grad(grad, size, strides[1], padding)
+    ones = tf.ones([*window, x.shape[-1], 1], grad.dtype)
     return depthwise_input_grad(grad, ones, size, strides[1], padding)
+
+
+def _tiled_pool_input_grad(grad, size, stride, padding):
+    """The input gradient of a pooling whose windows tile the input: every
+    output pixel's gradient repeated over its `stride x stride` window (a
+    broadcast multiply by ones, which XNNPACK runs; as `stride**2`
+    depthwise phases it would be a concatenation too wide for XNNPACK)."""
+    _, out_h, out_w, channels = grad.shape
+    ones = tf.ones([1, 1, stride, 1, stride, 1], grad.dtype)
+    grad = tf.reshape(grad, [-1, out_h, 1, out_w, 1, channels]) * ones
+    grad = tf.reshape(grad, [-1, out_h * stride, out_w * stride, channels])
+    # Pixel i of the input is pixel i + before of the windows.
+    edges = [[0, 0]] * 4
+    for axis, (n, o) in enumerate(zip(size, (out_h, out_w)), 1):
+        before = _same_or_valid_pads(n, o, stride, stride, padding)[0]
+        grad = _crop(grad, axis, before, max(o * stride - before - n, 0))
+        edges[axis] = [0, max(n - grad.shape[axis], 0)]
+    if any(sum(edge) for edge in edges):
+        grad = tf.pad(grad, edges)
+    return grad
 
 
 def _resize_bilinear_grad(op, grad):
@@ -293,21 +453,6 @@ def _crop(x, axis, before, after):
     return tf.slice(x, begin, size)
 
 
-def _insert_zeros(x, stride):
-    """`[N, H, W, C]` -> `[N, (H-1)*s+1, (W-1)*s+1, C]` with `x` at every
-    s-th pixel; 4-D pads and reshapes only (TFLite's PAD limit)."""
-    _, height, width, channels = x.shape
-    x = tf.reshape(x, [-1, 1, width, channels])  # one row at a time
-    x = tf.pad(x, [[0, 0], [0, stride - 1], [0, 0], [0, 0]])
-    x = tf.reshape(x, [-1, height * stride, width, channels])
-    x = x[:, : (height - 1) * stride + 1]
-    rows = x.shape[1]
-    x = tf.reshape(x, [-1, 1, 1, channels])  # one pixel at a time
-    x = tf.pad(x, [[0, 0], [0, 0], [0, stride - 1], [0, 0]])
-    x = tf.reshape(x, [-1, rows, width * stride, channels])
-    return x[:, :, : (width - 1) * stride + 1]
-
-
 def _window_counts(size, out_size, kernel, stride, padding):
     """How many real (unpadded) pixels each pooling window covers."""
     before, _ = _same_or_valid_pads(size, out_size, kernel, stride, padding)
@@ -338,4 +483,6 @@ RULES = {
     "DepthwiseConv2dNative": _depthwise_grad,
     "AvgPool": _avg_pool_grad,
     "ResizeBilinear": _resize_bilinear_grad,
+    "Relu": _relu_grad,
+    "Relu6": _relu6_grad,
 }

@@ -27,6 +27,7 @@ from keras_repnet.core import recipe as recipe_lib
 from keras_repnet.export import operators
 from keras_repnet.export import quantize as quantize_lib
 from keras_repnet.export import signatures
+from keras_repnet.export import xnnpack
 from keras_repnet.export import zeros
 
 # The file's contract with the device trainers: `repnet_trainer.formats`.
@@ -275,6 +276,10 @@ def _convert(saved_model, keys, quantize, flex_checkpoints):
         raise error
     if quantize:
         content = quantize_lib.weight_only_int8(content)
+    # After the quantizer, which would take the masks for its own.
+    content = xnnpack.quantize_masks(content)
+    content = xnnpack.split_add_n(content)
+    content = xnnpack.broadcast_tiles(content)
     content = zeros.fill_zero_initial_values(content)
     if quantize:
         # Last: the passes before write each table's vectors anew.
