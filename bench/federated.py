@@ -122,6 +122,47 @@ def _final(results):
     return results["rounds"][-1]["accuracy"]
 
 
+BASELINE = "ft-last-fedavg-dirichlet0.5"
+
+
+def target_lines(results):
+    """Issue 25's accuracy and bytes targets on the main partition, met or
+    not, from the runs made so far."""
+    if MAIN not in results:
+        return []
+    main = results[MAIN]
+    accuracy = _final(main)
+
+    def verdict(ok, text):
+        return f"{'met' if ok else 'NOT met'} ({text})"
+
+    rows = []
+    if CENTRALIZED in results:
+        central = results[CENTRALIZED]["history"][-1]["accuracy"]
+        rows.append(
+            ("within 0.03 of centralized Rep-Net",
+             verdict(accuracy >= central - 0.03,
+                     f"{accuracy:.3f} against {central:.3f}, {accuracy - central:+.3f}"))
+        )
+    if BASELINE in results:
+        baseline = _final(results[BASELINE])
+        rows.append(
+            ("at least 0.05 above federated last-layer training",
+             verdict(accuracy >= baseline + 0.05,
+                     f"{accuracy:.3f} against {baseline:.3f}, {accuracy - baseline:+.3f}"))
+        )
+    ratio = main["rounds"][-1]["bytes_sent_per_client"] / main["full_model_bytes"]
+    rows.append(
+        ("bytes sent per client per round <= 1/10 of full-model FedAvg",
+         verdict(ratio <= 0.1, f"{ratio:.3f}"))
+    )
+    return [
+        "", f"Targets ({MAIN}, the last round):", "",
+        "| target | result |", "|---|---|",
+        *(f"| {target} | {result} |" for target, result in rows),
+    ]
+
+
 def report(results):
     from keras_repnet.apps import federate
     from keras_repnet.apps import files
@@ -153,6 +194,7 @@ def report(results):
             f"{history[-1]['accuracy']:.3f} | "
             f"{max(h['accuracy'] for h in history):.3f} | - | - | - |"
         )
+    lines += target_lines(results)
     OUTPUT.mkdir(parents=True, exist_ok=True)
     files.write_text("\n".join(lines) + "\n", OUTPUT / "results.md")
     files.write_json(
