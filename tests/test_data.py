@@ -501,3 +501,32 @@ def test_keras_and_the_device_split_a_folder_alike(make_image_folder):
     assert {"cat/empty.jpg", "dog/notes.png", "fox/half.png"}.isdisjoint(
         device_train | device_validation
     )
+
+
+def test_unreadable_images_are_reported_and_skipped_or_refused(
+    make_image_folder, capsys
+):
+    """A zero-byte file, a text file named .jpg and a truncated JPEG: `load`
+    names each one, then every batch of both splits reads (TensorFlow's
+    decoder never sees them); with `strict_images` the first one stops it
+    with a `ValueError` that names the file and the way out."""
+    folder = make_image_folder(images_per_class=4, size=(16, 16))
+    (folder / "cat" / "zero.jpg").write_bytes(b"")
+    (folder / "dog" / "notes.jpg").write_text("not an image")
+    jpeg = tf.io.encode_jpeg(np.full((16, 16, 3), 128, np.uint8)).numpy()
+    (folder / "fox" / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+
+    splits = data.load(
+        folder, image_size=8, batch_size=4, validation_split=0.25, seed=1
+    )
+    printed = capsys.readouterr().out
+    for name in ("zero.jpg", "notes.jpg", "cut.jpg"):
+        assert name in printed
+    assert "Skipped 3 of 15 files" in printed
+    seen = sum(int(y.shape[0]) for _, y in splits.train) + sum(
+        int(y.shape[0]) for _, y in splits.validation
+    )
+    assert seen == 12
+
+    with pytest.raises(ValueError, match=r"cat/zero\.jpg.*strict_images"):
+        data.load(folder, image_size=8, validation_split=0.25, strict_images=True)
