@@ -158,6 +158,14 @@ def federate(
             f"The Flower run ended with code {code}; its logs are in "
             f"{output / 'flower'} (run.log, superlink.log, supernode_*.log)."
         )
+    done = _read_json(rounds_path)["rounds"][-1]["round"]
+    if done < rounds:
+        # `flwr run --stream` can end before the run does (its stream cut).
+        raise RuntimeError(
+            f"The Flower run stopped after round {done} of {rounds}; its logs "
+            f"are in {output / 'flower'}. Run the same command again: it "
+            f"resumes after round {done}."
+        )
     results = {
         "settings": {
             "data": training.as_given(data),
