@@ -24,6 +24,38 @@ def _builtin_names():
     }
 
 
+def read_object_tree(content):
+    """A `.tflite` model's mutable object tree (`ModelT`) for the export's
+    rewrites, and the builtin operator of each of its operator codes."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    # Codes above 127 live in `builtinCode`, older ones in the deprecated
+    # byte; the larger of the two is the real one.
+    codes = [
+        max(code.builtinCode, code.deprecatedBuiltinCode)
+        for code in model.operatorCodes
+    ]
+    return model, codes
+
+
+def operator_code(model, codes, builtin, version=1):
+    """The index of `builtin`'s operator code in `model` (an object tree
+    from `read_object_tree`, with its `codes`, kept in step), added at
+    `version` if missing."""
+    if builtin in codes:
+        return codes.index(builtin)
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    code = flatbuffer_utils.schema_fb.OperatorCodeT()
+    code.builtinCode = builtin
+    code.deprecatedBuiltinCode = min(builtin, 127)
+    code.version = version
+    model.operatorCodes.append(code)
+    codes.append(builtin)
+    return len(codes) - 1
+
+
 def _read(model):
     if isinstance(model, (str, os.PathLike)):
         with open(model, "rb") as f:

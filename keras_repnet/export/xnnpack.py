@@ -23,6 +23,7 @@ at its edges into copies. Both rewrites below keep the model's numbers.
 import numpy as np
 
 from keras_repnet.backward.builtin import INT8_MASK
+from keras_repnet.export import operators
 
 
 def quantize_masks(content: bytes) -> bytes:
@@ -45,11 +46,7 @@ def quantize_masks(content: bytes) -> bytes:
     from ai_edge_litert.tools import flatbuffer_utils  # noqa: PLC0415
 
     schema = flatbuffer_utils.schema_fb
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
-    codes = [
-        max(code.builtinCode, code.deprecatedBuiltinCode)
-        for code in model.operatorCodes
-    ]
+    model, codes = operators.read_object_tree(content)
     types, builtins = schema.TensorType, schema.BuiltinOperator
     changed = False
     for subgraph in model.subgraphs:
@@ -86,7 +83,7 @@ def quantize_masks(content: bytes) -> bytes:
                 reads.append(op)
             else:
                 continue
-            op.opcodeIndex = _opcode(schema, model, codes, builtin)
+            op.opcodeIndex = operators.operator_code(model, codes, builtin, version=2)
             op.builtinOptionsType = schema.BuiltinOptions.NONE
             op.builtinOptions = None
             changed = True
@@ -113,15 +110,11 @@ def split_add_n(content: bytes) -> bytes:
     from ai_edge_litert.tools import flatbuffer_utils  # noqa: PLC0415
 
     schema = flatbuffer_utils.schema_fb
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
-    codes = [
-        max(code.builtinCode, code.deprecatedBuiltinCode)
-        for code in model.operatorCodes
-    ]
+    model, codes = operators.read_object_tree(content)
     builtins = schema.BuiltinOperator
     changed = False
     for subgraph in model.subgraphs:
-        operators = []
+        rewritten = []
         for op in subgraph.operators:
             output = subgraph.tensors[op.outputs[0]] if len(op.outputs) else None
             if (
@@ -132,9 +125,9 @@ def split_add_n(content: bytes) -> bytes:
                     for i in op.inputs
                 )
             ):
-                operators.append(op)
+                rewritten.append(op)
                 continue
-            add = _opcode(schema, model, codes, builtins.ADD, version=1)
+            add = operators.operator_code(model, codes, builtins.ADD)
             total = op.inputs[0]
             for count, term in enumerate(op.inputs[1:], 2):
                 if count == len(op.inputs):
@@ -152,10 +145,10 @@ def split_add_n(content: bytes) -> bytes:
                 step.inputs, step.outputs = [total, term], [result]
                 step.builtinOptionsType = schema.BuiltinOptions.AddOptions
                 step.builtinOptions = schema.AddOptionsT()
-                operators.append(step)
+                rewritten.append(step)
                 total = result
             changed = True
-        subgraph.operators = operators
+        subgraph.operators = rewritten
     if not changed:
         return content
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
@@ -175,11 +168,7 @@ def broadcast_tiles(content: bytes) -> bytes:
     from ai_edge_litert.tools import flatbuffer_utils  # noqa: PLC0415
 
     schema = flatbuffer_utils.schema_fb
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
-    codes = [
-        max(code.builtinCode, code.deprecatedBuiltinCode)
-        for code in model.operatorCodes
-    ]
+    model, codes = operators.read_object_tree(content)
     changed = False
     for subgraph in model.subgraphs:
         for op in subgraph.operators:
@@ -204,8 +193,8 @@ def broadcast_tiles(content: bytes) -> bytes:
             tensor.name = (target.name or b"") + b"_ones"
             subgraph.tensors.append(tensor)
             op.inputs = [op.inputs[0], len(subgraph.tensors) - 1]
-            op.opcodeIndex = _opcode(
-                schema, model, codes, schema.BuiltinOperator.MUL, version=1
+            op.opcodeIndex = operators.operator_code(
+                model, codes, schema.BuiltinOperator.MUL
             )
             op.builtinOptionsType = schema.BuiltinOptions.MulOptions
             op.builtinOptions = schema.MulOptionsT()
@@ -245,16 +234,3 @@ def _unit_scale(schema, zero_point):
     quantization.quantizedDimension = 0
     return quantization
 
-
-def _opcode(schema, model, codes, builtin, version=2):
-    """The index of `builtin`'s operator code, added if missing (at
-    `version`: QUANTIZE and DEQUANTIZE of int8 are version 2)."""
-    if builtin in codes:
-        return codes.index(builtin)
-    code = schema.OperatorCodeT()
-    code.builtinCode = builtin
-    code.deprecatedBuiltinCode = min(builtin, 127)
-    code.version = version
-    model.operatorCodes.append(code)
-    codes.append(builtin)
-    return len(codes) - 1

@@ -12,6 +12,8 @@ assignments.
 
 import numpy as np
 
+from keras_repnet.export import operators
+
 # Smaller zero constants are left as they are: a FILL op and its shape cost
 # about as much as the bytes they would save.
 MIN_BYTES = 1024
@@ -29,11 +31,7 @@ def fill_zero_initial_values(content: bytes) -> bytes:
     from ai_edge_litert.tools import flatbuffer_utils  # noqa: PLC0415
 
     schema = flatbuffer_utils.schema_fb
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
-    codes = [
-        max(code.builtinCode, code.deprecatedBuiltinCode)
-        for code in model.operatorCodes
-    ]
+    model, codes = operators.read_object_tree(content)
     replaced = False
     for subgraph in model.subgraphs:
         readers = {}
@@ -49,7 +47,7 @@ def fill_zero_initial_values(content: bytes) -> bytes:
         ]
         if not zero_filled:
             continue
-        fill = _opcode(schema, model, codes, schema.BuiltinOperator.FILL)
+        fill = operators.operator_code(model, codes, schema.BuiltinOperator.FILL)
         zero = _constant(schema, model, subgraph, np.zeros([], np.float32))
         fills = []
         for index in zero_filled:
@@ -89,19 +87,6 @@ def _constant(schema, model, subgraph, array):
     tensor.name = "zero_fill_shape" if array.ndim else "zero"
     subgraph.tensors.append(tensor)
     return len(subgraph.tensors) - 1
-
-
-def _opcode(schema, model, codes, builtin):
-    """The index of `builtin`'s operator code, added if missing."""
-    if builtin in codes:
-        return codes.index(builtin)
-    code = schema.OperatorCodeT()
-    code.builtinCode = builtin
-    code.deprecatedBuiltinCode = min(builtin, 127)
-    code.version = 1
-    model.operatorCodes.append(code)
-    codes.append(builtin)
-    return len(codes) - 1
 
 
 def _drop_unused_buffers(model):
