@@ -13,6 +13,7 @@ epochs), evaluated on the same held-out images. Writes
 """
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,10 @@ _ROUNDS = flags.DEFINE_integer("rounds", 20, "Federated rounds of every run.")
 
 OUTPUT = Path("results/federated")
 DATA = SHARED_ASSETS / "datasets" / "cifar10_32px" / "train"
+# Paths as a user in the repository root gives them (results record them).
 SETTINGS = dict(
     backbone="MobileNetV2",
-    weights=MOBILENET_V2_WEIGHTS,
+    weights=os.path.relpath(MOBILENET_V2_WEIGHTS),
     clients=10,
     image_size=64,
     max_examples=3000,
@@ -108,7 +110,7 @@ def main(argv):
         if name in names and not path.exists():
             print(f"== {name}", flush=True)
             federate.federate(
-                str(DATA), output_dir=str(OUTPUT / name), rounds=_ROUNDS.value,
+                os.path.relpath(DATA), output_dir=str(OUTPUT / name), rounds=_ROUNDS.value,
                 **SETTINGS, **RUNS[name],
             )
         if path.exists():
