@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from keras_repnet.backward import lean
 from keras_repnet.backward import ops
+from keras_repnet.backward import windows
 
 
 # Whether the input gradient of a 1x1 convolution reads its kernel in the
@@ -114,7 +115,7 @@ def conv2d_filter_grad(x, grad, kernel_shape, strides, padding):
             transpose_a=True,
         )
         return tf.reshape(dw, kernel_shape)
-    x = _pad_for_windows(x, grad.shape[1:3], (kh, kw), strides, padding)
+    x = windows.pad_for_windows(x, grad.shape[1:3], (kh, kw), strides, padding)
     dw = tf.nn.conv2d(
         tf.transpose(x, [3, 1, 2, 0]),  # [Cin, H, W, N]: batch <-> channels
         tf.transpose(grad, [1, 2, 0, 3]),  # [OH, OW, N, Cout] as a filter
@@ -202,16 +203,16 @@ def depthwise_input_grad(
     for n, o, k, (before, after) in zip(
         input_size, grad.shape[1:3], (kh, kw), explicit_paddings
     ):
-        pad = _same_or_valid_pads(n + before + after, o, k, stride, padding)[0]
-        axes.append(_phases(n, o, k, stride, before + pad))
+        pad = windows.same_or_valid_pads(n + before + after, o, k, stride, padding)[0]
+        axes.append(windows.phases(n, o, k, stride, before + pad))
     # The gradient, shifted and padded to the phases' common window.
     edges = [[0, 0]] * 4
     for axis, phases in enumerate(axes, 1):
         shift, length = phases["shift"], phases["length"]
         before = max(-shift, 0)
-        grad = _crop(grad, axis, max(shift, 0), 0)
+        grad = windows.crop(grad, axis, max(shift, 0), 0)
         after = length - before - grad.shape[axis]
-        grad = _crop(grad, axis, 0, max(-after, 0))
+        grad = windows.crop(grad, axis, 0, max(-after, 0))
         edges[axis] = [before, max(after, 0)]
     if any(sum(edge) for edge in edges):
         grad = tf.pad(grad, edges)
@@ -239,42 +240,13 @@ def depthwise_input_grad(
     dx = outputs[0]
     if stride > 1:  # [N, MH, MW, s*s * C*M] -> [N, MH*s, MW*s, C*M]
         dx = tf.nn.depth_to_space(tf.concat(outputs, -1), stride)
-        dx = _crop(dx, 1, 0, dx.shape[1] - input_size[0])
-        dx = _crop(dx, 2, 0, dx.shape[2] - input_size[1])
+        dx = windows.crop(dx, 1, 0, dx.shape[1] - input_size[0])
+        dx = windows.crop(dx, 2, 0, dx.shape[2] - input_size[1])
     if multiplier > 1:
         dx = tf.reduce_sum(
             tf.reshape(dx, [-1, *input_size, channels, multiplier]), -1
         )
     return dx
-
-
-def _phases(size, out_size, kernel, stride, pad):
-    """The polyphase form of a strided correlation's input gradient along
-    one axis (`pad` zeros before the input).
-
-    Input pixel `stride * m + a` receives `grad[m + d] * w[r_a + stride * t]`
-    for `d = c_a - t`, `t < T_a`. Returns `shift` (the first `d` of any
-    phase), `length` (the gradient's pixels the window reads for every
-    output), and `taps`: for each window position, the kernel tap each
-    phase reads there (None: a zero).
-    """
-    phases = []
-    for a in range(stride):
-        r = (a + pad) % stride
-        count = -(-(kernel - r) // stride) if r < kernel else 0
-        phases.append((r, (a + pad - r) // stride, count))
-    low = min(c - count + 1 for _, c, count in phases if count)
-    high = max(c for _, c, count in phases if count)
-    taps = []
-    for d in range(low, high + 1):
-        taps.append(
-            [
-                r + stride * (c - d) if count and 0 <= c - d < count else None
-                for r, c, count in phases
-            ]
-        )
-    outputs = -(-size // stride)
-    return {"shift": low, "length": outputs + high - low, "taps": taps}
 
 
 def depthwise_filter_grad(x, grad, kernel_shape, stride, padding):
@@ -293,7 +265,7 @@ def depthwise_filter_grad(x, grad, kernel_shape, stride, padding):
     """
     kh, kw, channels, multiplier = kernel_shape
     out_h, out_w = grad.shape[1:3]
-    x = _pad_for_windows(x, (out_h, out_w), (kh, kw), (stride, stride), padding)
+    x = windows.pad_for_windows(x, (out_h, out_w), (kh, kw), (stride, stride), padding)
     grad = tf.reshape(grad, [-1, out_h, out_w, channels, multiplier])
     taps = []
     for i in range(kh):
@@ -372,7 +344,7 @@ def _avg_pool_grad(op, grad):
     size, window = x.shape[1:3], ksize[1:3]
     counts = np.outer(
         *[
-            _window_counts(n, o, k, strides[1], padding)
+            windows.window_counts(n, o, k, strides[1], padding)
             for n, o, k in zip(size, grad.shape[1:3], window)
         ]
     )
@@ -395,8 +367,8 @@ def _tiled_pool_input_grad(grad, size, stride, padding):
     # Pixel i of the input is pixel i + before of the windows.
     edges = [[0, 0]] * 4
     for axis, (n, o) in enumerate(zip(size, (out_h, out_w)), 1):
-        before = _same_or_valid_pads(n, o, stride, stride, padding)[0]
-        grad = _crop(grad, axis, before, max(o * stride - before - n, 0))
+        before = windows.same_or_valid_pads(n, o, stride, stride, padding)[0]
+        grad = windows.crop(grad, axis, before, max(o * stride - before - n, 0))
         edges[axis] = [0, max(n - grad.shape[axis], 0)]
     if any(sum(edge) for edge in edges):
         grad = tf.pad(grad, edges)
@@ -418,46 +390,6 @@ def _resize_bilinear_grad(op, grad):
     g = tf.transpose(grad, [0, 3, 1, 2])
     g = tf.matmul(tf.matmul(rows, g), cols)  # [N, C, H, W]
     return tf.transpose(tf.cast(g, x.dtype), [0, 2, 3, 1]), None
-
-
-def _same_or_valid_pads(size, out_size, kernel, stride, padding):
-    """(before, after) padding TensorFlow uses along one axis."""
-    if padding == "VALID":
-        return 0, 0
-    total = max((out_size - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
-
-
-def _pad_for_windows(x, out_size, kernel, strides, padding):
-    """Pads (SAME) and crops `x` to exactly the rows and columns its
-    convolution windows read."""
-    edges = []
-    sizes = zip(x.shape[1:3], out_size, kernel, strides)
-    for axis, (n, o, k, s) in enumerate(sizes, 1):
-        before, _ = _same_or_valid_pads(n, o, k, s, padding)
-        after = (o - 1) * s + k - before - n
-        x = _crop(x, axis, 0, -min(after, 0))
-        edges.append([before, max(after, 0)])
-    if any(sum(e) for e in edges):
-        x = tf.pad(x, [[0, 0], *edges, [0, 0]])
-    return x
-
-
-def _crop(x, axis, before, after):
-    if not before and not after:
-        return x
-    begin = [0] * 4
-    begin[axis] = before
-    size = [-1] * 4
-    size[axis] = x.shape[axis] - before - after
-    return tf.slice(x, begin, size)
-
-
-def _window_counts(size, out_size, kernel, stride, padding):
-    """How many real (unpadded) pixels each pooling window covers."""
-    before, _ = _same_or_valid_pads(size, out_size, kernel, stride, padding)
-    starts = np.arange(out_size) * stride - before
-    return np.minimum(starts + kernel, size) - np.maximum(starts, 0)
 
 
 def _interpolation_matrix(size, out_size, half_pixel_centers):

@@ -1,0 +1,58 @@
+"""Issue 24's targets for the LiteRT training step, met or not."""
+
+# Issue 24's targets: LiteRT train step / inference at the same batch.
+STEP_RATIO_TARGETS = {"MobileNetV2": 2.5, "MobileNetV3Small": 2.0}
+# Train-signature peak RSS / an inference-only interpreter of the same file.
+RSS_RATIO_TARGET = 1.3
+
+
+def target_rows(speeds, batch):
+    """Issue 24's targets, met or not, from bench/tflite.py's speed rows of
+    one run at `batch` (every ratio taken between figures measured in the
+    same rounds)."""
+    by_config = {
+        (r["backbone"], r["weights"], r["threads"], r["XNNPACK"]): r for r in speeds
+    }
+
+    def met_or_not(ok, text):
+        return f"{'met' if ok else 'NOT met'} ({text})"
+
+    rows = []
+    for (backbone, weights, threads, xnnpack), row in by_config.items():
+        if weights == "float, kernel copies":
+            continue
+        train = row[f"train ms (batch {batch})"]
+        infer = row[f"infer ms (batch {batch})"]
+        step_target = STEP_RATIO_TARGETS.get(backbone)
+        rss = row["peak RSS MiB"] / row["infer-only peak RSS MiB"]
+        # The step and RSS targets are XNNPACK's; without it, the ratios.
+        verdict = met_or_not if xnnpack == "yes" else lambda ok, text: text
+        float_rss = by_config[backbone, "float", threads, xnnpack]["peak RSS MiB"]
+        copies = by_config.get((backbone, "float, kernel copies", threads, xnnpack))
+        rows.append(
+            {
+                "backbone": backbone,
+                "weights": weights,
+                "threads": threads,
+                "XNNPACK": xnnpack,
+                "train / infer": verdict(
+                    step_target is None or train / infer <= step_target,
+                    f"{train / infer:.2f}x, target {step_target}x",
+                ),
+                "train RSS / infer-only RSS": verdict(
+                    rss <= RSS_RATIO_TARGET,
+                    f"{rss:.2f}x, target {RSS_RATIO_TARGET}x",
+                ),
+                "int8 RSS < float RSS": "-" if weights == "float" else verdict(
+                    row["peak RSS MiB"] < float_rss,
+                    f"{row['peak RSS MiB']} against {float_rss} MiB",
+                ),
+                "shared weights no slower than kernel copies": "-"
+                if xnnpack == "yes" or weights != "float" or copies is None
+                else met_or_not(
+                    train <= copies[f"train ms (batch {batch})"],
+                    f"{train} against {copies[f'train ms (batch {batch})']} ms",
+                ),
+            }
+        )
+    return rows
