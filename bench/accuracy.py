@@ -2,7 +2,7 @@
 
     python bench/accuracy.py [--stages=core,baselines,...] [--sets=cifar10,...]
         [--backbones=MobileNetV3Small,...] [--image_sizes=128,...]
-        [--output_dir=results/accuracy] [--report_only]
+        [--variants=bn0.9,...] [--output_dir=results/accuracy] [--report_only]
 
 Runs the protocol of `protocol.py` (its `PLAN`: which stages run at which
 backbone and image size) in its stage order, most informative first, each
@@ -43,6 +43,13 @@ _BACKBONES = flags.DEFINE_list(
 _IMAGE_SIZES = flags.DEFINE_list(
     "image_sizes", None, "Image sizes to run (default: all of the plan's)."
 )
+_VARIANTS = flags.DEFINE_list(
+    "variants",
+    None,
+    "Variants of the `ft-full` stage's methods to run (tags of "
+    "`protocol.VARIANTS`, e.g. bn0.9; default: all, and the methods' own "
+    "grids).",
+)
 _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Only rewrite the report from finished runs."
 )
@@ -61,6 +68,12 @@ def main(argv):
     _check(_STAGES.value, protocol.STAGES, "stages")
     _check(_BACKBONES.value or (), protocol.BACKBONES, "backbones")
     sizes = [int(size) for size in _IMAGE_SIZES.value or ()]
+    variants = _VARIANTS.value
+    _check(
+        variants or (),
+        {tag for grid in protocol.VARIANTS.values() for tag in grid},
+        "variants",
+    )
     output_dir = _OUTPUT_DIR.value
     results = report.write(output_dir, list(protocol.SETS))
     if _REPORT_ONLY.value:
@@ -74,6 +87,10 @@ def main(argv):
             for spec in list(
                 protocol.stage_runs(stage, point, sets, results, runs.set_size)
             ):
+                if variants and stage in protocol.GRID_STAGES and (
+                    spec.tag not in variants
+                ):
+                    continue
                 runs.run(spec, output_dir)
                 results = report.write(output_dir, list(protocol.SETS))
     report.write(output_dir, list(protocol.SETS))
