@@ -71,7 +71,7 @@ def main(argv):
     variants = _VARIANTS.value
     _check(
         variants or (),
-        {tag for grid in protocol.VARIANTS.values() for tag in grid},
+        sorted({tag for grid in protocol.VARIANTS.values() for tag in grid}),
         "variants",
     )
     output_dir = _OUTPUT_DIR.value
