@@ -3,6 +3,8 @@
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -52,14 +54,42 @@ def write_results(name, rows, columns, settings):
         f.write(table + "\n")
 
 
-def bench_model(name, size, dropout=0.2, num_classes=5):
+def bench_model(name, size, dropout=0.2, num_classes=5, **options):
     """The Rep-Net the LiteRT benches export: MobileNetV2 with the offline
     ImageNet weights, other backbones with random weights (sizes and speed
-    do not depend on them)."""
+    do not depend on them); `options` go to `keras_repnet.build`."""
     import keras_repnet
 
     weights = MOBILENET_V2_WEIGHTS if name == "MobileNetV2" else None
     return keras_repnet.build(
-        name, num_classes, input_shape=(size, size, 3), weights=weights, dropout=dropout
+        name,
+        num_classes,
+        input_shape=(size, size, 3),
+        weights=weights,
+        dropout=dropout,
+        **options,
     )
 
+
+def run_worker(path, repeats, threads, xnnpack, train=True):
+    """Runs bench/litert_worker.py on `path` in a fresh process (with
+    `train=False`, an interpreter that only infers)."""
+    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "litert_worker.py")
+    result = subprocess.run(
+        [
+            sys.executable,
+            worker,
+            f"--model={path}",
+            f"--repeats={repeats}",
+            f"--threads={threads}",
+            "--xnnpack" if xnnpack else "--noxnnpack",
+            "--train" if train else "--notrain",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
+        check=False,
+    )
+    if result.returncode:
+        raise RuntimeError(f"LiteRT worker failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -45,8 +45,6 @@ writes tflite*_short).
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -59,6 +57,7 @@ from common import FLOWERS
 from common import SHARED_ASSETS
 from common import bench_model as build
 from common import median_seconds
+from common import run_worker
 from common import write_results
 import litert_targets
 
@@ -279,30 +278,6 @@ def _batch(size, batch_size, seed=0):
     rng = np.random.default_rng(seed)
     images = rng.uniform(0, 255, (batch_size, size, size, 3)).astype("float32")
     return images, rng.integers(0, CLASSES, batch_size).astype("int32")
-
-
-def run_worker(path, repeats, threads, xnnpack, train=True):
-    """Runs bench/litert_worker.py on `path` in a fresh process (with
-    `train=False`, an interpreter that only infers)."""
-    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "litert_worker.py")
-    result = subprocess.run(
-        [
-            sys.executable,
-            worker,
-            f"--model={path}",
-            f"--repeats={repeats}",
-            f"--threads={threads}",
-            "--xnnpack" if xnnpack else "--noxnnpack",
-            "--train" if train else "--notrain",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
-        check=False,
-    )
-    if result.returncode:
-        raise RuntimeError(f"LiteRT worker failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # === Accuracy on the flower photos ===
