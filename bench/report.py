@@ -407,35 +407,6 @@ def markdown(results, rows, measured):
     return "\n".join(lines) + "\n"
 
 
-# === Plots ===
-
-
-def plot_memory(rows, measured, path):
-    """Test accuracy against measured training memory, one panel a set, at
-    the protocol's first point (MobileNetV2, 64 px)."""
-    import plots
-
-    point_rows = [
-        r for r in rows
-        if (r["backbone"], r["image_size"]) == ("MobileNetV2", 64)
-        and f"{r['backbone']}/{r['method']}" in measured
-    ]
-    plots.accuracy_against(
-        point_rows,
-        x=lambda r: measured[f"{r['backbone']}/{r['method']}"],
-        label=lambda r: r["method"],
-        xlabel="measured training memory, MB (224 px, batch 8)",
-        path=path,
-    )
-
-
-def plot_resolution(rows, path):
-    """Test accuracy against image size, one line a (backbone, method)."""
-    import plots
-
-    plots.lines_against_size(rows, path)
-
-
 def write(output_dir, sets):
     """Rewrites the report from the finished runs; returns them."""
     output_dir = Path(output_dir)
@@ -459,8 +430,12 @@ def write(output_dir, sets):
         output_dir / "results.json",
     )
     (output_dir / "results.md").write_text(markdown(results, rows, measured))
+    import plots
+
     if rows and measured:
-        plot_memory(rows, measured, output_dir / "accuracy_vs_memory.png")
+        plots.accuracy_against_memory(
+            rows, measured, output_dir / "accuracy_vs_memory.png"
+        )
     if len({r["image_size"] for r in rows}) > 1:
-        plot_resolution(rows, output_dir / "accuracy_vs_resolution.png")
+        plots.lines_against_size(rows, output_dir / "accuracy_vs_resolution.png")
     return results
