@@ -54,15 +54,10 @@ def arena_peak(path, signature, batch_size):
     that peak, the mask bytes written in all, and the op at the peak."""
     from ai_edge_litert import schema_py_generated as schema
 
-    with open(path, "rb") as f:
-        model = schema.Model.GetRootAs(f.read(), 0)
-    names = {code: name for name, code in vars(schema.BuiltinOperator).items()}
-    signature_def = next(
-        model.SignatureDefs(i)
-        for i in range(model.SignatureDefsLength())
-        if model.SignatureDefs(i).SignatureKey().decode() == signature
-    )
-    subgraph = model.Subgraphs(signature_def.SubgraphIndex())
+    from keras_repnet.export import operators
+
+    model, subgraph, op_names = operators.signature_subgraph(path, signature)
+    dtypes = {code: name.lower() for name, code in vars(schema.TensorType).items()}
     sizes = {}
     for index in range(subgraph.TensorsLength()):
         tensor = subgraph.Tensors(index)
@@ -75,13 +70,11 @@ def arena_peak(path, signature, batch_size):
         if isinstance(shape, int):  # No signature: the shape is static.
             shape = tensor.ShapeAsNumpy()
         shape = [batch_size if d == -1 else d for d in np.atleast_1d(shape)]
-        sizes[index] = int(np.prod(shape)) * _itemsize(schema, tensor.Type())
-    first, last, masks, op_names = {}, {}, set(), []
-    for step in range(subgraph.OperatorsLength()):
+        itemsize = np.dtype(dtypes[tensor.Type()]).itemsize
+        sizes[index] = int(np.prod(shape)) * itemsize
+    first, last, masks = {}, {}, set()
+    for step, name in enumerate(op_names):
         op = subgraph.Operators(step)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()))
-        op_names.append(name)
         for tensor in op.InputsAsNumpy():
             if tensor in sizes:
                 last[tensor] = step
@@ -91,7 +84,7 @@ def arena_peak(path, signature, batch_size):
                 last.setdefault(tensor, step)
                 if name == "QUANTIZE":
                     masks.add(tensor)
-    end = subgraph.OperatorsLength()
+    end = len(op_names)
     for tensor in subgraph.InputsAsNumpy():
         first[tensor] = -1
     for tensor in subgraph.OutputsAsNumpy():
@@ -114,11 +107,6 @@ def arena_peak(path, signature, batch_size):
         # The op running at the peak, and where it is in the subgraph.
         "peak_op": f"{op_names[min(max(peak - 1, 0), end - 1)]} ({peak}/{end})",
     }
-
-
-def _itemsize(schema, tensor_type):
-    names = {code: name for name, code in vars(schema.TensorType).items()}
-    return np.dtype(names[tensor_type].lower()).itemsize
 
 
 def main(_):

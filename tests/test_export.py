@@ -114,6 +114,30 @@ def test_train_step_uses_operators_xnnpack_runs(exported):
     assert not used & {"ADD_N", "TILE", "LOGICAL_AND"}
 
 
+def test_signature_subgraph_lists_its_ops_in_run_order():
+    import tensorflow as tf
+
+    class Module(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([4], tf.float32)])
+        def first(self, x):
+            return {"y": tf.math.ceil(x) * 3.0 - x}
+
+        @tf.function(input_signature=[tf.TensorSpec([4], tf.float32)])
+        def second(self, x):
+            return {"y": tf.math.floor(x)}
+
+    module = Module()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.first.get_concrete_function(), module.second.get_concrete_function()],
+        module,
+    )
+    content = converter.convert()
+    _, subgraph, names = operators.signature_subgraph(content, "first")
+    assert names == ["CEIL", "MUL", "SUB"]
+    assert subgraph.InputsLength() == 1
+    assert operators.signature_subgraph(content, "second")[2] == ["FLOOR"]
+
+
 def test_loss_falls_on_a_fixed_batch(exported):
     runners = _runners(exported.path)
     images, labels = _pixels(exported.model, seed=0)

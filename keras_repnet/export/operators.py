@@ -108,6 +108,28 @@ def operators(model, signature=None) -> list[str]:
     return sorted(used)
 
 
+def signature_subgraph(model, signature):
+    """The subgraph that runs `signature`, as the flatbuffer reads it.
+
+    Args:
+        model: bytes of a flatbuffer, or a path to a `.tflite` file.
+        signature: str. A signature key, e.g. `"train"`.
+
+    Returns:
+        `(flatbuffer, subgraph, names)`: the `Model` and the `SubGraph`
+        objects of LiteRT's flatbuffer schema, and the operator name of each
+        of the subgraph's ops, in the order LiteRT runs them.
+    """
+    flatbuffer = _read(model)
+    codes = _operator_names(flatbuffer)
+    subgraph = flatbuffer.Subgraphs(_signature_subgraph(flatbuffer, signature))
+    names = [
+        codes[subgraph.Operators(op).OpcodeIndex()]
+        for op in range(subgraph.OperatorsLength())
+    ]
+    return flatbuffer, subgraph, names
+
+
 def non_builtin_operators(model, signature=None) -> list[str]:
     """Sorted names of the custom and select-TF (Flex) operators of a model.
 
