@@ -145,6 +145,17 @@ REPNET_OPTIONS = {
     # Shifts at lower rates than repnet's picked one.
     "shifts-masks-lr0.01": {"backbone_shifts": "masks"},
     "shifts-masks-lr0.003": {"backbone_shifts": "masks"},
+    # Shifts at their own, lower rate (`Recipe.shift_learning_rate`), the
+    # side network and head at repnet's picked rates.
+    "shifts-masks-shift0.001": {
+        "backbone_shifts": "masks", "shift_learning_rate": 1e-3
+    },
+    "shifts-masks-shift0.003": {
+        "backbone_shifts": "masks", "shift_learning_rate": 3e-3
+    },
+    "shifts-exact-shift0.001": {
+        "backbone_shifts": True, "shift_learning_rate": 1e-3
+    },
 }
 REPNET_OPTION_RATES = {
     "shifts-masks-lr0.01": (1e-2, 1e-3),

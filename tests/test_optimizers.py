@@ -127,3 +127,21 @@ def test_recipe_optimizer_warms_mask_scores_up():
         rtol=1e-4,
         atol=1e-8,
     )
+
+
+def test_recipe_optimizer_gives_backbone_shifts_their_own_rate():
+    from keras_repnet.core.layers import shift_after
+
+    shift = shift_after("conv_bn")
+    shift.build((None, 2))
+    side = keras.Variable(np.zeros(2, "float32"), name="side")
+    recipe = keras_repnet.Recipe(side_learning_rate=1e-2, shift_learning_rate=1e-3)
+    optimizer = recipe.make_optimizer(total_steps=10**9)
+    optimizer.apply_gradients(
+        [(np.ones(2, "float32"), shift.bias), (np.ones(2, "float32"), side)]
+    )
+    # Adam's first step is the learning rate times the sign of the gradient.
+    np.testing.assert_allclose(shift.bias.numpy(), -1e-3, rtol=1e-4)
+    np.testing.assert_allclose(side.numpy(), -1e-2, rtol=1e-4)
+    # Without a rate of their own the shifts train at the side's.
+    assert keras_repnet.Recipe().make_optimizer().multiplier(shift.bias) == 1.0

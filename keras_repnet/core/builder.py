@@ -10,10 +10,10 @@ from keras_repnet.core import heads
 from keras_repnet.core import masks
 from keras_repnet.core import taps as taps_lib
 from keras_repnet.core.layers import ActivationConnector
-from keras_repnet.core.layers import ChannelBias
 from keras_repnet.core.layers import RepNetModule
 from keras_repnet.core.layers import SignGradient
 from keras_repnet.core.layers import StopGradient
+from keras_repnet.core.layers import shift_after
 from keras_repnet.core.models import RepNetModel
 from keras_repnet.core.recipe import Recipe
 
@@ -346,7 +346,7 @@ class _SidePath:
         else:
             outputs = layer(*args, **kwargs)
         if self.shifts and isinstance(layer, keras.layers.BatchNormalization):
-            outputs = ChannelBias(name=f"{layer.name}_shift")(outputs)
+            outputs = shift_after(layer.name)(outputs)
         if layer.name not in self.plan:
             return outputs
         index, tap = self.plan[layer.name]

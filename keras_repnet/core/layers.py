@@ -201,6 +201,18 @@ class AddedWeight(keras.layers.Layer):
         return input_shape
 
 
+# A backbone shift is named after the batch norm it follows; its variable's
+# path, as a `MultiRateAdam` key (`keras_repnet.Recipe.shift_learning_rate`).
+SHIFT_SUFFIX = "_shift"
+SHIFT_PATHS = f"*{SHIFT_SUFFIX}/bias"
+
+
+def shift_after(layer_name: str) -> "ChannelBias":
+    """The `ChannelBias` that trains the shift of the batch norm
+    `layer_name`."""
+    return ChannelBias(name=f"{layer_name}{SHIFT_SUFFIX}")
+
+
 @keras.saving.register_keras_serializable(package="keras_repnet")
 class ChannelBias(AddedWeight):
     """Adds a trainable per-channel shift, initialised to zero.

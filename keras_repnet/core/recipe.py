@@ -25,6 +25,7 @@ import keras
 
 from keras_repnet.core import masks
 from keras_repnet.core.heads import HEAD_NAME
+from keras_repnet.core.layers import SHIFT_PATHS
 from keras_repnet.core.losses import SparseCategoricalCrossentropy
 from keras_repnet.core.optimizers import MultiRateAdam
 from keras_repnet.core.optimizers import MultiRateSGD
@@ -47,6 +48,10 @@ class Recipe:
             10x the head's rate (as the reference code). Defaults to 1e-2.
         head_learning_rate: float. Peak learning rate of the head.
             Defaults to 1e-3.
+        shift_learning_rate: float or `None`. Peak learning rate of the
+            backbone shifts (the `ChannelBias` after each frozen batch
+            norm, of Rep-Net, TinyTL and MobileTL). `None`: the side's
+            rate. Defaults to `None`.
         mask_learning_rate: float. Peak learning rate of the scores of
             learned backbone masks (`repnet-mask`): Rep-Net's side rate,
             whatever rate the side network trains at, so that a mask's
@@ -74,6 +79,7 @@ class Recipe:
 
     side_learning_rate: float = 1e-2
     head_learning_rate: float = 1e-3
+    shift_learning_rate: float | None = None
     mask_learning_rate: float = 1e-2
     mask_warmup: float = 0.2
     optimizer: str = "adam"
@@ -93,6 +99,13 @@ class Recipe:
         ):
             self._require(_number(self, name) and getattr(self, name) > 0,
                           name, "a positive number")
+        self._require(
+            self.shift_learning_rate is None
+            or (_number(self, "shift_learning_rate")
+                and self.shift_learning_rate > 0),
+            "shift_learning_rate",
+            "a positive number or None",
+        )
         for name in ("image_size", "epochs", "batch_size"):
             value = getattr(self, name)
             self._require(
@@ -171,8 +184,8 @@ class Recipe:
 
         Returns:
             A `keras_repnet.MultiRateAdam` (or `MultiRateSGD`) whose base
-            rate is the side's, with the head's and the mask scores' rates
-            as multipliers.
+            rate is the side's, with the head's, the shifts' and the mask
+            scores' rates as multipliers.
         """
         side = self.side_learning_rate
         rate = side
@@ -192,14 +205,15 @@ class Recipe:
                 warmup_target=mask_multiplier,
                 warmup_steps=warmup_steps,
             )
+        multipliers = {
+            HEAD_NAME: self.head_learning_rate / side,
+            masks.SCORE_PATHS: mask_multiplier,
+        }
+        if self.shift_learning_rate is not None:
+            multipliers[SHIFT_PATHS] = self.shift_learning_rate / side
         options = {"momentum": self.momentum} if self.optimizer == "sgd" else {}
         return OPTIMIZERS[self.optimizer](
-            rate,
-            lr_multipliers={
-                HEAD_NAME: self.head_learning_rate / side,
-                masks.SCORE_PATHS: mask_multiplier,
-            },
-            **options,
+            rate, lr_multipliers=multipliers, **options
         )
 
     def make_loss(self) -> SparseCategoricalCrossentropy:

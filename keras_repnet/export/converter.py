@@ -106,8 +106,8 @@ def export_tflite(
             Defaults to the model's recipe's (`model.recipe`; Rep-Net's
             recipe for a model without one).
         head_learning_rate: float. Peak learning rate of the head; the
-            ratio to `learning_rate` is frozen into the file. Defaults to
-            the recipe's.
+            ratio to `learning_rate` is frozen into the file (as are the
+            recipe's shift and mask rates'). Defaults to the recipe's.
         optimizer: str. `"adam"` or `"sgd"`. Defaults to the recipe's.
         label_smoothing: float. In `[0, 1)`. Defaults to the recipe's.
         class_names: list of str. Stored in the sidecar file. Defaults to

@@ -5,7 +5,7 @@ import keras
 from keras_repnet.core import backbones
 from keras_repnet.core import heads
 from keras_repnet.core import taps as taps_lib
-from keras_repnet.core.layers import ChannelBias
+from keras_repnet.core.layers import shift_after
 from keras_repnet.methods import base
 from keras_repnet.methods.baseline_layers import SignBackward
 
@@ -41,7 +41,7 @@ def mobiletl(
             state["inside"] = True
         elif state["inside"]:
             if base.is_batch_norm(layer):
-                outputs = ChannelBias(name=f"{layer.name}_shift")(outputs)
+                outputs = shift_after(layer.name)(outputs)
             elif isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
                 outputs = SignBackward(name=f"{layer.name}_sign")(
                     [args[0], outputs]

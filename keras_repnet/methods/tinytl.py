@@ -7,8 +7,8 @@ import keras
 from keras_repnet.core import backbones
 from keras_repnet.core import heads
 from keras_repnet.core import taps as taps_lib
-from keras_repnet.core.layers import ChannelBias
 from keras_repnet.core.layers import RepNetModule
+from keras_repnet.core.layers import shift_after
 from keras_repnet.methods import base
 
 
@@ -43,7 +43,7 @@ def tinytl(
     def call_layer(layer, *args, **kwargs):
         outputs = layer(*args, **kwargs)
         if base.is_batch_norm(layer):
-            outputs = ChannelBias(name=f"{layer.name}_shift")(outputs)
+            outputs = shift_after(layer.name)(outputs)
         if layer.name in block_inputs:
             index = boundaries.index(layer.name) - 1
             block_input = outputs_by_name[block_inputs[layer.name]]
