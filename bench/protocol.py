@@ -156,6 +156,9 @@ REPNET_OPTIONS = {
     "shifts-exact-shift0.001": {
         "backbone_shifts": True, "shift_learning_rate": 1e-3
     },
+    # The side network's batch norms at momentum 0.9 (PyTorch's 0.1, as in
+    # the reference code) instead of Keras' 0.99.
+    "side-bn0.9": {"side_norm_momentum": 0.9},
 }
 REPNET_OPTION_RATES = {
     "shifts-masks-lr0.01": (1e-2, 1e-3),

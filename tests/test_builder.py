@@ -267,6 +267,7 @@ def test_mirrored_strategy_on_cpu_devices():
         ({"dropout": 1.0}, ValueError, "dropout=1.0"),
         ({"side_width": "wide"}, ValueError, "side_width='wide'"),
         ({"side_downscale": 0}, ValueError, "side_downscale=0"),
+        ({"side_norm_momentum": 1.5}, ValueError, "side_norm_momentum=1.5"),
         ({"backbone_shifts": "yes"}, ValueError, "backbone_shifts='yes'"),
         ({"num_modules": 0}, ValueError, "num_modules=0"),
     ],

@@ -59,6 +59,25 @@ def test_module_config_round_trip():
     assert clone.get_config() == module.get_config()
 
 
+def test_module_norms_average_their_statistics_at_its_momentum():
+    module = RepNetModule(filters=4, output_size=(4, 4), norm_momentum=0.9)
+    inputs = np.random.default_rng(0).normal(2.0, size=(2, 4, 4, 3))
+    inputs = inputs.astype("float32")
+
+    module(inputs, training=True)
+
+    # One training call moves the moving mean from 0 by (1 - momentum) of
+    # the batch mean of the normalised layer's input (numpy, independently).
+    hidden = module.conv(inputs).numpy()
+    np.testing.assert_allclose(
+        module.norm.moving_mean.numpy(),
+        0.1 * hidden.mean(axis=(0, 1, 2)),
+        rtol=1e-4,
+        atol=1e-6,
+    )
+    assert RepNetModule.from_config(module.get_config()).norm_momentum == 0.9
+
+
 def test_groups_fall_back_when_channels_do_not_divide():
     module = RepNetModule(filters=8, output_size=(4, 4), groups=2)
     module(np.ones((1, 8, 8, 3), "float32"))

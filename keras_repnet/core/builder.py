@@ -41,6 +41,7 @@ def build(
     side_groups: int = 1,
     side_width: float | str = "auto",
     side_downscale: int = 2,
+    side_norm_momentum: float = 0.99,
     backbone_shifts: bool | str = "auto",
     backbone_mask: str | None = None,
     mask_initial_score: float = masks.DEFAULT_INITIAL_SCORE,
@@ -106,6 +107,8 @@ def build(
             their tap's resolution and are upsampled bilinearly to it, as in
             the reference code (less memory and time; see
             `RepNetModule`). Defaults to 2.
+        side_norm_momentum: float. Momentum of the modules' batch-norm
+            statistics. Defaults to 0.99 (Keras').
         backbone_shifts: bool or `"auto"`. Train a per-channel shift after
             each of the backbone's batch norms (`ChannelBias`: the norms
             stay frozen, in inference mode), as the reference code's
@@ -149,8 +152,8 @@ def build(
     ```
     """
     _check_arguments(
-        num_classes, connect, side_width, side_downscale, backbone_shifts,
-        dropout,
+        num_classes, connect, side_width, side_downscale, side_norm_momentum,
+        backbone_shifts, dropout,
     )
     if backbone_mask not in (None, *masks.GRANULARITIES):
         raise ValueError(
@@ -183,6 +186,7 @@ def build(
         side_groups,
         side_width,
         side_downscale,
+        side_norm_momentum,
         backbone_shifts,
         backbone_mask and functools.partial(
             masks.masked_copy,
@@ -245,7 +249,8 @@ def auto_side_width(plan, frozen_params, kernel_size, budget=None) -> float:
 
 
 def _check_arguments(
-    num_classes, connect, side_width, side_downscale, backbone_shifts, dropout
+    num_classes, connect, side_width, side_downscale, side_norm_momentum,
+    backbone_shifts, dropout,
 ):
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(
@@ -273,6 +278,11 @@ def _check_arguments(
         raise ValueError(
             f"`backbone_shifts` must be a bool or one of {SHIFT_MODES}. "
             f"Received: backbone_shifts={backbone_shifts!r}"
+        )
+    if not 0 <= side_norm_momentum < 1:
+        raise ValueError(
+            "`side_norm_momentum` must be in [0, 1). Received: "
+            f"side_norm_momentum={side_norm_momentum!r}"
         )
     if not 0 <= dropout < 1:
         raise ValueError(
@@ -326,13 +336,14 @@ class _SidePath:
 
     def __init__(
         self, image, plan, connect, kernel_size, groups, width, downscale,
-        shifts,
+        norm_momentum, shifts,
         masked_copy=None,
     ):
         self.plan = {tap.layer_name: (i, tap) for i, tap in enumerate(plan)}
         self.connect = connect
         self.kernel_size, self.groups, self.width = kernel_size, groups, width
         self.downscale = downscale
+        self.norm_momentum = norm_momentum
         self.shifts = shifts
         self.masked_copy = masked_copy  # Layer -> its masked copy or None.
         self.features = image  # What the next side module reads.
@@ -359,6 +370,7 @@ class _SidePath:
             kernel_size=self.kernel_size,
             groups=self.groups,
             downscale=self.downscale,
+            norm_momentum=self.norm_momentum,
             name=f"repnet_module_{index}",
         )(self.features)
         self.connected += 1

@@ -32,6 +32,8 @@ class RepNetModule(keras.layers.Layer):
         downscale: int. The convolutions run at `1/downscale` of the output
             resolution (where the output is at least `2 * downscale` pixels
             high and wide). Defaults to 1.
+        norm_momentum: float. Momentum of the two batch norms' moving
+            statistics. Defaults to 0.99 (Keras' default).
 
     Example:
 
@@ -48,6 +50,7 @@ class RepNetModule(keras.layers.Layer):
         kernel_size=3,
         groups=1,
         downscale=1,
+        norm_momentum=0.99,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -68,6 +71,7 @@ class RepNetModule(keras.layers.Layer):
                 f"downscale={downscale!r}"
             )
         self.downscale = downscale
+        self.norm_momentum = float(norm_momentum)
 
     def build(self, input_shape):
         height, width, channels = input_shape[1:]
@@ -98,12 +102,16 @@ class RepNetModule(keras.layers.Layer):
             use_bias=False,
             name="conv",
         )
-        self.norm = keras.layers.BatchNormalization(name="norm")
+        self.norm = keras.layers.BatchNormalization(
+            momentum=self.norm_momentum, name="norm"
+        )
         self.project = keras.layers.Conv2D(
             self.filters, 1, use_bias=False, name="project"
         )
         self.project_norm = keras.layers.BatchNormalization(
-            gamma_initializer="zeros", name="project_norm"
+            momentum=self.norm_momentum,
+            gamma_initializer="zeros",
+            name="project_norm",
         )
         shape = input_shape
         if self.pool is not None:
@@ -158,6 +166,7 @@ class RepNetModule(keras.layers.Layer):
                 "kernel_size": self.kernel_size,
                 "groups": self.groups,
                 "downscale": self.downscale,
+                "norm_momentum": self.norm_momentum,
             }
         )
         return config
