@@ -159,8 +159,11 @@ REPNET_OPTIONS = {
     # The side network's batch norms at momentum 0.9 (PyTorch's 0.1, as in
     # the reference code) instead of Keras' 0.99.
     "side-bn0.9": {"side_norm_momentum": 0.9},
+    # The head at the rate ft-last and TinyTL picked on MobileNetV3Small.
+    "head0.01": {},
 }
 REPNET_OPTION_RATES = {
+    "head0.01": (3e-2, 1e-2),
     "shifts-masks-lr0.01": (1e-2, 1e-3),
     "shifts-masks-lr0.003": (3e-3, 1e-3),
 }
