@@ -46,9 +46,10 @@ _IMAGE_SIZES = flags.DEFINE_list(
 _VARIANTS = flags.DEFINE_list(
     "variants",
     None,
-    "Variants of the `ft-full` stage's methods to run (tags of "
-    "`protocol.VARIANTS`, e.g. bn0.9; default: all, and the methods' own "
-    "grids).",
+    "Tagged runs to run in the `ft-full` stage (variants of its methods, "
+    "tags of `protocol.VARIANTS`, e.g. bn0.9; without it also the methods' "
+    "own grids) and in the `repnet-options` stage (tags of "
+    "`protocol.REPNET_OPTIONS`); default: all.",
 )
 _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Only rewrite the report from finished runs."
@@ -71,7 +72,10 @@ def main(argv):
     variants = _VARIANTS.value
     _check(
         variants or (),
-        sorted({tag for grid in protocol.VARIANTS.values() for tag in grid}),
+        sorted(
+            {tag for grid in protocol.VARIANTS.values() for tag in grid}
+            | set(protocol.REPNET_OPTIONS)
+        ),
         "variants",
     )
     output_dir = _OUTPUT_DIR.value
@@ -87,7 +91,7 @@ def main(argv):
             for spec in list(
                 protocol.stage_runs(stage, point, sets, results, runs.set_size)
             ):
-                if variants and stage in protocol.GRID_STAGES and (
+                if variants and stage in protocol.TAGGED_STAGES and (
                     spec.tag not in variants
                 ):
                     continue

@@ -81,6 +81,8 @@ GRID_STAGES = {
     "baselines": ("tinytl", "mobiletl", "bn-only"),
     "ft-full": ("ft-full",),
 }
+# Stages whose runs `bench/accuracy.py --variants` filters by tag.
+TAGGED_STAGES = (*GRID_STAGES, "repnet-options")
 # The baselines the MobileNetV2-0.35 point and the larger sizes leave out.
 COSTLY_BASELINES = ("bn-only",)
 SEEDED_METHODS = ("repnet", "ft-last", "ft-full", "tinytl")
@@ -217,7 +219,7 @@ class Run:
     """One training run of the protocol.
 
     `batch_size` and `epochs` are `None` at the protocol's own; `options`
-    are more `build_method` arguments or recipe fields (`runs.split_options`
+    are more `build_method` arguments or recipe fields (`split_options`
     tells which), named in the run by `tag`.
     """
 
@@ -257,6 +259,29 @@ class Run:
 def with_options(options: dict | None) -> tuple:
     """`Run.options` from a dict."""
     return tuple(sorted((options or {}).items()))
+
+
+def split_options(options: dict | None) -> tuple:
+    """A run's options as (`build_method` arguments, recipe fields)."""
+    from keras_repnet import Recipe
+
+    fields = {field.name for field in dataclasses.fields(Recipe)}
+    build_options, recipe_fields = {}, {}
+    for key, value in (options or {}).items():
+        (recipe_fields if key in fields else build_options)[key] = value
+    return build_options, recipe_fields
+
+
+def memory_key(backbone: str, method: str, build_options=None) -> str:
+    """The key of a measured step peak in `memory.json`: the backbone, the
+    method and the `build_method` options (recipe fields change no memory),
+    e.g. `MobileNetV3Small/repnet:backbone_shifts=True`."""
+    key = f"{backbone}/{method}"
+    if build_options:
+        key += ":" + ",".join(
+            f"{k}={v}" for k, v in sorted(build_options.items())
+        )
+    return key
 
 
 # === Picks ===

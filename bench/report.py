@@ -103,9 +103,9 @@ def variant_rows(results, sets):
     return rows
 
 
-def option_rows(results):
+def option_rows(results, measured):
     """Each `repnet-options` run (seed 0) beside plain repnet's picked run
-    at the same point and set."""
+    at the same point and set, with its measured step peak."""
     rows = []
     def order(r):
         return r["backbone"], protocol.image_size_of(r), r["set"], r.get("tag") or ""
@@ -115,11 +115,15 @@ def option_rows(results):
             continue
         size = protocol.image_size_of(r)
         plain = protocol.best_run(results, r["set"], r["backbone"], "repnet", size)
+        build_options, _ = protocol.split_options(r.get("options"))
         rows.append([
             r["set"], r["backbone"], size, r["tag"], _rates(r["learning_rates"]),
             f"{protocol.final_validation(r):.3f}", f"{r['test_accuracy']:.3f}",
             "-" if plain is None else f"{protocol.final_validation(plain):.3f}",
             "-" if plain is None else f"{plain['test_accuracy']:.3f}",
+            measured.get(
+                protocol.memory_key(r["backbone"], "repnet", build_options), "-"
+            ),
         ])
     return rows
 
@@ -324,10 +328,11 @@ def markdown(results, rows, measured):
     )
     lines += _section(
         "Rep-Net's options on a small backbone (the `repnet-options` stage, "
-        "seed 0), beside repnet's picked run:",
+        "seed 0), beside repnet's picked run; memory: the option's measured "
+        "step peak at 224 px, batch 8 (MB; repnet's is in the first table):",
         ["set", "backbone", "px", "option", "lr (side, head)", "validation",
-         "test", "repnet validation", "repnet test"],
-        option_rows(results),
+         "test", "repnet validation", "repnet test", "memory MB"],
+        option_rows(results, measured),
     )
     longer = [
         r for r in results

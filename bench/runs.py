@@ -5,7 +5,6 @@ interrupted run resumes from its last finished epoch. Each writes
 `OUTPUT_DIR/runs/<run name>/result.json`.
 """
 
-import dataclasses
 import functools
 import json
 import math
@@ -91,17 +90,6 @@ def backbone_model(backbone, image_size):
     return model, None
 
 
-def split_options(options):
-    """A run's options as (`build_method` arguments, recipe fields)."""
-    from keras_repnet import Recipe
-
-    fields = {field.name for field in dataclasses.fields(Recipe)}
-    build_options, recipe_fields = {}, {}
-    for key, value in (options or {}).items():
-        (recipe_fields if key in fields else build_options)[key] = value
-    return build_options, recipe_fields
-
-
 def run(spec: protocol.Run, output_dir) -> dict:
     """Trains `spec`, or reads its result if it finished before."""
     import keras
@@ -121,7 +109,7 @@ def run(spec: protocol.Run, output_dir) -> dict:
     validation_split = None
     if spec.shots:
         source, validation_split = _few_shot(source, spec.shots, spec.seed), 0.0
-    build_options, recipe_fields = split_options(spec.option_dict)
+    build_options, recipe_fields = protocol.split_options(spec.option_dict)
     recipe = keras_repnet.recipe_for(spec.method).replace(
         side_learning_rate=spec.rates[0],
         head_learning_rate=spec.rates[1],
@@ -228,8 +216,9 @@ MEMORY_BATCH_SIZE = 8
 
 
 def measure_memory(output_dir, backbones):
-    """Measured step peaks (MB, batch 8, 224 px) of each method and of the
-    frozen backbone's inference, per backbone."""
+    """Measured step peaks (MB, batch 8, 224 px) of each method, of the
+    frozen backbone's inference and of Rep-Net with each model option of
+    `protocol.REPNET_OPTIONS`, per backbone (keys: `protocol.memory_key`)."""
     from keras_repnet import memory
 
     path = Path(output_dir) / "memory.json"
@@ -238,17 +227,21 @@ def measure_memory(output_dir, backbones):
         memory.INFERENCE, "repnet", "ft-last", "ft-full", "bn-only", "tinytl",
         "mobiletl", "repnet-no-shifts", protocol.MASK_METHOD,
     )
+    configurations = [(method, {}) for method in methods] + [
+        ("repnet", protocol.split_options(options)[0])
+        for options in protocol.REPNET_OPTIONS.values()
+    ]
     for backbone in backbones:
         name, alpha, _ = protocol.BACKBONES[backbone]
         if alpha != 1.0:
             continue
-        for method in methods:
-            key = f"{backbone}/{method}"
+        for method, options in configurations:
+            key = protocol.memory_key(backbone, method, options)
             if key not in measured:
                 print(f"== memory {key}", flush=True)
                 peak = memory.measure(
                     method, name, image_size=MEMORY_IMAGE_SIZE,
-                    batch_size=MEMORY_BATCH_SIZE,
+                    batch_size=MEMORY_BATCH_SIZE, options=options,
                 )
                 measured[key] = round(peak.peak_bytes / 1e6, 1)
                 write_json(measured, path)
