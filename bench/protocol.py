@@ -161,6 +161,8 @@ REPNET_OPTIONS = {
     # The side network's batch norms at momentum 0.9 (PyTorch's 0.1, as in
     # the reference code) instead of Keras' 0.99.
     "side-bn0.9": {"side_norm_momentum": 0.9},
+    # The shifts (where "auto" trains them) at 1e-3, below the side's rate.
+    "shift0.001": {"shift_learning_rate": 1e-3},
     # The head at the rate ft-last and TinyTL picked on MobileNetV3Small.
     "head0.01": {},
     # Six modules with the shifts at their own rate: the two options that
