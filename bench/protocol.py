@@ -158,6 +158,14 @@ REPNET_OPTIONS = {
     "shifts-exact-shift0.001": {
         "backbone_shifts": True, "shift_learning_rate": 1e-3
     },
+    # Which of the two approximations of "masks" costs the accuracy: the
+    # sign rule alone (gates exact), held gates alone (activations exact).
+    "shifts-sign-shift0.001": {
+        "backbone_shifts": "sign", "shift_learning_rate": 1e-3
+    },
+    "shifts-held-gates-shift0.001": {
+        "backbone_shifts": "held-gates", "shift_learning_rate": 1e-3
+    },
     # The side network's batch norms at momentum 0.9 (PyTorch's 0.1, as in
     # the reference code) instead of Keras' 0.99.
     "side-bn0.9": {"side_norm_momentum": 0.9},

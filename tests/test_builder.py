@@ -145,6 +145,28 @@ def test_backbone_shifts_follow_the_cost_of_their_backward(
         assert all(not np.any(layer.bias) for layer in added)
 
 
+@pytest.mark.parametrize(
+    "shifts, signed, held",
+    [(True, False, False), ("masks", True, True), ("sign", True, False),
+     ("held-gates", False, True)],
+)
+def test_approximate_shift_modes_place_their_layers(shifts, signed, held):
+    from keras_repnet.core.layers import SignGradient
+    from keras_repnet.core.layers import StopGradient
+
+    # At 64 px the last feature maps are 2x2, so every gate (1x1) differs
+    # from the feature it scales.
+    model = keras_repnet.build(
+        "MobileNetV3Small", 3, input_shape=(64, 64, 3), weights=None,
+        backbone_shifts=shifts,
+    )
+    count = lambda cls: sum(isinstance(l, cls) for l in model.layers)  # noqa: E731
+    # MobileNetV3Small: hard-swish after 18 layers, 9 squeeze-excite gates.
+    assert count(SignGradient) == (18 if signed else 0)
+    assert count(StopGradient) == (9 if held else 0)
+    assert count(keras_repnet.methods.ChannelBias) > 0
+
+
 def test_new_model_starts_from_the_backbone_features():
     backbone = keras.applications.MobileNetV2(
         weights=None, include_top=False, input_shape=(32, 32, 3)

@@ -18,8 +18,15 @@ from keras_repnet.core.models import RepNetModel
 from keras_repnet.core.recipe import Recipe
 
 CONNECT_MODES = ("up", "dual", "down", "none", "all")
+# `backbone_shifts` modes whose backward approximates the backbone's:
+# mode -> (activations by the sign rule, squeeze-excite gates held).
+APPROXIMATE_SHIFTS = {
+    "masks": (True, True),
+    "sign": (True, False),
+    "held-gates": (False, True),
+}
 # `backbone_shifts` beside True and False (see `build`).
-SHIFT_MODES = ("auto", "masks")
+SHIFT_MODES = ("auto", *APPROXIMATE_SHIFTS)
 HEAD_NAME = heads.HEAD_NAME
 # With `side_width="auto"`, the side network has at most this share of the
 # frozen backbone's parameters.
@@ -109,7 +116,7 @@ def build(
             `RepNetModule`). Defaults to 2.
         side_norm_momentum: float. Momentum of the modules' batch-norm
             statistics. Defaults to 0.99 (Keras').
-        backbone_shifts: bool or `"auto"`. Train a per-channel shift after
+        backbone_shifts: bool or str. Train a per-channel shift after
             each of the backbone's batch norms (`ChannelBias`: the norms
             stay frozen, in inference mode), as the reference code's
             "+bias". The backward pass then crosses the backbone. `"auto"`
@@ -117,7 +124,13 @@ def build(
             nonlinearities are all ReLU-like and that multiply no two
             activations (`shifts_cost_masks_only`; e.g. MobileNetV2, ResNet,
             not MobileNetV3, whose hard-swish and squeeze-excite keep float
-            activations). Defaults to `"auto"`.
+            activations). Elsewhere `True` trains them with the exact
+            backward, and three modes approximate it to keep less:
+            `"masks"` (the other activations pass the gradient by the
+            sign of their input, `SignGradient`, as MobileTL does, and
+            squeeze-excite gates are held constant, `StopGradient`),
+            `"sign"` (the sign rule only) and `"held-gates"` (held gates
+            only). Defaults to `"auto"`.
         backbone_mask: str. Learn a binary mask on the frozen backbone's
             `Conv2D`, `DepthwiseConv2D` and `Dense` weights (the paper's
             Table 4, with Piggyback/KSM masks; `keras_repnet.core.masks`),
@@ -172,7 +185,9 @@ def build(
         )
     if backbone_shifts == "auto":
         backbone_shifts = shifts_cost_masks_only(frozen)
-    elif backbone_shifts == "masks" and shifts_cost_masks_only(frozen):
+    elif backbone_shifts in APPROXIMATE_SHIFTS and shifts_cost_masks_only(
+        frozen
+    ):
         backbone_shifts = True  # Exact, as it keeps masks only anyway.
     frozen.trainable = False
 
@@ -307,19 +322,24 @@ def _resolve_taps(frozen, taps, connect, num_modules):
     return [t for t in candidates if t.layer_name in names]
 
 
-def _masks_only_backward(layer, args, kwargs):
-    """Calls a backbone layer so that its backward pass keeps masks only:
-    an activation whose exact gradient reads its float input gets the sign
-    rule (`SignGradient`), and a squeeze-excite product `x * gate` holds
-    the per-channel gate constant (`StopGradient`)."""
-    if isinstance(layer, keras.layers.Activation) and (
+def _approximate_backward(layer, args, kwargs, sign_activations, hold_gates):
+    """Calls a backbone layer so that its backward pass keeps less: with
+    `sign_activations`, an activation whose exact gradient reads its float
+    input gets the sign rule (`SignGradient`); with `hold_gates`, a
+    squeeze-excite product `x * gate` holds the per-channel gate constant
+    (`StopGradient`). Both: masks only."""
+    if sign_activations and isinstance(layer, keras.layers.Activation) and (
         flat_graph.activation_name(layer.activation)
         not in (None, "linear", *flat_graph.PIECEWISE_LINEAR)
     ):
         return SignGradient(layer.activation, name=f"{layer.name}_sign")(
             *args, **kwargs
         )
-    if isinstance(layer, keras.layers.Multiply) and len(args[0]) == 2:
+    if (
+        hold_gates
+        and isinstance(layer, keras.layers.Multiply)
+        and len(args[0]) == 2
+    ):
         first, second = args[0]
         is_gate = [t.shape[1:3] == (1, 1) for t in (first, second)]
         if is_gate.count(True) == 1:
@@ -352,8 +372,10 @@ class _SidePath:
     def call_layer(self, layer, *args, **kwargs):
         if self.masked_copy:
             layer = self.masked_copy(layer) or layer
-        if self.shifts == "masks":
-            outputs = _masks_only_backward(layer, args, kwargs)
+        if self.shifts in APPROXIMATE_SHIFTS:
+            outputs = _approximate_backward(
+                layer, args, kwargs, *APPROXIMATE_SHIFTS[self.shifts]
+            )
         else:
             outputs = layer(*args, **kwargs)
         if self.shifts and isinstance(layer, keras.layers.BatchNormalization):
