@@ -171,6 +171,17 @@ REPNET_OPTIONS = {
     "side-bn0.9": {"side_norm_momentum": 0.9},
     # The shifts (where "auto" trains them) at 1e-3, below the side's rate.
     "shift0.001": {"shift_learning_rate": 1e-3},
+    # What helped on MobileNetV3Small's validation splits, together: six
+    # modules, their norms at momentum 0.9, and the shifts at 1e-3 with the
+    # exact backward or the sign rule (squeeze-excite gates exact).
+    "modules6-side-bn0.9-shifts-exact-shift0.001": {
+        "num_modules": 6, "side_norm_momentum": 0.9, "backbone_shifts": True,
+        "shift_learning_rate": 1e-3,
+    },
+    "modules6-side-bn0.9-shifts-sign-shift0.001": {
+        "num_modules": 6, "side_norm_momentum": 0.9, "backbone_shifts": "sign",
+        "shift_learning_rate": 1e-3,
+    },
     # The head at the rate ft-last and TinyTL picked on MobileNetV3Small.
     "head0.01": {},
     # Six modules with the shifts at their own rate: the two options that
