@@ -190,6 +190,8 @@ REPNET_OPTIONS = {
         "num_modules": 6, "backbone_shifts": "masks", "shift_learning_rate": 1e-3
     },
 }
+# Options run with every seed of `SEEDS`, as the methods' picked runs.
+SEEDED_OPTIONS = ("modules6-side-bn0.9-shifts-sign-shift0.001",)
 REPNET_OPTION_RATES = {
     "head0.01": (3e-2, 1e-2),
     "shifts-masks-lr0.01": (1e-2, 1e-3),
@@ -454,10 +456,11 @@ def stage_runs(stage, point, sets, results, set_size):
                     )
         elif stage == "repnet-options" and far and picked("repnet"):
             for tag, options in REPNET_OPTIONS.items():
-                yield run(
-                    "repnet", REPNET_OPTION_RATES.get(tag, picked("repnet")),
-                    options=with_options(options), tag=tag,
-                )
+                for seed in SEEDS if tag in SEEDED_OPTIONS else SEEDS[:1]:
+                    yield run(
+                        "repnet", REPNET_OPTION_RATES.get(tag, picked("repnet")),
+                        options=with_options(options), tag=tag, seed=seed,
+                    )
         elif stage == "ablations" and set_name == sets[0]:
             for method in ABLATIONS:
                 if picked("repnet"):

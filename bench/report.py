@@ -104,25 +104,29 @@ def variant_rows(results, sets):
 
 
 def option_rows(results, measured):
-    """Each `repnet-options` run (seed 0) beside plain repnet's picked run
-    at the same point and set, with its measured step peak."""
+    """Each `repnet-options` option (mean over its seeds) beside plain
+    repnet's picked run at the same point and set (seed 0), with its
+    measured step peak."""
+    groups = {}
+    for r in results:
+        if r["method"] == "repnet" and r.get("tag") in protocol.REPNET_OPTIONS:
+            key = (
+                r["backbone"], protocol.image_size_of(r), r["set"], r["tag"],
+                tuple(r["learning_rates"]),
+            )
+            groups.setdefault(key, []).append(r)
     rows = []
-    def order(r):
-        return r["backbone"], protocol.image_size_of(r), r["set"], r.get("tag") or ""
-
-    for r in sorted(results, key=order):
-        if r["method"] != "repnet" or r.get("tag") not in protocol.REPNET_OPTIONS:
-            continue
-        size = protocol.image_size_of(r)
-        plain = protocol.best_run(results, r["set"], r["backbone"], "repnet", size)
-        build_options, _ = protocol.split_options(r.get("options"))
+    for (backbone, size, set_name, tag, rates), runs in sorted(groups.items()):
+        plain = protocol.best_run(results, set_name, backbone, "repnet", size)
+        build_options, _ = protocol.split_options(runs[0].get("options"))
         rows.append([
-            r["set"], r["backbone"], size, r["tag"], _rates(r["learning_rates"]),
-            f"{protocol.final_validation(r):.3f}", f"{r['test_accuracy']:.3f}",
+            set_name, backbone, size, tag, _rates(rates),
+            cell(mean_std([protocol.final_validation(r) for r in runs])),
+            cell(mean_std([r["test_accuracy"] for r in runs])),
             "-" if plain is None else f"{protocol.final_validation(plain):.3f}",
             "-" if plain is None else f"{plain['test_accuracy']:.3f}",
             measured.get(
-                protocol.memory_key(r["backbone"], "repnet", build_options), "-"
+                protocol.memory_key(backbone, "repnet", build_options), "-"
             ),
         ])
     return rows
@@ -240,54 +244,90 @@ def _runs_table(runs, extra):
     )
 
 
-def target_rows(rows, measured):
+def target_rows(rows, measured, results=()):
     """Issue 23's targets per (backbone, size, far set): Rep-Net's test
     accuracy (mean over seeds) against ft-last + 5 points, TinyTL,
     MobileTL and the best full fine-tuning (within 2 points), and its
     measured step peak (224 px, batch 8) against TinyTL's, 1.3x the
-    inference floor and 0.25x full fine-tuning's."""
+    inference floor and 0.25x full fine-tuning's; for Rep-Net's defaults
+    and for each option of `protocol.SEEDED_OPTIONS` that ran."""
     table = {
         (r["backbone"], r["image_size"], r["set"], r["method"]): r["test"][0]
         for r in rows if r["test"]
     }
+    seeds = {
+        (r["backbone"], r["image_size"], r["set"]): r["test"][2]
+        for r in rows if r["test"] and r["method"] == "repnet"
+    }
+    options = {}  # (backbone, size, set) -> [(tag, mean test, build options)]
+    for tag in protocol.SEEDED_OPTIONS:
+        runs = {}
+        for r in results:
+            if r["method"] == "repnet" and r.get("tag") == tag:
+                key = (r["backbone"], protocol.image_size_of(r), r["set"])
+                runs.setdefault(key, []).append(r)
+        for key, tagged in runs.items():
+            options.setdefault(key, []).append((
+                f"{tag} ({_seeds(len(tagged))})",
+                statistics.mean(r["test_accuracy"] for r in tagged),
+                protocol.split_options(tagged[0].get("options"))[0],
+            ))
     out = []
     for backbone, size, set_name in sorted({k[:3] for k in table}):
         if not protocol.SETS[set_name][2]:
             continue
         get = lambda m: table.get((backbone, size, set_name, m))  # noqa: E731
-        repnet = get("repnet")
-        if repnet is None:
+        if get("repnet") is None:
             continue
-        memory = lambda m: measured.get(f"{backbone}/{m}")  # noqa: E731
-
-        def check(condition, margin):
-            if condition is None:
-                return "-"
-            return ("met" if condition else "NOT met") + f" ({margin:+.3f})"
-
-        def above(other, by=0.0):
-            value = get(other)
-            if value is None:
-                return "-"
-            return check(repnet >= value + by, repnet - value - by)
-
-        peak, floor = memory("repnet"), memory("inference")
-        memory_ok = "-"
-        if peak and floor:
-            tinytl = memory("tinytl")
-            within = peak <= 1.3 * floor or (tinytl and peak <= tinytl)
-            memory_ok = ("met" if within else "NOT met") + (
-                f" ({peak / floor:.2f}x floor)"
-            )
-        full = memory("ft-full")
-        out.append([
-            set_name, backbone, size, f"{repnet:.3f}",
-            above("ft-last", 0.05), above("tinytl"), above("mobiletl"),
-            above("ft-full", -0.02), memory_ok,
-            "-" if not (peak and full) else
-            ("met" if peak <= 0.25 * full else "NOT met") + f" ({peak / full:.2f}x)",
-        ])
+        count = seeds[(backbone, size, set_name)]
+        configurations = [(f"defaults ({_seeds(count)})", get("repnet"), None)]
+        configurations += options.get((backbone, size, set_name), [])
+        for name, repnet, build_options in configurations:
+            out.append(_target_row(
+                set_name, backbone, size, name, repnet, get,
+                lambda m, o=None: measured.get(  # noqa: E731
+                    protocol.memory_key(backbone, m, o)
+                ),
+                build_options,
+            ))
     return out
+
+
+def _seeds(count):
+    return f"{count} seed" + ("s" if count > 1 else "")
+
+
+def _target_row(set_name, backbone, size, name, repnet, get, memory, options):
+    """One row of `target_rows`: `get(method)` is a method's test accuracy,
+    `memory(method, build_options)` a measured step peak."""
+
+    def check(condition, margin):
+        if condition is None:
+            return "-"
+        return ("met" if condition else "NOT met") + f" ({margin:+.3f})"
+
+    def above(other, by=0.0):
+        value = get(other)
+        if value is None:
+            return "-"
+        return check(repnet >= value + by, repnet - value - by)
+
+    peak, floor = memory("repnet", options), memory("inference")
+    memory_ok = "-"
+    if peak and floor:
+        tinytl = memory("tinytl")
+        within = peak <= 1.3 * floor or (tinytl and peak <= tinytl)
+        memory_ok = ("met" if within else "NOT met") + (
+            f" ({peak / floor:.2f}x floor)"
+        )
+    full = memory("ft-full")
+    return [
+        set_name, backbone, size, name, f"{repnet:.3f}",
+        above("ft-last", 0.05), above("tinytl"), above("mobiletl"),
+        above("ft-full", -0.02), memory_ok,
+        "-" if not (peak and full) else
+        ("met" if peak <= 0.25 * full else "NOT met") + f" ({peak / full:.2f}x)",
+    ]
 
 
 def _section(title, header, lines):
@@ -313,10 +353,10 @@ def markdown(results, rows, measured):
         "measured step peak (224 px, batch 8) within 1.3x the inference "
         "floor (or no higher than TinyTL's), and <= 0.25x full "
         "fine-tuning's:",
-        ["set", "backbone", "px", "repnet", ">= ft-last + 0.05", ">= tinytl",
-         ">= mobiletl", ">= ft-full - 0.02", "memory vs floor",
+        ["set", "backbone", "px", "rep-net", "test", ">= ft-last + 0.05",
+         ">= tinytl", ">= mobiletl", ">= ft-full - 0.02", "memory vs floor",
          "memory vs ft-full"],
-        target_rows(rows, measured),
+        target_rows(rows, measured, results),
     )
     lines += _section(
         "The variants of the methods that train batch norms (seed 0, each at "
@@ -328,7 +368,8 @@ def markdown(results, rows, measured):
     )
     lines += _section(
         "Rep-Net's options on a small backbone (the `repnet-options` stage, "
-        "seed 0), beside repnet's picked run; memory: the option's measured "
+        "seed 0, or mean +- std (seeds) where more seeds ran), beside "
+        "repnet's picked run (seed 0); memory: the option's measured "
         "step peak at 224 px, batch 8 (MB; repnet's is in the first table):",
         ["set", "backbone", "px", "option", "lr (side, head)", "validation",
          "test", "repnet validation", "repnet test", "memory MB"],
