@@ -250,7 +250,7 @@ def target_rows(rows, measured, results=()):
     MobileTL and the best full fine-tuning (within 2 points), and its
     measured step peak (224 px, batch 8) against TinyTL's, 1.3x the
     inference floor and 0.25x full fine-tuning's; for Rep-Net's defaults
-    and for each option of `protocol.SEEDED_OPTIONS` that ran."""
+    and for each option of `protocol.SEEDED_OPTIONS` where it ran."""
     table = {
         (r["backbone"], r["image_size"], r["set"], r["method"]): r["test"][0]
         for r in rows if r["test"]
@@ -260,7 +260,7 @@ def target_rows(rows, measured, results=()):
         for r in rows if r["test"] and r["method"] == "repnet"
     }
     options = {}  # (backbone, size, set) -> [(tag, mean test, build options)]
-    for tag in protocol.SEEDED_OPTIONS:
+    for tag in sorted({t for tags in protocol.SEEDED_OPTIONS.values() for t in tags}):
         runs = {}
         for r in results:
             if r["method"] == "repnet" and r.get("tag") == tag:
