@@ -32,28 +32,33 @@ def accuracy_against(rows, *, x, label, xlabel, path):
     plotting.save(figure, path)
 
 
-def lines_against_size(rows, path):
-    """Mean test accuracy against image size, a line per (backbone, method)."""
+def lines_against_size(rows, path, methods, backbones):
+    """Mean test accuracy against image size for `methods` on `backbones`:
+    a colour per method, a line style per backbone (a lone marker where a
+    backbone has one size so far)."""
+    rows = [
+        r for r in rows if r["method"] in methods and r["backbone"] in backbones
+    ]
+    if not rows:
+        return
     figure, panels = _panels(rows, width=5)
-    colors = plotting.colors("tab10")
-    keys = sorted({(r["backbone"], r["method"]) for r in rows})
-    styles = {
-        key: (colors[i % len(colors)], "-" if key[0] == "MobileNetV2" else "--")
-        for i, key in enumerate(keys)
-    }
+    colors = dict(zip(methods, plotting.colors("tab10")))
+    styles = dict(zip(backbones, ("-", "--", ":", "-.")))
+    markers = dict(zip(backbones, ("o", "s", "^", "D")))
     for set_name, axis in panels.items():
         chosen = [r for r in rows if r["set"] == set_name]
-        for key in keys:
-            line = sorted(
-                (r["image_size"], r["test"][0])
-                for r in chosen
-                if (r["backbone"], r["method"]) == key
-            )
-            if len(line) < 2:
-                continue
-            color, style = styles[key]
-            axis.plot(*zip(*line), style, marker="o", color=color,
-                      label=f"{key[1]} ({key[0]})")
+        for backbone in backbones:
+            for method in methods:
+                line = sorted(
+                    (r["image_size"], r["test"][0])
+                    for r in chosen
+                    if (r["backbone"], r["method"]) == (backbone, method)
+                )
+                if line:
+                    axis.plot(
+                        *zip(*line), styles[backbone], marker=markers[backbone],
+                        color=colors[method], label=f"{method} ({backbone})",
+                    )
         sizes = sorted({r["image_size"] for r in chosen})
         axis.set_xticks(sizes)
         plotting.accuracy_axis(axis, [r["test"][0] for r in chosen])

@@ -5,6 +5,7 @@
 docs), `accuracy_vs_memory.png` and `accuracy_vs_resolution.png`.
 """
 
+import collections
 import json
 import math
 import statistics
@@ -483,5 +484,13 @@ def write(output_dir, sets):
             rows, measured, output_dir / "accuracy_vs_memory.png"
         )
     if len({r["image_size"] for r in rows}) > 1:
-        plots.lines_against_size(rows, output_dir / "accuracy_vs_resolution.png")
+        sizes_of = collections.Counter(backbone for backbone, _ in protocol.PLAN)
+        plots.lines_against_size(
+            rows, output_dir / "accuracy_vs_resolution.png",
+            methods=[
+                m for stage in protocol.GRID_STAGES.values() for m in stage
+                if m not in protocol.COSTLY_BASELINES
+            ],
+            backbones=[b for b, count in sizes_of.items() if count > 1],
+        )
     return results

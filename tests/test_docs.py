@@ -230,3 +230,37 @@ def test_inserted_titles_are_demoted(tmp_path, monkeypatch):
     assert "#### A title\n" in rendered
     assert "\n# A title" not in rendered
     assert readme.render(rendered) == rendered
+
+
+def test_resolution_plot_draws_a_point_per_size_of_each_backbone(monkeypatch):
+    # A backbone measured at one size so far still gets its markers; the
+    # methods and backbones asked for are the only ones drawn.
+    _readme_module()
+    import plots
+
+    drawn = {}
+    monkeypatch.setattr(
+        plots.plotting, "save", lambda figure, path: drawn.update(figure=figure)
+    )
+
+    def row(backbone, method, size, accuracy):
+        return {"set": "cifar10", "backbone": backbone, "method": method,
+                "image_size": size, "test": (accuracy, 0.0, 1)}
+
+    rows = [
+        row("MobileNetV2", "repnet", 64, 0.7),
+        row("MobileNetV2", "repnet", 128, 0.8),
+        row("MobileNetV3Small", "repnet", 128, 0.75),
+        row("MobileNetV2-0.35", "repnet", 64, 0.6),
+        row("MobileNetV2", "repnet-down", 64, 0.5),
+    ]
+    plots.lines_against_size(
+        rows, "unused.png", methods=["repnet"],
+        backbones=["MobileNetV2", "MobileNetV3Small"],
+    )
+    (axis,) = drawn["figure"].axes
+    lines = {line.get_label(): line.get_xydata().tolist() for line in axis.lines}
+    assert lines == {
+        "repnet (MobileNetV2)": [[64, 0.7], [128, 0.8]],
+        "repnet (MobileNetV3Small)": [[128, 0.75]],
+    }
