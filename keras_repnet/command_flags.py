@@ -148,6 +148,34 @@ BATCH_NORM = flags.DEFINE_enum(
     "Average the side network's batch-norm statistics (global), or keep them "
     "on each client (local, FedBN).",
 )
+# Rep-Net's model options, for train and memory (`keras_repnet.build`).
+NUM_MODULES = flags.DEFINE_integer(
+    "num_modules",
+    None,
+    "Side modules (Rep-Net methods). Defaults to the method's (4 for repnet).",
+    lower_bound=1,
+)
+BACKBONE_SHIFTS = flags.DEFINE_enum(
+    "backbone_shifts",
+    None,
+    ["auto", "on", "off", "masks", "sign", "held-gates"],
+    "Train a shift after each frozen batch norm (Rep-Net methods): auto, on "
+    "(exact backward), off, or an approximate backward that keeps less "
+    "(masks, sign, held-gates; see keras_repnet.build). Defaults to auto.",
+)
+SIDE_NORM_MOMENTUM = flags.DEFINE_float(
+    "side_norm_momentum",
+    None,
+    "Momentum of the side modules' batch norms (Rep-Net methods). Defaults to "
+    "Keras' 0.99.",
+)
+SHIFT_LR = flags.DEFINE_float(
+    "shift_lr",
+    None,
+    "Peak learning rate of the backbone shifts (cosine decay). Defaults to the "
+    "side's (--side_lr).",
+)
+
 # `compare`
 METHODS = flags.DEFINE_list(
     "methods", None, "Transfer methods to compare (default: all of them)."
@@ -161,4 +189,15 @@ RECIPE_FLAGS = {
     "label_smoothing": LABEL_SMOOTHING,
     "validation_split": VALIDATION_SPLIT,
     "seed": SEED,
+    "shift_learning_rate": SHIFT_LR,
+}
+# Model options set by flags, for train and memory: build argument -> (flag,
+# the flag's value -> the argument's).
+MODEL_FLAGS = {
+    "num_modules": (NUM_MODULES, int),
+    "backbone_shifts": (
+        BACKBONE_SHIFTS,
+        lambda value: {"on": True, "off": False}.get(value, value),
+    ),
+    "side_norm_momentum": (SIDE_NORM_MOMENTUM, float),
 }

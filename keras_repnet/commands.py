@@ -20,6 +20,7 @@ from keras_repnet.command_flags import (
     METHOD,
     METHODS,
     MODEL,
+    MODEL_FLAGS,
     OUT,
     OUTPUT_DIR,
     OVERWRITE,
@@ -86,6 +87,7 @@ def train_command():
             head_learning_rate=HEAD_LR.value,
             strict_images=STRICT_IMAGES.value,
             overwrite=OVERWRITE.value,
+            model_options=_model_options(),
             **_run_arguments(output_dir),
         )
     except KeyboardInterrupt:
@@ -130,6 +132,7 @@ def memory_command():
             10,
             input_shape=(size, size, 3),
             weights=weights,
+            **_model_options(),
         )
     profile = memory.profile(model, batch)
     print(profile.format())
@@ -143,7 +146,8 @@ def memory_command():
         return
     try:
         measured = memory.measure(
-            METHOD.value, BACKBONE.value, image_size=size, batch_size=batch
+            METHOD.value, BACKBONE.value, image_size=size, batch_size=batch,
+            options=_model_options(),
         )
         floor = memory.measure(
             memory.INFERENCE, BACKBONE.value, image_size=size, batch_size=batch
@@ -281,22 +285,33 @@ def _recipe_changes():
     return {name: flag.value for name, flag in RECIPE_FLAGS.items()}
 
 
+def _model_options():
+    """The build arguments the model flags set (none: the method's own)."""
+    return {
+        name: convert(flag.value)
+        for name, (flag, convert) in MODEL_FLAGS.items()
+        if flag.value is not None
+    }
+
+
 _COMMON = ("backbone", "weights", "verbose")
 _RUN = (
     "data", "test_data", "output_dir", "max_examples", "strict_images",
-    *RECIPE_FLAGS,
+    *(flag.name for flag in RECIPE_FLAGS.values()),
 )
+_MODEL = tuple(flag.name for flag, _ in MODEL_FLAGS.values())
 # Command -> (function, what it does, its flags).
 COMMANDS = {
     "train": (
         train_command,
         "Trains a classifier on your images with a method's recipe.",
-        (*_RUN, "method", "side_lr", "head_lr", "overwrite", *_COMMON),
+        (*_RUN, "method", *_MODEL, "side_lr", "head_lr", "overwrite",
+         *_COMMON),
     ),
     "memory": (
         memory_command,
         "Counts (and with --measure measures) a method's training memory.",
-        ("method", "image_size", "batch_size", "measure", *_COMMON),
+        ("method", *_MODEL, "image_size", "batch_size", "measure", *_COMMON),
     ),
     "export": (
         export_command,

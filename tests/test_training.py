@@ -69,6 +69,33 @@ def test_cli_trains_end_to_end(make_image_folder, tmp_path):
     assert model.output_shape == (None, 3)
 
 
+def test_cli_builds_and_trains_with_the_model_flags(make_image_folder, tmp_path):
+    # Rep-Net's options reach the model the CLI trains and saves, and the
+    # shifts' rate its recipe.
+    folder = make_image_folder(images_per_class=4, size=(32, 32))
+    output = tmp_path / "run"
+
+    result = run_cli(
+        "train", f"--data={folder}", "--backbone=MobileNetV3Small",
+        "--weights=none", "--image_size=32", "--epochs=1", "--batch_size=4",
+        "--num_modules=2", "--backbone_shifts=sign", "--side_norm_momentum=0.9",
+        "--shift_lr=0.001", f"--output_dir={output}",
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    settings = json.loads((output / "results.json").read_text())["settings"]
+    assert settings["model_options"] == {
+        "num_modules": 2, "backbone_shifts": "sign", "side_norm_momentum": 0.9
+    }
+    assert settings["recipe"]["shift_learning_rate"] == 0.001
+    model = keras.models.load_model(output / "model.keras")
+    modules = [l for l in model.layers if l.name.startswith("repnet_module_")]
+    assert len(modules) == 2
+    assert {m.get_config()["norm_momentum"] for m in modules} == {0.9}
+    assert any(type(l).__name__ == "SignGradient" for l in model.layers)
+    assert model.recipe.shift_learning_rate == 0.001
+
+
 def test_cli_holds_back_tensorflow_start_up_logs():
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     command = [CLI, "memory", "--backbone=MobileNetV3Small", "--image_size=64"]
@@ -93,6 +120,9 @@ def test_cli_holds_back_tensorflow_start_up_logs():
         (["train"], "needs --data"),
         (["train", "--data=/no/such/folder"], "/no/such/folder"),
         (["train", "--data=/tmp", "--backbone=ResNet9"], "Unknown backbone 'ResNet9'"),
+        (["memory", "--method=tinytl", "--num_modules=6", "--image_size=32"],
+         r"'tinytl' has no option \['num_modules'\]"),
+        (["memory", "--backbone_shifts=maybe"], "backbone_shifts"),
     ],
 )
 def test_cli_reports_bad_input(args, message):

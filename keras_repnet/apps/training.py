@@ -31,6 +31,7 @@ def prepare(
     recipe,
     max_examples,
     strict_images=False,
+    model_options=None,
 ):
     """A run's data and model, seeded: `(splits, model)`.
 
@@ -55,6 +56,7 @@ def prepare(
         input_shape=(size, size, 3),
         weights=weights,
         recipe=recipe,
+        **(model_options or {}),
     )
     return splits, model
 
@@ -77,6 +79,7 @@ def train(
     max_examples: int | None = None,
     strict_images: bool = False,
     overwrite: bool = False,
+    model_options: dict | None = None,
     callbacks: list | None = None,
     verbose="auto",
     log=print,
@@ -112,6 +115,9 @@ def train(
         strict_images: bool. Stop at an image that cannot be decoded instead
             of skipping it (see `keras_repnet.data.load`).
         overwrite: bool. Start again even if `output_dir` holds a run.
+        model_options: dict. More arguments of the method's builder (for
+            Rep-Net those of `keras_repnet.build`, e.g. `num_modules=6`).
+            Defaults to `None`: the method's own.
         callbacks: list. More `keras.callbacks.Callback`s for `fit`.
         verbose: Keras `fit` verbosity.
         log: callable that prints one line. Defaults to `print`.
@@ -131,6 +137,8 @@ def train(
         "max_examples": max_examples,
         "recipe": recipe.to_dict(),
     }
+    if model_options:
+        settings["model_options"] = model_options
     files.check_writable(
         os.path.join(output_dir, resumable.RESULTS), "output_dir"
     )
@@ -148,6 +156,7 @@ def train(
         recipe=recipe,
         max_examples=max_examples,
         strict_images=strict_images,
+        model_options=model_options,
     )
     size = recipe.image_size
     describe(model, print_fn=log)
