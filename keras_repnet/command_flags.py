@@ -6,6 +6,7 @@ says which command reads which flag.
 
 from absl import flags
 
+from keras_repnet.core.builder import SHIFT_MODES
 from keras_repnet.core.recipe import REPNET
 
 DATA = flags.DEFINE_string(
@@ -158,7 +159,7 @@ NUM_MODULES = flags.DEFINE_integer(
 BACKBONE_SHIFTS = flags.DEFINE_enum(
     "backbone_shifts",
     None,
-    ["auto", "on", "off", "masks", "sign", "held-gates"],
+    ["on", "off", *SHIFT_MODES],
     "Train a shift after each frozen batch norm (Rep-Net methods): auto, on "
     "(exact backward), off, or an approximate backward that keeps less "
     "(masks, sign, held-gates; see keras_repnet.build). Defaults to auto.",
@@ -191,13 +192,10 @@ RECIPE_FLAGS = {
     "seed": SEED,
     "shift_learning_rate": SHIFT_LR,
 }
-# Model options set by flags, for train and memory: build argument -> (flag,
-# the flag's value -> the argument's).
+# Model options set by flags, for train and memory: build argument -> flag
+# (--backbone_shifts' on and off are build's True and False).
 MODEL_FLAGS = {
-    "num_modules": (NUM_MODULES, int),
-    "backbone_shifts": (
-        BACKBONE_SHIFTS,
-        lambda value: {"on": True, "off": False}.get(value, value),
-    ),
-    "side_norm_momentum": (SIDE_NORM_MOMENTUM, float),
+    "num_modules": NUM_MODULES,
+    "backbone_shifts": BACKBONE_SHIFTS,
+    "side_norm_momentum": SIDE_NORM_MOMENTUM,
 }

@@ -287,9 +287,10 @@ def _recipe_changes():
 
 def _model_options():
     """The build arguments the model flags set (none: the method's own)."""
+    switches = {"on": True, "off": False}
     return {
-        name: convert(flag.value)
-        for name, (flag, convert) in MODEL_FLAGS.items()
+        name: switches.get(flag.value, flag.value)
+        for name, flag in MODEL_FLAGS.items()
         if flag.value is not None
     }
 
@@ -299,7 +300,7 @@ _RUN = (
     "data", "test_data", "output_dir", "max_examples", "strict_images",
     *(flag.name for flag in RECIPE_FLAGS.values()),
 )
-_MODEL = tuple(flag.name for flag, _ in MODEL_FLAGS.values())
+_MODEL = tuple(flag.name for flag in MODEL_FLAGS.values())
 # Command -> (function, what it does, its flags).
 COMMANDS = {
     "train": (
