@@ -24,6 +24,7 @@ batch 8).
 
 from absl import app
 from absl import flags
+import grids
 import protocol
 import report
 import runs
@@ -47,9 +48,9 @@ _VARIANTS = flags.DEFINE_list(
     "variants",
     None,
     "Tagged runs to run in the `ft-full` stage (variants of its methods, "
-    "tags of `protocol.VARIANTS`, e.g. bn0.9; without it also the methods' "
+    "tags of `grids.VARIANTS`, e.g. bn0.9; without it also the methods' "
     "own grids) and in the `repnet-options` stage (tags of "
-    "`protocol.REPNET_OPTIONS`); default: all.",
+    "`grids.REPNET_OPTIONS`); default: all.",
 )
 _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Only rewrite the report from finished runs."
@@ -73,8 +74,8 @@ def main(argv):
     _check(
         variants or (),
         sorted(
-            {tag for grid in protocol.VARIANTS.values() for tag in grid}
-            | set(protocol.REPNET_OPTIONS)
+            {tag for grid in grids.VARIANTS.values() for tag in grid}
+            | set(grids.REPNET_OPTIONS)
         ),
         "variants",
     )

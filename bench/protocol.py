@@ -1,4 +1,5 @@
-"""The accuracy protocol's definition: sets, backbones, grids and stages.
+"""The accuracy protocol's definition: sets, backbones, points and stages
+(the grids and options each stage tries are in `grids.py`).
 
 What runs where, and nothing about how: `runs.py` trains a `Run`,
 `report.py` summarises the results, `accuracy.py` is the command line.
@@ -12,6 +13,7 @@ test split only gives the reported numbers.
 import dataclasses
 import math
 
+import grids
 from common import SHARED_ASSETS
 
 DATASETS = SHARED_ASSETS / "datasets"
@@ -101,157 +103,6 @@ ABLATIONS = (
 MASK_METHOD = "repnet-mask"
 # Where the `mask` stage counts inference multiply-adds (the paper's size).
 MASK_COST_SIZE = 224
-# The options `repnet-mask` ran with before the warm-up.
-MASK_BEFORE_WARMUP = {"mask_initial_score": 0.1, "mask_warmup": 0.0}
-# The `mask` stage runs these beside the defaults on every far set: tag ->
-# options (a lower start that drops more, and the options before the
-# warm-up).
-MASK_VARIANTS = {
-    "start0.02": {"mask_initial_score": 0.02},
-    "before": MASK_BEFORE_WARMUP,
-}
-# `mask-options` stage: tag -> options of repnet-mask.
-MASK_OPTIONS = {
-    "constant": {**MASK_BEFORE_WARMUP, "mask_by_magnitude": False},
-    "score0.02": {
-        "mask_initial_score": 0.02, "mask_by_magnitude": False, "mask_warmup": 0.0
-    },
-    "score0.5": {
-        "mask_initial_score": 0.5, "mask_by_magnitude": False, "mask_warmup": 0.0
-    },
-    "channel": {
-        **MASK_BEFORE_WARMUP, "backbone_mask": "channel", "mask_by_magnitude": False
-    },
-    "magnitude0.05": {"mask_initial_score": 0.05, "mask_warmup": 0.0},
-    "magnitude0.07": {"mask_initial_score": 0.07, "mask_warmup": 0.0},
-    "warmup0.2": {"mask_warmup": 0.2, "mask_initial_score": 0.1},
-    "warmup0.2-magnitude0.05": {"mask_warmup": 0.2, "mask_initial_score": 0.05},
-    "warmup0.2-magnitude0.02": {"mask_warmup": 0.2, "mask_initial_score": 0.02},
-    "warmup0.2-magnitude0.01": {"mask_warmup": 0.2, "mask_initial_score": 0.01},
-}
-# `repnet-options` stage: tag -> `build()` options of repnet, each run at
-# repnet's picked rates on every far set of the point (or at the rates of
-# `REPNET_OPTION_RATES`): what makes Rep-Net work on a small backbone,
-# chosen on validation.
-REPNET_OPTIONS = {
-    # Backbone shifts with a backward that keeps masks only (hard-swish's
-    # sign rule, squeeze-excite gates held), and with the exact backward.
-    "shifts-masks": {"backbone_shifts": "masks"},
-    "shifts-exact": {"backbone_shifts": True},
-    # A wider side network (twice the taps' channels, past the 10% budget),
-    # six modules, modules at their tap's full resolution.
-    "wide": {"side_width": 2.0},
-    "modules6": {"num_modules": 6},
-    "full-resolution": {"side_downscale": 1},
-    "modules6-full-resolution": {"num_modules": 6, "side_downscale": 1},
-    # Shifts at lower rates than repnet's picked one.
-    "shifts-masks-lr0.01": {"backbone_shifts": "masks"},
-    "shifts-masks-lr0.003": {"backbone_shifts": "masks"},
-    # Shifts at their own, lower rate (`Recipe.shift_learning_rate`), the
-    # side network and head at repnet's picked rates.
-    "shifts-masks-shift0.001": {
-        "backbone_shifts": "masks", "shift_learning_rate": 1e-3
-    },
-    "shifts-masks-shift0.003": {
-        "backbone_shifts": "masks", "shift_learning_rate": 3e-3
-    },
-    "shifts-exact-shift0.001": {
-        "backbone_shifts": True, "shift_learning_rate": 1e-3
-    },
-    # Which of the two approximations of "masks" costs the accuracy: the
-    # sign rule alone (gates exact), held gates alone (activations exact).
-    "shifts-sign-shift0.001": {
-        "backbone_shifts": "sign", "shift_learning_rate": 1e-3
-    },
-    "shifts-held-gates-shift0.001": {
-        "backbone_shifts": "held-gates", "shift_learning_rate": 1e-3
-    },
-    # The side network's batch norms at momentum 0.9 (PyTorch's 0.1, as in
-    # the reference code) instead of Keras' 0.99.
-    "side-bn0.9": {"side_norm_momentum": 0.9},
-    # The shifts (where "auto" trains them) at 1e-3, below the side's rate.
-    "shift0.001": {"shift_learning_rate": 1e-3},
-    # What helped on MobileNetV3Small's validation splits, together: six
-    # modules, their norms at momentum 0.9, and the shifts at 1e-3 with the
-    # exact backward or the sign rule (squeeze-excite gates exact).
-    "modules6-side-bn0.9-shifts-exact-shift0.001": {
-        "num_modules": 6, "side_norm_momentum": 0.9, "backbone_shifts": True,
-        "shift_learning_rate": 1e-3,
-    },
-    "modules6-side-bn0.9-shifts-sign-shift0.001": {
-        "num_modules": 6, "side_norm_momentum": 0.9, "backbone_shifts": "sign",
-        "shift_learning_rate": 1e-3,
-    },
-    # The head at the rate ft-last and TinyTL picked on MobileNetV3Small.
-    "head0.01": {},
-    # Six modules with the shifts at their own rate: the two options that
-    # each helped on MobileNetV3Small's validation splits, together.
-    "modules6-shifts-masks-shift0.001": {
-        "num_modules": 6, "backbone_shifts": "masks", "shift_learning_rate": 1e-3
-    },
-}
-# Points that run some of the options only: MobileNetV2 at 64 px checks
-# whether what helped MobileNetV3Small helps it too (its shifts are exact
-# whatever the mode: its backward keeps masks only).
-POINT_OPTIONS = {
-    ("MobileNetV2", 64): (
-        "shift0.001", "side-bn0.9", "modules6",
-        "modules6-side-bn0.9-shifts-sign-shift0.001",
-    ),
-}
-# Options run with every seed of `SEEDS` at a point, as the methods' picked
-# runs.
-SEEDED_OPTIONS = {
-    ("MobileNetV3Small", 128): ("modules6-side-bn0.9-shifts-sign-shift0.001",),
-}
-REPNET_OPTION_RATES = {
-    "head0.01": (3e-2, 1e-2),
-    "shifts-masks-lr0.01": (1e-2, 1e-3),
-    "shifts-masks-lr0.003": (3e-3, 1e-3),
-}
-# Variants of the methods whose batch norms train, each with its own grid
-# of rates (side, head), beside the method's own (`LEARNING_RATES`); the
-# picked run of all of them, on validation, is the method's row. Keras'
-# applications build batch norms with momentum 0.999, too slow for a few
-# hundred steps ("bn0.9"); the Keras guide's recipe keeps them in inference
-# mode ("bn-inference", its grid widened to 3e-5 where MobileNetV3Small's
-# CIFAR-10 picked 1e-4); SGD with momentum 0.9 ("sgd-bn0.9"). bn0.9's grid
-# was widened to 1e-2 where sign digits picked 3e-3 (MobileNetV2 at 128 px,
-# MobileNetV3Small).
-VARIANTS = {
-    "ft-full": {
-        "bn0.9": (
-            {"bn_momentum": 0.9},
-            ((3e-4, 3e-3), (1e-3, 1e-3), (3e-3, 3e-3), (1e-2, 1e-2)),
-        ),
-        "bn-inference": (
-            {"bn_inference": True},
-            ((3e-5, 1e-3), (1e-4, 1e-3), (3e-4, 3e-3), (1e-3, 1e-3)),
-        ),
-        "sgd-bn0.9": (
-            {"optimizer": "sgd", "bn_momentum": 0.9},
-            ((3e-3, 3e-2), (1e-2, 1e-2), (3e-2, 3e-2)),
-        ),
-    },
-    "bn-only": {
-        "bn0.9": ({"bn_momentum": 0.9}, ((1e-3, 1e-2), (1e-2, 1e-3))),
-    },
-}
-# Peak learning rates (side, head) tried per method; "side" is every
-# trainable variable outside the head (ft-last has none). Each grid holds
-# the method's recipe; the cheaper baselines also get Rep-Net's (side 1e-2,
-# head 1e-3). The grids of repnet and ft-last were widened where the first
-# runs picked an edge (ft-last's lowest, repnet's highest rate).
-LEARNING_RATES = {
-    "repnet": ((3e-3, 1e-3), (1e-2, 1e-3), (3e-2, 3e-3), (1e-1, 1e-2)),
-    "ft-last": ((1e-3, 1e-3), (3e-3, 3e-3), (1e-2, 1e-2), (3e-2, 3e-2)),
-    "ft-full": ((1e-4, 1e-3), (3e-4, 3e-3), (1e-3, 1e-3)),
-    "bn-only": ((1e-3, 1e-2), (1e-2, 1e-3)),
-    "tinytl": ((1e-3, 1e-2), (1e-2, 1e-3)),
-    "mobiletl": ((1e-3, 1e-2), (1e-2, 1e-3)),
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class Run:
     """One training run of the protocol.
@@ -336,14 +187,14 @@ def final_validation(result) -> float:
 def protocol_runs(results):
     """The runs at the protocol's batch size, epochs and options (not the
     `batch8`, `long` and `mask` stages'), and the variants of a method
-    whose batch norms train (`VARIANTS`), which compete in its grid."""
+    whose batch norms train (`grids.VARIANTS`), which compete in its grid."""
     return [
         r
         for r in results
         if not r.get("batch_size") and not r.get("epochs")
         and (
             not (r.get("options") or r.get("tag"))
-            or r.get("tag") in VARIANTS.get(r["method"], {})
+            or r.get("tag") in grids.VARIANTS.get(r["method"], {})
         )
     ]
 
@@ -412,9 +263,9 @@ def stage_runs(stage, point, sets, results, set_size):
             for method in GRID_STAGES[stage]:
                 if method in COSTLY_BASELINES and point != ("MobileNetV2", 64):
                     continue
-                for rates in LEARNING_RATES[method]:
+                for rates in grids.LEARNING_RATES[method]:
                     yield run(method, rates)
-                for tag, (options, grid) in VARIANTS.get(method, {}).items():
+                for tag, (options, grid) in grids.VARIANTS.get(method, {}).items():
                     for rates in grid:
                         yield run(
                             method, rates, options=with_options(options),
@@ -455,28 +306,28 @@ def stage_runs(stage, point, sets, results, set_size):
                     yield run(method, rates, batch_size=SMALL_BATCH)
         elif stage == "mask" and far and picked("repnet"):
             # The protocol's epochs and 3x longer, at the defaults and at
-            # `MASK_VARIANTS`.
+            # `grids.MASK_VARIANTS`.
             for epochs in (None, LONG_EPOCHS_FACTOR * EPOCHS):
-                for tag, options in ((None, None), *MASK_VARIANTS.items()):
+                for tag, options in ((None, None), *grids.MASK_VARIANTS.items()):
                     yield run(
                         MASK_METHOD, picked("repnet"), epochs=epochs,
                         options=with_options(options), tag=tag,
                     )
         elif stage == "mask-options" and set_name == first_far:
-            for tag, options in MASK_OPTIONS.items():
+            for tag, options in grids.MASK_OPTIONS.items():
                 if picked("repnet"):
                     yield run(
                         MASK_METHOD, picked("repnet"),
                         options=with_options(options), tag=tag,
                     )
         elif stage == "repnet-options" and far and picked("repnet"):
-            for tag, options in REPNET_OPTIONS.items():
-                if tag not in POINT_OPTIONS.get(point, REPNET_OPTIONS):
+            for tag, options in grids.REPNET_OPTIONS.items():
+                if tag not in grids.POINT_OPTIONS.get(point, grids.REPNET_OPTIONS):
                     continue
-                seeded = tag in SEEDED_OPTIONS.get(point, ())
+                seeded = tag in grids.SEEDED_OPTIONS.get(point, ())
                 for seed in SEEDS if seeded else SEEDS[:1]:
                     yield run(
-                        "repnet", REPNET_OPTION_RATES.get(tag, picked("repnet")),
+                        "repnet", grids.REPNET_OPTION_RATES.get(tag, picked("repnet")),
                         options=with_options(options), tag=tag, seed=seed,
                     )
         elif stage == "ablations" and set_name == sets[0]:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import grids
 import protocol
 
 
@@ -218,7 +219,7 @@ MEMORY_BATCH_SIZE = 8
 def measure_memory(output_dir, backbones):
     """Measured step peaks (MB, batch 8, 224 px) of each method, of the
     frozen backbone's inference and of Rep-Net with each model option of
-    `protocol.REPNET_OPTIONS`, per backbone (keys: `protocol.memory_key`)."""
+    `grids.REPNET_OPTIONS`, per backbone (keys: `protocol.memory_key`)."""
     from keras_repnet import memory
 
     path = Path(output_dir) / "memory.json"
@@ -229,7 +230,7 @@ def measure_memory(output_dir, backbones):
     )
     configurations = [(method, {}) for method in methods] + [
         ("repnet", protocol.split_options(options)[0])
-        for options in protocol.REPNET_OPTIONS.values()
+        for options in grids.REPNET_OPTIONS.values()
     ]
     for backbone in backbones:
         name, alpha, _ = protocol.BACKBONES[backbone]

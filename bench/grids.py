@@ -1,0 +1,157 @@
+"""What the accuracy protocol tries: each method's grid of learning rates,
+the variants of the methods whose batch norms train, and the build options
+of Rep-Net and `repnet-mask` that the option stages run.
+
+`protocol.py` turns them into runs; `report.py` tables them.
+"""
+
+
+# The options `repnet-mask` ran with before the warm-up.
+MASK_BEFORE_WARMUP = {"mask_initial_score": 0.1, "mask_warmup": 0.0}
+# The `mask` stage runs these beside the defaults on every far set: tag ->
+# options (a lower start that drops more, and the options before the
+# warm-up).
+MASK_VARIANTS = {
+    "start0.02": {"mask_initial_score": 0.02},
+    "before": MASK_BEFORE_WARMUP,
+}
+# `mask-options` stage: tag -> options of repnet-mask.
+MASK_OPTIONS = {
+    "constant": {**MASK_BEFORE_WARMUP, "mask_by_magnitude": False},
+    "score0.02": {
+        "mask_initial_score": 0.02, "mask_by_magnitude": False, "mask_warmup": 0.0
+    },
+    "score0.5": {
+        "mask_initial_score": 0.5, "mask_by_magnitude": False, "mask_warmup": 0.0
+    },
+    "channel": {
+        **MASK_BEFORE_WARMUP, "backbone_mask": "channel", "mask_by_magnitude": False
+    },
+    "magnitude0.05": {"mask_initial_score": 0.05, "mask_warmup": 0.0},
+    "magnitude0.07": {"mask_initial_score": 0.07, "mask_warmup": 0.0},
+    "warmup0.2": {"mask_warmup": 0.2, "mask_initial_score": 0.1},
+    "warmup0.2-magnitude0.05": {"mask_warmup": 0.2, "mask_initial_score": 0.05},
+    "warmup0.2-magnitude0.02": {"mask_warmup": 0.2, "mask_initial_score": 0.02},
+    "warmup0.2-magnitude0.01": {"mask_warmup": 0.2, "mask_initial_score": 0.01},
+}
+# `repnet-options` stage: tag -> `build()` options of repnet, each run at
+# repnet's picked rates on every far set of the point (or at the rates of
+# `REPNET_OPTION_RATES`): what makes Rep-Net work on a small backbone,
+# chosen on validation.
+REPNET_OPTIONS = {
+    # Backbone shifts with a backward that keeps masks only (hard-swish's
+    # sign rule, squeeze-excite gates held), and with the exact backward.
+    "shifts-masks": {"backbone_shifts": "masks"},
+    "shifts-exact": {"backbone_shifts": True},
+    # A wider side network (twice the taps' channels, past the 10% budget),
+    # six modules, modules at their tap's full resolution.
+    "wide": {"side_width": 2.0},
+    "modules6": {"num_modules": 6},
+    "full-resolution": {"side_downscale": 1},
+    "modules6-full-resolution": {"num_modules": 6, "side_downscale": 1},
+    # Shifts at lower rates than repnet's picked one.
+    "shifts-masks-lr0.01": {"backbone_shifts": "masks"},
+    "shifts-masks-lr0.003": {"backbone_shifts": "masks"},
+    # Shifts at their own, lower rate (`Recipe.shift_learning_rate`), the
+    # side network and head at repnet's picked rates.
+    "shifts-masks-shift0.001": {
+        "backbone_shifts": "masks", "shift_learning_rate": 1e-3
+    },
+    "shifts-masks-shift0.003": {
+        "backbone_shifts": "masks", "shift_learning_rate": 3e-3
+    },
+    "shifts-exact-shift0.001": {
+        "backbone_shifts": True, "shift_learning_rate": 1e-3
+    },
+    # Which of the two approximations of "masks" costs the accuracy: the
+    # sign rule alone (gates exact), held gates alone (activations exact).
+    "shifts-sign-shift0.001": {
+        "backbone_shifts": "sign", "shift_learning_rate": 1e-3
+    },
+    "shifts-held-gates-shift0.001": {
+        "backbone_shifts": "held-gates", "shift_learning_rate": 1e-3
+    },
+    # The side network's batch norms at momentum 0.9 (PyTorch's 0.1, as in
+    # the reference code) instead of Keras' 0.99.
+    "side-bn0.9": {"side_norm_momentum": 0.9},
+    # The shifts (where "auto" trains them) at 1e-3, below the side's rate.
+    "shift0.001": {"shift_learning_rate": 1e-3},
+    # What helped on MobileNetV3Small's validation splits, together: six
+    # modules, their norms at momentum 0.9, and the shifts at 1e-3 with the
+    # exact backward or the sign rule (squeeze-excite gates exact).
+    "modules6-side-bn0.9-shifts-exact-shift0.001": {
+        "num_modules": 6, "side_norm_momentum": 0.9, "backbone_shifts": True,
+        "shift_learning_rate": 1e-3,
+    },
+    "modules6-side-bn0.9-shifts-sign-shift0.001": {
+        "num_modules": 6, "side_norm_momentum": 0.9, "backbone_shifts": "sign",
+        "shift_learning_rate": 1e-3,
+    },
+    # The head at the rate ft-last and TinyTL picked on MobileNetV3Small.
+    "head0.01": {},
+    # Six modules with the shifts at their own rate: the two options that
+    # each helped on MobileNetV3Small's validation splits, together.
+    "modules6-shifts-masks-shift0.001": {
+        "num_modules": 6, "backbone_shifts": "masks", "shift_learning_rate": 1e-3
+    },
+}
+# Points that run some of the options only: MobileNetV2 at 64 px checks
+# whether what helped MobileNetV3Small helps it too (its shifts are exact
+# whatever the mode: its backward keeps masks only).
+POINT_OPTIONS = {
+    ("MobileNetV2", 64): (
+        "shift0.001", "side-bn0.9", "modules6",
+        "modules6-side-bn0.9-shifts-sign-shift0.001",
+    ),
+}
+# Options run with every seed of `SEEDS` at a point, as the methods' picked
+# runs.
+SEEDED_OPTIONS = {
+    ("MobileNetV3Small", 128): ("modules6-side-bn0.9-shifts-sign-shift0.001",),
+}
+REPNET_OPTION_RATES = {
+    "head0.01": (3e-2, 1e-2),
+    "shifts-masks-lr0.01": (1e-2, 1e-3),
+    "shifts-masks-lr0.003": (3e-3, 1e-3),
+}
+# Variants of the methods whose batch norms train, each with its own grid
+# of rates (side, head), beside the method's own (`LEARNING_RATES`); the
+# picked run of all of them, on validation, is the method's row. Keras'
+# applications build batch norms with momentum 0.999, too slow for a few
+# hundred steps ("bn0.9"); the Keras guide's recipe keeps them in inference
+# mode ("bn-inference", its grid widened to 3e-5 where MobileNetV3Small's
+# CIFAR-10 picked 1e-4); SGD with momentum 0.9 ("sgd-bn0.9"). bn0.9's grid
+# was widened to 1e-2 where sign digits picked 3e-3 (MobileNetV2 at 128 px,
+# MobileNetV3Small).
+VARIANTS = {
+    "ft-full": {
+        "bn0.9": (
+            {"bn_momentum": 0.9},
+            ((3e-4, 3e-3), (1e-3, 1e-3), (3e-3, 3e-3), (1e-2, 1e-2)),
+        ),
+        "bn-inference": (
+            {"bn_inference": True},
+            ((3e-5, 1e-3), (1e-4, 1e-3), (3e-4, 3e-3), (1e-3, 1e-3)),
+        ),
+        "sgd-bn0.9": (
+            {"optimizer": "sgd", "bn_momentum": 0.9},
+            ((3e-3, 3e-2), (1e-2, 1e-2), (3e-2, 3e-2)),
+        ),
+    },
+    "bn-only": {
+        "bn0.9": ({"bn_momentum": 0.9}, ((1e-3, 1e-2), (1e-2, 1e-3))),
+    },
+}
+# Peak learning rates (side, head) tried per method; "side" is every
+# trainable variable outside the head (ft-last has none). Each grid holds
+# the method's recipe; the cheaper baselines also get Rep-Net's (side 1e-2,
+# head 1e-3). The grids of repnet and ft-last were widened where the first
+# runs picked an edge (ft-last's lowest, repnet's highest rate).
+LEARNING_RATES = {
+    "repnet": ((3e-3, 1e-3), (1e-2, 1e-3), (3e-2, 3e-3), (1e-1, 1e-2)),
+    "ft-last": ((1e-3, 1e-3), (3e-3, 3e-3), (1e-2, 1e-2), (3e-2, 3e-2)),
+    "ft-full": ((1e-4, 1e-3), (3e-4, 3e-3), (1e-3, 1e-3)),
+    "bn-only": ((1e-3, 1e-2), (1e-2, 1e-3)),
+    "tinytl": ((1e-3, 1e-2), (1e-2, 1e-3)),
+    "mobiletl": ((1e-3, 1e-2), (1e-2, 1e-3)),
+}
