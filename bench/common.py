@@ -71,9 +71,10 @@ def bench_model(name, size, dropout=0.2, num_classes=5, **options):
     )
 
 
-def run_worker(path, repeats, threads, xnnpack, train=True):
+def run_worker(path, repeats, threads, xnnpack, train=True, stages=False):
     """Runs bench/litert_worker.py on `path` in a fresh process (with
-    `train=False`, an interpreter that only infers)."""
+    `train=False`, an interpreter that only infers; with `stages=True`, the
+    RSS it holds after each stage)."""
     worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "litert_worker.py")
     result = subprocess.run(
         [
@@ -84,6 +85,7 @@ def run_worker(path, repeats, threads, xnnpack, train=True):
             f"--threads={threads}",
             "--xnnpack" if xnnpack else "--noxnnpack",
             "--train" if train else "--notrain",
+            "--stages" if stages else "--nostages",
         ],
         capture_output=True,
         text=True,

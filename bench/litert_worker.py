@@ -1,13 +1,16 @@
 """Times an exported model in a process that imports LiteRT only, as a device.
 
     python bench/litert_worker.py --model=m.tflite [--repeats=10] [--threads=2]
-        [--noxnnpack] [--notrain]
+        [--noxnnpack] [--notrain] [--stages]
 
 Prints one JSON line: the median `train` step (at the file's batch size) and
 `infer` at batch 1 and at the file's batch size in ms, and the peak RSS the
 interpreter added (MiB over the process before it existed). With
 `--notrain`, an interpreter of the same file that only infers (at the
 file's batch size): its time and peak RSS, the inference-only reference.
+With `--stages`, no timing: the RSS the interpreter holds once built, after
+one `infer` call at the file's batch and after one `train` step, and its
+peak (MiB over the process before it existed).
 Run it with `MALLOC_MMAP_THRESHOLD_=65536` so that freed memory is returned.
 Used by bench/tflite.py.
 """
@@ -28,6 +31,9 @@ _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed calls (after a warm-up).")
 _THREADS = flags.DEFINE_integer("threads", 2, "Interpreter threads.")
 _TRAIN = flags.DEFINE_bool(
     "train", True, "Run `train`; without it, only `infer` at the file's batch."
+)
+_STAGES = flags.DEFINE_bool(
+    "stages", False, "Only the RSS after building, one `infer` and one `train`."
 )
 _XNNPACK = flags.DEFINE_bool(
     "xnnpack", True, "Apply LiteRT's default XNNPACK delegate."
@@ -59,6 +65,16 @@ def main(_):
         if _XNNPACK.value
         else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
     )
+    if _STAGES.value:
+        held = {"built_rss_mib": _status_mib("VmRSS") - before}
+        interpreter.get_signature_runner("infer")(x=images)
+        held["infer_rss_mib"] = _status_mib("VmRSS") - before
+        train = interpreter.get_signature_runner("train")
+        train(x=images, y=labels, learning_rate=np.float32(1e-3))
+        held["train_rss_mib"] = _status_mib("VmRSS") - before
+        held["peak_rss_mib"] = _status_mib("VmHWM") - before
+        print(json.dumps({k: round(v, 1) for k, v in held.items()}))
+        return
     infer = interpreter.get_signature_runner("infer")
     if not _TRAIN.value:
         batch_seconds = median_seconds(lambda: infer(x=images), _REPEATS.value)

@@ -1,0 +1,92 @@
+"""Where a LiteRT training interpreter's resident memory goes, stage by stage.
+
+    python bench/litert_rss.py
+    python bench/litert_rss.py --image_sizes=128,224 --rounds=1
+
+Exports Rep-Net (MobileNetV2 with the ImageNet weights, MobileNetV3Small)
+at batch 8 as a float file and with an int8 backbone, and runs each file in
+a fresh process that imports only LiteRT (bench/litert_worker.py
+`--stages`, 2 threads), with XNNPACK and with LiteRT's builtin kernels
+alone. It records the RSS the interpreter holds once built, after one
+`infer` call and after one `train` step (medians over `--rounds`,
+interleaved): what the builtin kernels allocate against what XNNPACK adds
+(packed weights, its own buffers), and what the int8 file costs at each
+stage.
+
+Writes bench/results/litert_rss.{json,md}.
+"""
+
+import os
+import statistics
+import tempfile
+
+from absl import app
+from absl import flags
+from common import bench_model
+from common import run_worker
+from common import write_results
+
+_IMAGE_SIZES = flags.DEFINE_list("image_sizes", ["128"], "Input sides.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per train step.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Worker runs per file, interleaved.")
+_THREADS = 2
+BACKBONES = ("MobileNetV2", "MobileNetV3Small")
+# Weights -> `export_tflite` options.
+WEIGHTS = {"float": {}, "int8": {"quantize_backbone": True}}
+STAGES = ("built_rss_mib", "infer_rss_mib", "train_rss_mib", "peak_rss_mib")
+
+
+def main(_):
+    from keras_repnet import export
+
+    batch = _BATCH_SIZE.value
+    with tempfile.TemporaryDirectory() as folder:
+        paths = {}
+        for size in [int(s) for s in _IMAGE_SIZES.value]:
+            for backbone in BACKBONES:
+                model = bench_model(backbone, size)
+                for weights, options in WEIGHTS.items():
+                    path = os.path.join(folder, f"{len(paths)}.tflite")
+                    export.export_tflite(model, path, batch_size=batch, **options)
+                    paths[(backbone, size, weights)] = path
+        runs = [(key, xnnpack) for key in paths for xnnpack in (True, False)]
+        measured = {run: [] for run in runs}
+        for _ in range(_ROUNDS.value):
+            for key, xnnpack in runs:
+                measured[(key, xnnpack)].append(
+                    run_worker(paths[key], 1, _THREADS, xnnpack, stages=True)
+                )
+    rows = []
+    for key, xnnpack in runs:
+        backbone, size, weights = key
+        held = {
+            stage: statistics.median(m[stage] for m in measured[(key, xnnpack)])
+            for stage in STAGES
+        }
+        rows.append(
+            {
+                "backbone": backbone,
+                "px": size,
+                "weights": weights,
+                "XNNPACK": "yes" if xnnpack else "no",
+                "built MiB": held["built_rss_mib"],
+                "infer adds MiB": _mib(held["infer_rss_mib"] - held["built_rss_mib"]),
+                "train adds MiB": _mib(held["train_rss_mib"] - held["infer_rss_mib"]),
+                "peak MiB": held["peak_rss_mib"],
+            }
+        )
+    settings = {
+        "batch_size": batch,
+        "threads": _THREADS,
+        "rounds": _ROUNDS.value,
+        "cpu_cores": os.cpu_count(),
+    }
+    write_results("litert_rss", rows, list(rows[0]), settings)
+
+
+def _mib(value):
+    return round(value, 1)
+
+
+if __name__ == "__main__":
+    app.run(main)
