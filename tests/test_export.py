@@ -15,6 +15,7 @@ from helpers import tiny_model
 
 import keras_repnet
 from keras_repnet import export
+from keras_repnet.core import layers
 from keras_repnet.export import operators
 from keras_repnet.export import zeros
 
@@ -45,8 +46,7 @@ def _runners(path):
     )
 
 
-@pytest.fixture(scope="module")
-def v3_small(tmp_path_factory):
+def _export_v3_small(folder, shift_learning_rate=None, **build_options):
     """A MobileNetV3Small Rep-Net without dropout (so that LiteRT and Keras
     draw no random numbers) and its export, before any training. The export
     takes every training setting from the model's recipe."""
@@ -54,16 +54,40 @@ def v3_small(tmp_path_factory):
         side_learning_rate=LEARNING_RATE,
         head_learning_rate=LEARNING_RATE,
         label_smoothing=LABEL_SMOOTHING,
+        shift_learning_rate=shift_learning_rate,
     )
     model = tiny_model(
-        "up", "MobileNetV3Small", SIZE, CLASSES, dropout=0.0, recipe=recipe
+        "up", "MobileNetV3Small", SIZE, CLASSES, dropout=0.0, recipe=recipe,
+        **build_options,
     )
-    path = tmp_path_factory.mktemp("v3") / "v3.tflite"
+    path = folder / "v3.tflite"
     returned = keras_repnet.export.export_tflite(
         model, path, batch_size=BATCH_SIZE, class_names=CLASS_NAMES
     )
     assert returned == path
     return SimpleNamespace(model=model, path=path, initial=model.get_weights())
+
+
+@pytest.fixture(scope="module")
+def v3_small(tmp_path_factory):
+    """MobileNetV3Small with the defaults: no backbone shifts."""
+    return _export_v3_small(tmp_path_factory.mktemp("v3"))
+
+
+@pytest.fixture(scope="module")
+def v3_small_sign_shifts(tmp_path_factory):
+    """MobileNetV3Small with the options docs/results.md gives for it: the
+    backbone shifts with MobileNetV3's sign rule at their own rate, six
+    modules, side norms at momentum 0.9."""
+    return _export_v3_small(
+        tmp_path_factory.mktemp("v3_sign"),
+        # Below the side's rate, so that a device running the shifts at the
+        # side's rate would end with other weights than Keras.
+        shift_learning_rate=LEARNING_RATE / 10,
+        backbone_shifts="sign",
+        num_modules=6,
+        side_norm_momentum=0.9,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -170,11 +194,14 @@ def test_sidecar_describes_the_model(v3_small):
     assert "repnet_module_0_norm_moving_mean" in sidecar["weights"]
 
 
-def test_training_matches_keras_under_the_models_recipe(v3_small):
+@pytest.mark.parametrize("fixture", ["v3_small", "v3_small_sign_shifts"])
+def test_training_matches_keras_under_the_models_recipe(fixture, request):
     """The exported `train` optimises the loss Keras optimises: 20 steps of
-    the model's recipe (Adam, label smoothing, cosine decay), in LiteRT (the
-    rate of each step passed in, as the trainers do) and in Keras compiled
-    by the recipe, from the same weights on the same batches."""
+    the model's recipe (Adam, label smoothing, cosine decay; the shifts at
+    their own rate where the recipe gives one), in LiteRT (the rate of each
+    step passed in, as the trainers do) and in Keras compiled by the
+    recipe, from the same weights on the same batches."""
+    v3_small = request.getfixturevalue(fixture)
     model = v3_small.model
     model.set_weights(v3_small.initial)
     steps = 20
@@ -203,6 +230,30 @@ def test_training_matches_keras_under_the_models_recipe(v3_small):
         model.reset_metrics()
         expected.append(float(model.train_on_batch(x, y)[0]))
     np.testing.assert_allclose(litert, expected, rtol=1e-3)
+    # Every trained variable ends where Keras' does, to a tenth of one
+    # Adam step at its rate (float noise, amplified by Adam, moves an
+    # element of the side norms that see 1x1 feature maps by up to half a
+    # step); a device training the shifts at the side's rate would move
+    # them ten times as far as Keras.
+    trained = runners.get_weights(unused=np.int32(0))
+    shift_steps = []
+    for variable in model.trainable_variables:
+        value = keras.ops.convert_to_numpy(variable)
+        is_shift = variable.path.endswith(layers.SHIFT_SUFFIX + "/bias")
+        rate = recipe.shift_learning_rate if is_shift else LEARNING_RATE
+        np.testing.assert_allclose(
+            trained[variable.path.replace("/", "_")],
+            value,
+            rtol=1e-2,
+            atol=rate / 10,
+            err_msg=variable.path,
+        )
+        if is_shift:
+            shift_steps.append(np.abs(value).max())
+    # The model with shifts trained them (more than one step's worth).
+    assert bool(shift_steps) == (recipe.shift_learning_rate is not None)
+    if shift_steps:
+        assert max(shift_steps) > recipe.shift_learning_rate
     # The first step's loss, before any update, is the recipe's smoothed
     # cross-entropy of the model's logits, computed here independently (a
     # new Rep-Net's side modules add zero, so training and inference mode
