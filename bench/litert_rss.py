@@ -3,8 +3,9 @@
     python bench/litert_rss.py
     python bench/litert_rss.py --image_sizes=128,224 --rounds=1
 
-Exports Rep-Net (MobileNetV2 with the ImageNet weights, MobileNetV3Small)
-at batch 8 as a float file and with an int8 backbone, and runs each file in
+Exports Rep-Net (MobileNetV2 with the ImageNet weights, MobileNetV3Small
+with its defaults and with the options docs/results.md gives it) at batch 8
+as a float file and with an int8 backbone, and runs each file in
 a fresh process that imports only LiteRT (bench/litert_worker.py
 `--stages`, 2 threads), with XNNPACK and with LiteRT's builtin kernels
 alone. It records the RSS the interpreter holds once built, after one
@@ -30,7 +31,15 @@ _IMAGE_SIZES = flags.DEFINE_list("image_sizes", ["128"], "Input sides.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per train step.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Worker runs per file, interleaved.")
 _THREADS = 2
-BACKBONES = ("MobileNetV2", "MobileNetV3Small")
+# Name -> (backbone, `keras_repnet.build` options).
+MODELS = {
+    "MobileNetV2": ("MobileNetV2", {}),
+    "MobileNetV3Small": ("MobileNetV3Small", {}),
+    "MobileNetV3Small, sign shifts, 6 modules": (
+        "MobileNetV3Small",
+        {"backbone_shifts": "sign", "num_modules": 6, "side_norm_momentum": 0.9},
+    ),
+}
 # Weights -> `export_tflite` options.
 WEIGHTS = {"float": {}, "int8": {"quantize_backbone": True}}
 STAGES = ("built_rss_mib", "infer_rss_mib", "train_rss_mib", "peak_rss_mib")
@@ -43,12 +52,12 @@ def main(_):
     with tempfile.TemporaryDirectory() as folder:
         paths = {}
         for size in [int(s) for s in _IMAGE_SIZES.value]:
-            for backbone in BACKBONES:
-                model = bench_model(backbone, size)
+            for name, (backbone, build_options) in MODELS.items():
+                model = bench_model(backbone, size, **build_options)
                 for weights, options in WEIGHTS.items():
                     path = os.path.join(folder, f"{len(paths)}.tflite")
                     export.export_tflite(model, path, batch_size=batch, **options)
-                    paths[(backbone, size, weights)] = path
+                    paths[(name, size, weights)] = path
         runs = [(key, xnnpack) for key in paths for xnnpack in (True, False)]
         measured = {run: [] for run in runs}
         for _ in range(_ROUNDS.value):
@@ -58,14 +67,14 @@ def main(_):
                 )
     rows = []
     for key, xnnpack in runs:
-        backbone, size, weights = key
+        name, size, weights = key
         held = {
             stage: statistics.median(m[stage] for m in measured[(key, xnnpack)])
             for stage in STAGES
         }
         rows.append(
             {
-                "backbone": backbone,
+                "model": name,
                 "px": size,
                 "weights": weights,
                 "XNNPACK": "yes" if xnnpack else "no",
