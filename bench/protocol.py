@@ -64,7 +64,9 @@ PLAN = {
     ("MobileNetV3Small", 128): (
         "core", "baselines", "repnet-options", "ft-full", "seeds"
     ),
-    ("MobileNetV2", 128): ("core", "baselines", "ft-full", "seeds"),
+    ("MobileNetV2", 128): (
+        "core", "baselines", "repnet-options", "ft-full", "seeds"
+    ),
     ("MobileNetV3Small", 224): ("core", "baselines", "seeds"),
     ("MobileNetV2", 224): ("core", "baselines", "seeds"),
 }
