@@ -110,6 +110,7 @@ POINT_OPTIONS = {
 # runs.
 SEEDED_OPTIONS = {
     ("MobileNetV3Small", 128): ("modules6-side-bn0.9-shifts-sign-shift0.001",),
+    ("MobileNetV2", 128): ("modules6",),
 }
 REPNET_OPTION_RATES = {
     "head0.01": (3e-2, 1e-2),
