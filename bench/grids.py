@@ -117,6 +117,15 @@ REPNET_OPTION_RATES = {
     "shifts-masks-lr0.01": (1e-2, 1e-3),
     "shifts-masks-lr0.003": (3e-3, 1e-3),
 }
+# Rates one step beyond each end of a grid, (below, above): where the grid's
+# pick at a point is its lowest or highest rate, the core stage runs the
+# next one out, so that every pick is bracketed (repnet's side rate picked
+# 3e-3, its lowest, on CIFAR-10 and flowers with MobileNetV2, and 1e-1, its
+# highest, on flowers with MobileNetV3Small).
+EDGE_RATES = {
+    "repnet": ((1e-3, 1e-3), (3e-1, 3e-2)),
+    "ft-last": ((3e-4, 3e-4), (1e-1, 1e-1)),
+}
 # Variants of the methods whose batch norms train, each with its own grid
 # of rates (side, head), beside the method's own (`LEARNING_RATES`); the
 # picked run of all of them, on validation, is the method's row. Keras'

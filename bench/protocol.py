@@ -227,6 +227,29 @@ def picked_variant(results, set_name, backbone, method, image_size):
     return with_options(run.get("options")), run["tag"]
 
 
+def edge_rates(results, set_name, point, method):
+    """The rates one step beyond `method`'s grid (`grids.EDGE_RATES`) where
+    its finished grid at `point` picked its lowest or highest rate, or
+    `None` (the grid brackets its pick, or has not finished)."""
+    if method not in grids.EDGE_RATES:
+        return None
+    backbone, size = point
+    grid = grids.LEARNING_RATES[method]
+    finished = {
+        tuple(r["learning_rates"]): final_validation(r)
+        for r in protocol_runs(results)
+        if (r["set"], r["backbone"], r["method"], r["seed"], r["shots"])
+        == (set_name, backbone, method, 0, None)
+        and image_size_of(r) == size
+        and not r.get("tag")
+    }
+    if not all(tuple(rates) in finished for rates in grid):
+        return None
+    picked = max(grid, key=lambda rates: finished[tuple(rates)])
+    below, above = grids.EDGE_RATES[method]
+    return {grid[0]: below, grid[-1]: above}.get(picked)
+
+
 # === Stages ===
 
 
@@ -267,6 +290,9 @@ def stage_runs(stage, point, sets, results, set_size):
                     continue
                 for rates in grids.LEARNING_RATES[method]:
                     yield run(method, rates)
+                beyond = edge_rates(results, set_name, point, method)
+                if beyond:
+                    yield run(method, beyond)
                 for tag, (options, grid) in grids.VARIANTS.get(method, {}).items():
                     for rates in grid:
                         yield run(
