@@ -13,7 +13,8 @@ one resumes from its last epoch, so the protocol can be stopped and started
 again; with every run finished it only rewrites the report. The flags
 filter the plan.
 
-Stages: `core` (the grids of repnet and ft-last), `baselines` (tinytl,
+Stages: `core` (the grids of repnet and ft-last, and one rate beyond
+where a grid picked its edge), `baselines` (tinytl,
 mobiletl, bn-only), `ft-full` (full fine-tuning), `seeds` (seeds 1 and 2
 of repnet, ft-last, ft-full and tinytl at their picked rates), `long` (3x
 the epochs), `fewshot` (10 and 50 images per class), `batch8` (batch 8, as
