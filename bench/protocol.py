@@ -201,15 +201,21 @@ def protocol_runs(results):
     ]
 
 
-def best_run(results, set_name, backbone, method, image_size):
-    """The grid's run (seed 0) with the best final validation accuracy."""
-    candidates = [
+def grid_runs(results, set_name, backbone, method, image_size):
+    """The runs (seed 0) that compete for a method's pick at a point: its
+    grid, the rates beyond its edges and its variants."""
+    return [
         r
         for r in protocol_runs(results)
         if (r["set"], r["backbone"], r["method"], r["seed"], r["shots"])
         == (set_name, backbone, method, 0, None)
         and image_size_of(r) == image_size
     ]
+
+
+def best_run(results, set_name, backbone, method, image_size):
+    """The grid's run (seed 0) with the best final validation accuracy."""
+    candidates = grid_runs(results, set_name, backbone, method, image_size)
     return max(candidates, key=final_validation, default=None)
 
 
@@ -233,15 +239,11 @@ def edge_rates(results, set_name, point, method):
     `None` (the grid brackets its pick, or has not finished)."""
     if method not in grids.EDGE_RATES:
         return None
-    backbone, size = point
     grid = grids.LEARNING_RATES[method]
     finished = {
         tuple(r["learning_rates"]): final_validation(r)
-        for r in protocol_runs(results)
-        if (r["set"], r["backbone"], r["method"], r["seed"], r["shots"])
-        == (set_name, backbone, method, 0, None)
-        and image_size_of(r) == size
-        and not r.get("tag")
+        for r in grid_runs(results, set_name, *point, method)
+        if not r.get("tag")
     }
     if not all(tuple(rates) in finished for rates in grid):
         return None
