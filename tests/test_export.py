@@ -234,7 +234,8 @@ def test_training_matches_keras_under_the_models_recipe(fixture, request):
     # training them at the side's rate would move them ten times as far.
     # (Compared as a whole: float noise, amplified by Adam, can flip single
     # elements of the side norms that see 1x1 feature maps; the losses
-    # above cover those.)
+    # above cover those. The shifts' L2 gap has measured up to 12% of
+    # Keras' own movement under xdist; the wrong rate would be ~900%.)
     trained = runners.get_weights(unused=np.int32(0))
     shifts = [
         v for v in model.trainable_variables
@@ -249,7 +250,7 @@ def test_training_matches_keras_under_the_models_recipe(fixture, request):
             [trained[v.path.replace("/", "_")].ravel() for v in shifts]
         )
         assert np.abs(keras_shifts).max() > recipe.shift_learning_rate  # Trained.
-        assert np.linalg.norm(litert_shifts - keras_shifts) < 0.05 * np.linalg.norm(
+        assert np.linalg.norm(litert_shifts - keras_shifts) < 0.3 * np.linalg.norm(
             keras_shifts
         )
     # The first step's loss, before any update, is the recipe's smoothed
