@@ -239,15 +239,16 @@ def edge_rates(results, set_name, point, method):
     `None` (the grid brackets its pick, or has not finished)."""
     if method not in grids.EDGE_RATES:
         return None
+    backbone, size = point
     grid = grids.LEARNING_RATES[method]
     finished = {
         tuple(r["learning_rates"]): final_validation(r)
-        for r in grid_runs(results, set_name, *point, method)
+        for r in grid_runs(results, set_name, backbone, method, size)
         if not r.get("tag")
     }
-    if not all(tuple(rates) in finished for rates in grid):
+    if not all(rates in finished for rates in grid):
         return None
-    picked = max(grid, key=lambda rates: finished[tuple(rates)])
+    picked = max(grid, key=finished.get)
     below, above = grids.EDGE_RATES[method]
     return {grid[0]: below, grid[-1]: above}.get(picked)
 
