@@ -203,14 +203,28 @@ def protocol_runs(results):
 
 def grid_runs(results, set_name, backbone, method, image_size):
     """The runs (seed 0) that compete for a method's pick at a point: its
-    grid, the rates beyond its edges and its variants."""
-    return [
+    grid, the rates beyond its edges and its variants, each grid once every
+    one of its rates has run (a half-run grid would pick from the rates
+    that happened to finish first)."""
+    runs = [
         r
         for r in protocol_runs(results)
         if (r["set"], r["backbone"], r["method"], r["seed"], r["shots"])
         == (set_name, backbone, method, 0, None)
         and image_size_of(r) == image_size
     ]
+    return [r for r in runs if _grid_finished(runs, method, r.get("tag"))]
+
+
+def _grid_finished(runs, method, tag):
+    """Whether every rate of `method`'s grid (its variant `tag`'s, where
+    one is given) is among `runs`."""
+    if tag is None:
+        grid = grids.LEARNING_RATES.get(method, ())
+    else:
+        grid = grids.VARIANTS[method][tag][1]
+    done = {tuple(r["learning_rates"]) for r in runs if r.get("tag") == tag}
+    return all(tuple(rates) in done for rates in grid)
 
 
 def best_run(results, set_name, backbone, method, image_size):

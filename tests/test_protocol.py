@@ -1,5 +1,5 @@
 """The accuracy protocol's picks (`bench/protocol.py`): which rates a grid
-runs beyond its edges."""
+runs beyond its edges, and that a pick waits for its grid."""
 
 import pathlib
 import sys
@@ -16,17 +16,21 @@ import protocol  # noqa: E402
 POINT = ("MobileNetV2", 128)
 
 
-def grid_results(validation, method="repnet", set_name="cifar10"):
-    """Finished seed-0 runs of `method`'s grid at `POINT`, one per rate,
-    with the given final validation accuracies."""
+def grid_results(validation, method="repnet", set_name="cifar10", tag=None):
+    """Finished seed-0 runs of `method`'s grid (its variant `tag`'s) at
+    `POINT`, one per rate, with the given final validation accuracies."""
     backbone, size = POINT
+    options, grid = (None, grids.LEARNING_RATES[method])
+    if tag:
+        options, grid = grids.VARIANTS[method][tag]
     return [
         {
             "set": set_name, "backbone": backbone, "method": method,
             "learning_rates": list(rates), "seed": 0, "shots": None,
             "image_size": size, "validation_accuracy": [accuracy],
+            "options": options, "tag": tag,
         }
-        for rates, accuracy in zip(grids.LEARNING_RATES[method], validation)
+        for rates, accuracy in zip(grid, validation)
     ]
 
 
@@ -61,3 +65,32 @@ def test_core_stage_runs_the_rate_beyond_the_edge():
     assert rates["ft-last"] == [
         *grids.LEARNING_RATES["ft-last"], grids.EDGE_RATES["ft-last"][1]
     ]
+
+
+def picked(results, method):
+    """`(rates, tag)` of `method`'s pick on CIFAR-10 at `POINT`, or `None`."""
+    backbone, size = POINT
+    run = protocol.best_run(results, "cifar10", backbone, method, size)
+    return None if run is None else (tuple(run["learning_rates"]), run["tag"])
+
+
+def test_a_half_run_grid_picks_nothing():
+    # TinyTL's first rate finished alone on CIFAR-10 at 128 px once; its
+    # pick (and the seeds and targets that follow it) must wait.
+    grid = grids.LEARNING_RATES["tinytl"]
+    assert picked(grid_results((0.74,), method="tinytl"), "tinytl") is None
+    results = grid_results((0.74, 0.70), method="tinytl")
+    assert picked(results, "tinytl") == (grid[0], None)
+
+
+def test_a_variant_competes_once_its_grid_has_run():
+    recipe = grid_results((0.58, 0.60, 0.55), method="ft-full")
+    bn09 = grid_results((0.66, 0.65, 0.64, 0.63), method="ft-full", tag="bn0.9")
+    grid = grids.VARIANTS["ft-full"]["bn0.9"][1]
+    # Three of bn0.9's four rates: the recipe's grid picks.
+    assert picked(recipe + bn09[:3], "ft-full") == (
+        grids.LEARNING_RATES["ft-full"][1], None
+    )
+    assert picked(recipe + bn09, "ft-full") == (grid[0], "bn0.9")
+    # A finished variant competes without the recipe's grid.
+    assert picked(bn09, "ft-full") == (grid[0], "bn0.9")
