@@ -255,12 +255,13 @@ def edge_rates(results, set_name, point, method):
         return None
     backbone, size = point
     grid = grids.LEARNING_RATES[method]
+    # `grid_runs` holds the grid's runs only once all of them have run.
     finished = {
         tuple(r["learning_rates"]): final_validation(r)
         for r in grid_runs(results, set_name, backbone, method, size)
         if not r.get("tag")
     }
-    if not all(rates in finished for rates in grid):
+    if not finished:
         return None
     picked = max(grid, key=finished.get)
     below, above = grids.EDGE_RATES[method]
