@@ -120,7 +120,8 @@ def test_resize_bilinear_rule(size, half_pixel_centers):
 
 def test_lean_relu_rules_keep_no_float_output():
     """In a traced step, the backward pass has no ReluGrad/Relu6Grad and no
-    cast of a mask: ReLUs are differentiated by selecting with bool masks."""
+    cast of a mask to float: ReLUs are differentiated by selecting with
+    masks unpacked from bits."""
     x = tf.constant(random(2, 8, 8, 3) * 4)
     w = tf.Variable(random(1, 1, 3, 4))
 
@@ -146,8 +147,11 @@ def test_lean_relu_rules_keep_no_float_output():
     assert gradients.counts() == {"Relu": 1, "Relu6": 1}
     np.testing.assert_array_equal(actual, expected)
     types = op_types(lean_fn, x)
-    assert not types & {"ReluGrad", "Relu6Grad", "Cast"}
-    assert "SelectV2" in types
+    assert not types & {"ReluGrad", "Relu6Grad"}
+    assert {"SelectV2", "BitwiseAnd"} <= types
+    graph = lean_fn.get_concrete_function(x).graph
+    casts = {op.get_attr("DstT") for op in graph.get_operations() if op.type == "Cast"}
+    assert casts <= {tf.uint8, tf.uint64}  # Masks to bits, never to float.
     assert {"ReluGrad", "Relu6Grad"} <= op_types(plain_fn, x)
 
 

@@ -131,7 +131,8 @@ def _tensorflow_kept_bytes(model, batch_size):
     optimised (grappler) training graph read: the ground truth of `ours`.
 
     Backward ops are those that depend on the loss gradient, i.e. on the
-    softmax cross-entropy op; tensors without a batch axis are weights.
+    softmax cross-entropy op; tensors without a batch axis are weights,
+    but for the masks' bits (uint8, `keras_repnet.backward.bits`).
     Relies on TensorFlow's private grappler binding (pinned TF version).
     """
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -154,7 +155,7 @@ def _tensorflow_kept_bytes(model, batch_size):
         for t in op.outputs
         if t.shape.is_fully_defined()
         and t.shape.rank
-        and t.shape[0] == batch_size
+        and (t.shape[0] == batch_size or t.dtype == tf.uint8)
     }
     graph_def = meta_graph.create_meta_graph_def(graph=function.graph)
     graph_def.collection_def["train_op"].node_list.value.extend(
@@ -192,19 +193,21 @@ def _tensorflow_kept_bytes(model, batch_size):
 
 
 @pytest.mark.parametrize(
-    "backbone, lean, mask",
+    "backbone, lean, options",
     [
-        ("MobileNetV2", True, None),
-        ("MobileNetV3Small", True, None),
-        ("MobileNetV3Small", False, None),
+        ("MobileNetV2", True, {}),
+        ("MobileNetV3Small", True, {}),
+        ("MobileNetV3Small", False, {}),
         # The masks' gradients read every masked convolution's input.
-        ("MobileNetV2", True, "kernel"),
+        ("MobileNetV2", True, {"backbone_mask": "kernel"}),
+        # The sign rule's bits, and the squeeze-excite products' operands.
+        ("MobileNetV3Small", True, {"backbone_shifts": "sign"}),
     ],
 )
-def test_ours_keeps_what_tensorflow_keeps(backbone, lean, mask):
+def test_ours_keeps_what_tensorflow_keeps(backbone, lean, options):
     model = keras_repnet.build(
         backbone, 3, input_shape=(32, 32, 3), weights=None, connect="dual",
-        backbone_mask=mask,
+        **options,
     )
     model.lean_backward = lean
     ours = memory.profile(model, 2).ours.stored_bytes

@@ -13,13 +13,15 @@ functions while a `with` block runs:
   side-module recomputation; what they save, measured, is in
   `docs/design.md`):
   - `Relu`, `Relu6` (also inside hard-swish): `tf.where(mask, grad, 0)` on a
-    bool mask of the output instead of `ReluGrad(grad, output)`, which keeps
-    the float output of every frozen ReLU alive. Never a float mask: a cast
-    does not depend on `grad`, so it runs in the forward pass and the float
-    copy is kept after all. The mask is computed before the output's
-    forward consumers run (control edges, `_forward`): as a side branch the
-    executor may postpone it to the backward pass, keeping the float alive
-    (with one inter-op thread it always does).
+    mask of the output instead of `ReluGrad(grad, output)`, which keeps
+    the float output of every frozen ReLU alive. The mask is kept as bits,
+    eight elements a byte (`bits.py`), and unpacked to a bool tensor only
+    once the gradient exists. Never a float mask: a cast does not depend
+    on `grad`, so it runs in the forward pass and the float copy is kept
+    after all. The mask is computed before the output's forward consumers
+    run (control edges, `ops.forward`): as a side branch the executor may
+    postpone it to the backward pass, keeping the float alive (with one
+    inter-op thread it always does).
   - `DepthwiseConv2dNative` after a zero `Pad` and `Pad`: the input gradient
     of the unpadded tensor in one op, not the padded gradient and its slice
     (two large tensors at MobileNetV2's step peak).
@@ -43,7 +45,8 @@ rule declares what it keeps for the backward pass (`Keeps`, `keeps_of()`):
 
 Layout: `lean.py` and `builtin.py` hold the rules, `keeps.py` the
 declarations' vocabulary and TensorFlow's own, `overrides.py` the swapping,
-the counts and `recompute()`, `ops.py` helpers that read TensorFlow ops.
+the counts and `recompute()`, `bits.py` masks kept as bits, `ops.py`
+helpers that read TensorFlow ops.
 
 Example:
 
@@ -62,6 +65,7 @@ from keras_repnet.backward.keeps import Keeps
 from keras_repnet.backward.keeps import TENSORFLOW_KEEPS
 from keras_repnet.backward.overrides import BUILTIN_RULES
 from keras_repnet.backward.overrides import LEAN_RULES
+from keras_repnet.backward.overrides import builtins_only
 from keras_repnet.backward.overrides import counts
 from keras_repnet.backward.overrides import is_active
 from keras_repnet.backward.overrides import keeps_of
@@ -74,6 +78,7 @@ __all__ = [
     "LEAN_RULES",
     "TENSORFLOW_KEEPS",
     "Keeps",
+    "builtins_only",
     "conv2d_filter_grad",
     "counts",
     "depthwise_filter_grad",

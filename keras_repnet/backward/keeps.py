@@ -18,10 +18,11 @@ class Keeps:
 
     Attributes:
         tensors: tuple of str. Tensors kept as they are (fp32).
-        masks: tuple of str. Tensors of which a bool mask is kept (one byte
-            an element) instead.
-        mask_temporaries: int. Bool tensors alive only while the masks are
-            made (e.g. `0 < y` and `y < 6` before their `and`).
+        masks: tuple of str. Tensors of which a mask is kept instead, as
+            bits (`keras_repnet.backward.bits`: eight elements a byte).
+        mask_temporaries: int. Tensors of a byte an element alive only
+            while the masks are made and packed (e.g. `0 < y` and `y < 6`
+            before their `and`, and the mask as uint8).
         recomputed: tuple of str. Tensors made again in the backward pass,
             alive only from the op's backward on.
         no_gradient: tuple of str. Operands whose producing ops get no

@@ -9,6 +9,7 @@ for the measurements.
 import numpy as np
 import tensorflow as tf
 
+from keras_repnet.backward import bits
 from keras_repnet.backward import ops
 from keras_repnet.backward.keeps import Keeps
 from keras_repnet.backward.keeps import keeps
@@ -24,26 +25,17 @@ def fuses_padding(padding, channels_last: bool) -> bool:
     return padding.upper() == "VALID" and channels_last
 
 
-@keeps(Keeps(masks=("output",)))
+@keeps(Keeps(masks=("output",), mask_temporaries=2))
 def _relu_grad(op, grad):
-    """`ReluGrad` without the float output: a bool mask, selected."""
-    mask = ops.forward(op.outputs[0], lambda y: y > 0)
-    return _select(mask, grad)
+    """`ReluGrad` without the float output: the bits of `y > 0`."""
+    return bits.where(bits.keep(op.outputs[0], lambda y: y > 0), grad)
 
 
-@keeps(Keeps(masks=("output",), mask_temporaries=1))
+@keeps(Keeps(masks=("output",), mask_temporaries=3))
 def _relu6_grad(op, grad):
-    """`Relu6Grad` (also hard-swish's) from a bool mask of `0 < y < 6`."""
-    mask = ops.forward(
-        op.outputs[0], lambda y: tf.logical_and(y > 0, y < 6)
-    )
-    return _select(mask, grad)
-
-
-def _select(mask, grad):
-    # `tf.where` reads the bool mask directly; multiplying by a float copy of
-    # it would keep a float tensor per ReLU alive (see the module docstring).
-    return tf.where(mask, grad, tf.zeros((), grad.dtype))
+    """`Relu6Grad` (also hard-swish's) from the bits of `0 < y < 6`."""
+    mask_of = lambda y: tf.logical_and(y > 0, y < 6)  # noqa: E731
+    return bits.where(bits.keep(op.outputs[0], mask_of), grad)
 
 
 @keeps(Keeps(tensors=("x",), recomputed=("gate",), no_gradient=("gate",)))

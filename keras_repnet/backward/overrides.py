@@ -137,6 +137,13 @@ def keeps_of(op_type: str, lean: bool) -> Keeps:
     return TENSORFLOW_KEEPS.get(op_type, Keeps())
 
 
+def builtins_only() -> bool:
+    """Whether an `override(builtins_only=True)` block is open: gradients
+    made now are for a TFLite export."""
+    with _lock:
+        return bool(_builtin_entries)
+
+
 def is_active(op_type: str = "Relu") -> bool:
     """Whether `op_type`'s gradient is currently overridden."""
     with _lock:

@@ -2,6 +2,9 @@
 
 import keras
 
+from keras_repnet import backward
+from keras_repnet.backward import bits
+
 
 @keras.saving.register_keras_serializable(package="keras_repnet")
 class RepNetModule(keras.layers.Layer):
@@ -265,15 +268,20 @@ class SignGradient(keras.layers.Layer):
     def call(self, inputs):
         @keras.ops.custom_gradient
         def forward(x):
-            positive = x > 0
+            y = self.activation(x)
+            if backward.builtins_only():  # TFLite has no bitwise AND.
+                positive = x > 0
+                select = lambda dy: keras.ops.where(  # noqa: E731
+                    positive, dy, keras.ops.zeros_like(dy)
+                )
+            else:
+                kept = bits.keep(x, lambda x: x > 0)
+                select = lambda dy: bits.where(kept, dy)  # noqa: E731
 
             def grad(*args, upstream=None):
-                upstream = args[0] if upstream is None else upstream
-                return keras.ops.where(
-                    positive, upstream, keras.ops.zeros_like(upstream)
-                )
+                return select(args[0] if upstream is None else upstream)
 
-            return self.activation(x), grad
+            return y, grad
 
         return forward(inputs)
 

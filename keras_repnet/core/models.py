@@ -56,7 +56,7 @@ class RepNetModel(keras.Model):
 
     - `train_step` builds its gradients inside
       `keras_repnet.backward.override()`: the frozen backbone's ReLUs keep
-      bool masks instead of float activations, hard-swish keeps only its
+      masks (as bits) instead of float activations, hard-swish keeps only its
       input, MobileNet's padded depthwise convolutions need no padded copy
       of their gradient.
     - Calls with `training=True` run the side modules (`RepNetModule`)

@@ -73,7 +73,7 @@ def kept(graph, flow, index, rules):
     (`"ideal"`, `"tf"` or `"lean"`), as `{item: bytes per example}`.
 
     An item is `(form, what)`: `("fp32", key)` is the tensor itself,
-    `("bit", key)` and `("bool", key)` are masks of it, `("extra", (index,
+    `("bit", key)` is a mask of it, `("extra", (index,
     name))` an intermediate tensor the node keeps, `("again", (index,
     name))` one made again in the backward pass and `("temp", (index, n))`
     one it holds only while it runs.
@@ -103,8 +103,8 @@ def kept(graph, flow, index, rules):
     elements = graph.nbytes(source, 1) // graph.itemsize[source]
     mask = {("bit", source): math.ceil(elements / 8)}
     if node.kind == "activation" and node.detail == SIGN:
-        # `SignGradient`: the mask `x > 0`, a bool tensor in TensorFlow.
-        kept.update(mask if rules == "ideal" else {("bool", source): elements})
+        # `SignGradient`: the bits of `x > 0` (`keras_repnet.backward.bits`).
+        kept.update(mask)
     elif rules != "ideal" and node.kind == "activation":
         ops = _ACTIVATION_OPS.get(node.detail)
         if ops is None:
@@ -152,7 +152,7 @@ def _op_kept(graph, node, index, declared, names, position):
     for name in declared.tensors:
         kept[item("extra", name)] = nbytes
     for name in declared.masks:
-        kept[item("bool", name)] = booleans
+        kept[item("bit", name)] = math.ceil(booleans / 8)
     for n in range(declared.mask_temporaries):
         kept[("temp", (index, position, n))] = booleans
     for name in declared.recomputed:

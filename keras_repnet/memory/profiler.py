@@ -15,7 +15,7 @@ two rule sets:
   reads the fp32 ReLU6 output; a batch norm in training mode keeps its
   input). For a model that trains with keras-repnet's lean backward
   (`RepNetModel`), the lean rules' own declarations
-  (`keras_repnet.backward.keeps_of`: e.g. a bool mask per ReLU, no padded
+  (`keras_repnet.backward.keeps_of`: e.g. a mask per ReLU kept as bits, no padded
   gradient before a depthwise convolution) and `RepNetModel`'s
   recomputation policy (`keras_repnet.core.models.recomputed`: the side
   modules run again in the backward pass). Its peak follows the lifetime
