@@ -87,6 +87,12 @@ REPNET_OPTIONS = {
         "num_modules": 6, "side_norm_momentum": 0.9, "backbone_shifts": "sign",
         "shift_learning_rate": 1e-3,
     },
+    # The same with the squeeze-excite gates' gradients read from an int8
+    # copy of the feature they scale (`backbone_shifts="sign-int8"`).
+    "modules6-side-bn0.9-shifts-sign-int8-shift0.001": {
+        "num_modules": 6, "side_norm_momentum": 0.9,
+        "backbone_shifts": "sign-int8", "shift_learning_rate": 1e-3,
+    },
     # The head at the rate ft-last and TinyTL picked on MobileNetV3Small.
     "head0.01": {},
     # Six modules with the shifts at their own rate: the two options that

@@ -162,7 +162,8 @@ BACKBONE_SHIFTS = flags.DEFINE_enum(
     ["on", "off", *SHIFT_MODES],
     "Train a shift after each frozen batch norm (Rep-Net methods): auto, on "
     "(exact backward), off, or an approximate backward that keeps less "
-    "(masks, sign, held-gates; see keras_repnet.build). Defaults to auto.",
+    "(masks, sign, held-gates, sign-int8; see keras_repnet.build). Defaults "
+    "to auto.",
 )
 SIDE_NORM_MOMENTUM = flags.DEFINE_float(
     "side_norm_momentum",

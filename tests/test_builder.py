@@ -146,11 +146,13 @@ def test_backbone_shifts_follow_the_cost_of_their_backward(
 
 
 @pytest.mark.parametrize(
-    "shifts, signed, held",
-    [(True, False, False), ("masks", True, True), ("sign", True, False),
-     ("held-gates", False, True)],
+    "shifts, signed, held, rounded",
+    [(True, False, False, False), ("masks", True, True, False),
+     ("sign", True, False, False), ("held-gates", False, True, False),
+     ("sign-int8", True, False, True)],
 )
-def test_approximate_shift_modes_place_their_layers(shifts, signed, held):
+def test_approximate_shift_modes_place_their_layers(shifts, signed, held, rounded):
+    from keras_repnet.core.layers import QuantizedGateProduct
     from keras_repnet.core.layers import SignGradient
     from keras_repnet.core.layers import StopGradient
 
@@ -164,6 +166,7 @@ def test_approximate_shift_modes_place_their_layers(shifts, signed, held):
     # MobileNetV3Small: hard-swish after 18 layers, 9 squeeze-excite gates.
     assert count(SignGradient) == (18 if signed else 0)
     assert count(StopGradient) == (9 if held else 0)
+    assert count(QuantizedGateProduct) == (9 if rounded else 0)
     assert count(keras_repnet.methods.ChannelBias) > 0
 
 

@@ -8,6 +8,7 @@ from keras_repnet import RepNetModule
 from keras_repnet import methods
 from keras_repnet.core import masks
 from keras_repnet.core.layers import ChannelBias
+from keras_repnet.core.layers import QuantizedGateProduct
 from keras_repnet.core.layers import SignGradient
 from keras_repnet.core.layers import StopGradient
 from keras_repnet.export import model as export_model
@@ -153,6 +154,10 @@ LAYER_CASES = {
     "StopGradient": (
         StopGradient, {}, _images((2, 1, 1, 3)), (2, 1, 1, 3), 0, 0,
     ),
+    "QuantizedGateProduct": (
+        QuantizedGateProduct, {},
+        [_images((2, 4, 4, 3)), _images((2, 1, 1, 3), 1)], (2, 4, 4, 3), 0, 0,
+    ),
     "InferenceMode": (
         methods.baseline_layers.InferenceMode,
         {"layer": keras.layers.BatchNormalization()}, _images((2, 4, 4, 3)),
@@ -232,3 +237,32 @@ def test_stop_gradient_holds_a_gate_constant():
         y = x * StopGradient()(gate)
     assert tape.gradient(y, gate) is None
     np.testing.assert_array_equal(tape.gradient(y, x), np.full((1, 2, 2, 3), 0.5))
+
+
+def test_quantized_gate_product_is_the_product_with_a_rounded_gate_gradient():
+    """Forward and `x`'s gradient: plain autodiff of `x * gate`, exactly.
+    The gate's: within the rounding bound, each product `dy * x` off by at
+    most half an int8 step of its channel's largest `|x|`."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2, 7, 7, 5)), tf.float32)
+    gate = tf.constant(rng.uniform(size=(2, 1, 1, 5)), tf.float32)
+    upstream = tf.constant(rng.normal(size=(2, 7, 7, 5)), tf.float32)
+
+    @tf.function  # Graph mode, as in a training step.
+    def gradients(product):
+        with tf.GradientTape() as tape:
+            tape.watch([x, gate])
+            y = product([x, gate])
+        return y, *tape.gradient(y, [x, gate], output_gradients=upstream)
+
+    y, dx, dgate = gradients(QuantizedGateProduct())
+    y_ref, dx_ref, dgate_ref = gradients(lambda inputs: inputs[0] * inputs[1])
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(dx, dx_ref)
+    step = np.max(np.abs(x), axis=(1, 2), keepdims=True) / 127
+    bound = np.sum(np.abs(upstream) * step / 2, axis=(1, 2), keepdims=True)
+    error = np.abs(dgate - dgate_ref)
+    assert np.all(error <= bound * (1 + 1e-5))
+    assert error.max() > 0  # It reads the rounded copy, not `x`.

@@ -200,8 +200,10 @@ def _tensorflow_kept_bytes(model, batch_size):
         ("MobileNetV3Small", False, {}),
         # The masks' gradients read every masked convolution's input.
         ("MobileNetV2", True, {"backbone_mask": "kernel"}),
-        # The sign rule's bits, and the squeeze-excite products' operands.
+        # The sign rule's bits, and the squeeze-excite products' operands
+        # (in int8, and their scales, with "sign-int8").
         ("MobileNetV3Small", True, {"backbone_shifts": "sign"}),
+        ("MobileNetV3Small", True, {"backbone_shifts": "sign-int8"}),
     ],
 )
 def test_ours_keeps_what_tensorflow_keeps(backbone, lean, options):

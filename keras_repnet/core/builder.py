@@ -11,6 +11,7 @@ from keras_repnet.core import masks
 from keras_repnet.core import taps as taps_lib
 from keras_repnet.core.layers import ActivationConnector
 from keras_repnet.core.layers import RepNetModule
+from keras_repnet.core.layers import QuantizedGateProduct
 from keras_repnet.core.layers import SignGradient
 from keras_repnet.core.layers import StopGradient
 from keras_repnet.core.layers import shift_after
@@ -19,11 +20,13 @@ from keras_repnet.core.recipe import Recipe
 
 CONNECT_MODES = ("up", "dual", "down", "none", "all")
 # `backbone_shifts` modes whose backward approximates the backbone's:
-# mode -> (activations by the sign rule, squeeze-excite gates held).
+# mode -> (activations by the sign rule, squeeze-excite gates: "exact",
+# "held" constant or their gradient from an "int8" copy of the feature).
 APPROXIMATE_SHIFTS = {
-    "masks": (True, True),
-    "sign": (True, False),
-    "held-gates": (False, True),
+    "masks": (True, "held"),
+    "sign": (True, "exact"),
+    "held-gates": (False, "held"),
+    "sign-int8": (True, "int8"),
 }
 # `backbone_shifts` beside True and False (see `build`).
 SHIFT_MODES = ("auto", *APPROXIMATE_SHIFTS)
@@ -125,12 +128,14 @@ def build(
             activations (`shifts_cost_masks_only`; e.g. MobileNetV2, ResNet,
             not MobileNetV3, whose hard-swish and squeeze-excite keep float
             activations). Elsewhere `True` trains them with the exact
-            backward, and three modes approximate it to keep less:
+            backward, and four modes approximate it to keep less:
             `"masks"` (the other activations pass the gradient by the
             sign of their input, `SignGradient`, as MobileTL does, and
             squeeze-excite gates are held constant, `StopGradient`),
-            `"sign"` (the sign rule only) and `"held-gates"` (held gates
-            only). Defaults to `"auto"`.
+            `"sign"` (the sign rule only), `"held-gates"` (held gates
+            only) and `"sign-int8"` (the sign rule, and the gates'
+            gradients read an int8 copy of the feature they scale,
+            `QuantizedGateProduct`). Defaults to `"auto"`.
         backbone_mask: str. Learn a binary mask on the frozen backbone's
             `Conv2D`, `DepthwiseConv2D` and `Dense` weights (the paper's
             Table 4, with Piggyback/KSM masks; `keras_repnet.core.masks`),
@@ -322,12 +327,13 @@ def _resolve_taps(frozen, taps, connect, num_modules):
     return [t for t in candidates if t.layer_name in names]
 
 
-def _approximate_backward(layer, args, kwargs, sign_activations, hold_gates):
+def _approximate_backward(layer, args, kwargs, sign_activations, gates):
     """Calls a backbone layer so that its backward pass keeps less: with
     `sign_activations`, an activation whose exact gradient reads its float
-    input gets the sign rule (`SignGradient`); with `hold_gates`, a
-    squeeze-excite product `x * gate` holds the per-channel gate constant
-    (`StopGradient`). Both: masks only."""
+    input gets the sign rule (`SignGradient`); a squeeze-excite product
+    `x * gate` holds the per-channel gate constant with `gates="held"`
+    (`StopGradient`; with the sign rule: masks only) and keeps `x` in int8
+    for the gate's gradient with `gates="int8"` (`QuantizedGateProduct`)."""
     if sign_activations and isinstance(layer, keras.layers.Activation) and (
         flat_graph.activation_name(layer.activation)
         not in (None, "linear", *flat_graph.PIECEWISE_LINEAR)
@@ -336,7 +342,7 @@ def _approximate_backward(layer, args, kwargs, sign_activations, hold_gates):
             *args, **kwargs
         )
     if (
-        hold_gates
+        gates != "exact"
         and isinstance(layer, keras.layers.Multiply)
         and len(args[0]) == 2
     ):
@@ -344,6 +350,11 @@ def _approximate_backward(layer, args, kwargs, sign_activations, hold_gates):
         is_gate = [t.shape[1:3] == (1, 1) for t in (first, second)]
         if is_gate.count(True) == 1:
             index = is_gate.index(True)
+            if gates == "int8":
+                x, gate = args[0][1 - index], args[0][index]
+                return QuantizedGateProduct(name=f"{layer.name}_int8_gate")(
+                    [x, gate]
+                )
             held = StopGradient(name=f"{layer.name}_held_gate")(args[0][index])
             inputs = [first, held] if index == 1 else [held, second]
             return layer(inputs, *args[1:], **kwargs)

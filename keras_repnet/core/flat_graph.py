@@ -16,13 +16,16 @@ import numpy as np
 
 from keras_repnet.core import graph as graph_lib
 from keras_repnet.core import models
+from keras_repnet.core.layers import QuantizedGateProduct
 from keras_repnet.core.layers import SignGradient
 from keras_repnet.core.layers import StopGradient
 from keras_repnet.core.plan import count_params
 
 PIECEWISE_LINEAR = ("relu", "relu6", "leaky_relu")
-# The detail of a `SignGradient` activation: its backward keeps a bool mask.
+# The detail of a `SignGradient` activation: its backward keeps a mask.
 SIGN = "sign"
+# The detail of a `QuantizedGateProduct`: its backward keeps `x` in int8.
+INT8 = "int8"
 _NAME_ALIASES = {"swish": "silu", "hard_swish": "hard_silu"}
 
 # Elementwise operations that keep nothing for their gradient.
@@ -241,6 +244,8 @@ def _classify(operation, num_inputs):
         return "activation", SIGN
     if isinstance(operation, StopGradient):
         return "stop", None
+    if isinstance(operation, QuantizedGateProduct):
+        return "multiply", INT8
     if isinstance(operation, keras.layers.Activation):
         return "activation", activation_name(operation.activation)
     if isinstance(operation, keras.layers.Softmax):

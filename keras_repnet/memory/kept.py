@@ -11,6 +11,7 @@ import math
 
 from keras_repnet import backward
 from keras_repnet.backward import lean as lean_rules
+from keras_repnet.core.flat_graph import INT8
 from keras_repnet.core.flat_graph import PIECEWISE_LINEAR
 from keras_repnet.core.flat_graph import SIGN
 
@@ -73,10 +74,10 @@ def kept(graph, flow, index, rules):
     (`"ideal"`, `"tf"` or `"lean"`), as `{item: bytes per example}`.
 
     An item is `(form, what)`: `("fp32", key)` is the tensor itself,
-    `("bit", key)` is a mask of it, `("extra", (index,
-    name))` an intermediate tensor the node keeps, `("again", (index,
-    name))` one made again in the backward pass and `("temp", (index, n))`
-    one it holds only while it runs.
+    `("bit", key)` a mask of it, `("int8", key)` a copy of it in int8,
+    `("extra", (index, name))` an intermediate tensor the node keeps,
+    `("again", (index, name))` one made again in the backward pass and
+    `("temp", (index, n))` one it holds only while it runs.
     """
     node = graph.nodes[index]
     if not flow.runs[index]:
@@ -96,7 +97,13 @@ def kept(graph, flow, index, rules):
         kept.update(whole(source))
     if node.kind == "multiply":
         for position, key in enumerate(node.inputs):
-            if any(g for p, g in enumerate(grad_in) if p != position):
+            if not any(g for p, g in enumerate(grad_in) if p != position):
+                continue
+            if node.detail == INT8 and position == 0:
+                # `QuantizedGateProduct`: `x` in int8, and its scales.
+                kept[("int8", key)] = graph.nbytes(key, 1) // graph.itemsize[key]
+                kept[("extra", (index, "scale"))] = graph.nbytes(node.inputs[1], 1)
+            else:
                 kept.update(whole(key))
     if not any(grad_in):
         return kept
