@@ -265,6 +265,8 @@ def test_measure_runs_in_a_fresh_process():
             ["repnet", memory.INFERENCE],
         )
     assert training.peak_bytes > floor.peak_bytes > 0
+    low, high = training.peak_bytes_range
+    assert low <= training.peak_bytes <= high  # The median of the steps.
     assert training.step_seconds > 0
     assert training.lean_backward
     assert training.profile["trainable_params"] > 0
