@@ -115,7 +115,10 @@ POINT_OPTIONS = {
 # Options run with every seed of `SEEDS` at a point, as the methods' picked
 # runs.
 SEEDED_OPTIONS = {
-    ("MobileNetV3Small", 128): ("modules6-side-bn0.9-shifts-sign-shift0.001",),
+    ("MobileNetV3Small", 128): (
+        "modules6-side-bn0.9-shifts-sign-shift0.001",
+        "modules6-side-bn0.9-shifts-sign-int8-shift0.001",
+    ),
     ("MobileNetV2", 128): ("modules6",),
 }
 REPNET_OPTION_RATES = {
