@@ -290,7 +290,8 @@ def _relu_grad(op, grad):
     """Relu: `grad` times a mask of `y > 0`, kept in int8.
 
     `min(ceil(y), 1)` is that mask exactly for every `y >= 0`. Compared with
-    the lean rule's bool mask and `SELECT_V2`, every op of it runs in
+    a bool mask and `SELECT_V2` (TFLite has no bitwise AND to unpack the
+    lean rule's bits), every op of it runs in
     XNNPACK once exported: builtin comparisons and selects are LiteRT
     reference kernels on one thread, and each one splits XNNPACK's
     partition, which turns the reshapes at its edges into copies.

@@ -244,7 +244,7 @@ class ChannelBias(AddedWeight):
 
 @keras.saving.register_keras_serializable(package="keras_repnet")
 class SignGradient(keras.layers.Layer):
-    """An activation whose backward pass keeps only a bool mask.
+    """An activation whose backward pass keeps only a mask, as bits.
 
     The forward pass is `activation(x)`, exactly; the gradient reaches `x`
     as `dy * (x > 0)`, MobileTL's sign approximation of the derivative of
