@@ -47,6 +47,7 @@ COLUMNS = [
     "backbone",
     "configuration",
     "measured MB",
+    "range MB",
     "ideal MB",
     "ours MB",
     "ours / measured",
@@ -114,7 +115,8 @@ def main(_):
             "batch_size": _BATCH_SIZE.value,
             "steps": _STEPS.value,
             "weights": None,
-            "method": "peak RSS of one step in a fresh process "
+            "method": "peak RSS of a step in a fresh process, median of "
+            f"{memory.measurement.PEAK_STEPS} steps "
             "(TF_ENABLE_ONEDNN_OPTS=0, MALLOC_MMAP_THRESHOLD_=65536)",
         },
     )
