@@ -20,10 +20,10 @@ import tensorflow as tf
 from keras_repnet.backward import ops
 
 # Eight mask bytes (0 or 1) read as one little-endian uint64 `w`: byte k is
-# bit 8k. `w * _GATHER` puts bit k of the packed byte at bit 56 + k (every
-# other product lands below bit 56 or past bit 63), so the top byte is the
-# packed byte. `p * _SPREAD & _SELECT` is the inverse: bit k of `p` alone
-# in byte k. Three ops on an eighth of the elements, not eight passes.
+# bit 8k. `w * _GATHER` carries byte k to bit 56 + k (every other partial
+# product lands below bit 56 or past bit 63), so the top byte is the packed
+# byte. `p * _SPREAD & _SELECT` is the inverse: bit k of `p` alone in byte
+# k. Three ops on an eighth of the elements, not eight passes.
 _GATHER = 0x0102040810204080
 _SPREAD = 0x0101010101010101
 _SELECT = 0x8040201008040201

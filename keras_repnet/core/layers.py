@@ -330,8 +330,9 @@ class QuantizedGateProduct(keras.layers.Layer):
 
     >>> x = keras.ops.ones((1, 2, 2, 3))
     >>> gate = keras.ops.full((1, 1, 1, 3), 0.5)
-    >>> QuantizedGateProduct()([x, gate]).shape
-    (1, 2, 2, 3)
+    >>> y = QuantizedGateProduct()([x, gate])
+    >>> keras.ops.convert_to_numpy(y)[0, 0, 0].tolist()
+    [0.5, 0.5, 0.5]
     """
 
     def call(self, inputs):
