@@ -8,9 +8,10 @@ For each backbone, measures in a fresh process per configuration (see
 inference (the floor), last layer only, full fine-tuning and Rep-Net, the
 last two with plain autodiff and with keras-repnet's lean backward (and
 Rep-Net without its backbone shifts, `repnet-no-shifts`)
-(`keras_repnet.backward`: masks for ReLUs, kept as bits). Beside each measured
-peak (the median over 5 steps, `keras_repnet.memory.measurement.PEAK_STEPS`,
-and their range): the analytic `ideal` (TinyTL / Rep-Net accounting) and `ours` (what
+(`keras_repnet.backward`: masks for ReLUs, kept as bits). Beside each
+measured peak (the median over 5 steps,
+`keras_repnet.memory.measurement.PEAK_STEPS`, and their range): the
+analytic `ideal` (TinyTL / Rep-Net accounting) and `ours` (what
 TensorFlow keeps) step peaks of `keras_repnet.memory.profile`. MB are 10^6
 bytes above the memory held before the step (model, optimizer state,
 runtime). Prints a markdown table and writes bench/results/memory.{json,md}.

@@ -39,7 +39,9 @@ def test_unpack_takes_a_dynamic_shape_in_a_traced_function():
 
 def test_where_selects_the_gradient_where_the_kept_mask_holds():
     x = tf.constant(np.random.default_rng(2).normal(size=(2, 3, 5)), tf.float32)
-    grad = tf.constant(np.random.default_rng(3).normal(size=(2, 3, 5)), tf.float32)
+    grad = tf.constant(
+        np.random.default_rng(3).normal(size=(2, 3, 5)), tf.float32
+    )
     np.testing.assert_array_equal(
         bits.where(bits.keep(x, lambda x: x > 0), grad),
         np.where(x.numpy() > 0, grad.numpy(), 0.0),

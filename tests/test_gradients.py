@@ -150,7 +150,9 @@ def test_lean_relu_rules_keep_no_float_output():
     assert not types & {"ReluGrad", "Relu6Grad"}
     assert {"SelectV2", "BitwiseAnd"} <= types
     graph = lean_fn.get_concrete_function(x).graph
-    casts = {op.get_attr("DstT") for op in graph.get_operations() if op.type == "Cast"}
+    casts = {
+        op.get_attr("DstT") for op in graph.get_operations() if op.type == "Cast"
+    }
     assert casts <= {tf.uint8, tf.uint64}  # Masks to bits, never to float.
     assert {"ReluGrad", "Relu6Grad"} <= op_types(plain_fn, x)
 

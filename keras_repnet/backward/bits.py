@@ -48,7 +48,8 @@ def unpack(packed, shape):
     spread = tf.cast(packed, tf.uint64) * tf.constant(_SPREAD, tf.uint64)
     selected = tf.bitwise.bitwise_and(spread, tf.constant(_SELECT, tf.uint64))
     flat = tf.reshape(tf.bitcast(selected, tf.uint8) > 0, [-1])
-    if not tf.is_tensor(shape) and None not in shape and not math.prod(shape) % 8:
+    static = not tf.is_tensor(shape) and None not in shape
+    if static and not math.prod(shape) % 8:
         return tf.reshape(flat, shape)  # No padding to cut.
     return tf.reshape(flat[: tf.reduce_prod(shape)], shape)
 

@@ -10,8 +10,8 @@ from keras_repnet.core import heads
 from keras_repnet.core import masks
 from keras_repnet.core import taps as taps_lib
 from keras_repnet.core.layers import ActivationConnector
-from keras_repnet.core.layers import RepNetModule
 from keras_repnet.core.layers import QuantizedGateProduct
+from keras_repnet.core.layers import RepNetModule
 from keras_repnet.core.layers import SignGradient
 from keras_repnet.core.layers import StopGradient
 from keras_repnet.core.layers import shift_after

@@ -348,8 +348,10 @@ class QuantizedGateProduct(keras.layers.Layer):
 
             def grad(dy):
                 with tf.control_dependencies([dy]):  # In the backward pass.
-                    approximate = tf.cast(tf.identity(rounded), dy.dtype) * scale
-                gate_grad = tf.reduce_sum(dy * approximate, axis=(1, 2), keepdims=True)
+                    restored = tf.cast(tf.identity(rounded), dy.dtype) * scale
+                gate_grad = tf.reduce_sum(
+                    dy * restored, axis=(1, 2), keepdims=True
+                )
                 return dy * gate, gate_grad
 
             return x * gate, grad

@@ -101,8 +101,9 @@ def kept(graph, flow, index, rules):
                 continue
             if node.detail == INT8 and position == 0:
                 # `QuantizedGateProduct`: `x` in int8, and its scales.
+                gate = node.inputs[1]
                 kept[("int8", key)] = graph.nbytes(key, 1) // graph.itemsize[key]
-                kept[("extra", (index, "scale"))] = graph.nbytes(node.inputs[1], 1)
+                kept[("extra", (index, "scale"))] = graph.nbytes(gate, 1)
             else:
                 kept.update(whole(key))
     if not any(grad_in):
