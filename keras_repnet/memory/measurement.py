@@ -10,8 +10,8 @@ state and TensorFlow's own memory (with Python's garbage collector run
 before the step and off during it). The result is the median of
 `PEAK_STEPS` such steps: TensorFlow's executor runs independent ops in
 the order they become ready, so a step's peak moves from step to step by
-up to a few MB where the backward pass keeps masks (MobileNetV3Small with
-`backbone_shifts="sign"`, 224 px, batch 8: 20.5 to 24.6 MB over 18 steps).
+up to a few MB where the backward pass keeps masks (MobileNetV2's Rep-Net,
+224 px, batch 8: 82.8 to 87.1 MB over 5 steps, bench/results/memory.json).
 """
 
 import ctypes
