@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from helpers import run_layer_test
 
 from keras_repnet import ActivationConnector
@@ -77,6 +78,58 @@ def test_module_norms_average_their_statistics_at_its_momentum():
         atol=1e-6,
     )
     assert RepNetModule.from_config(module.get_config()).norm_momentum == 0.9
+
+
+def test_recomputed_module_matches_autodiff_and_keeps_its_pooled_input():
+    module = RepNetModule(filters=4, output_size=(4, 4), downscale=2)
+    inputs = tf.constant(
+        np.random.default_rng(0).normal(size=(2, 16, 16, 3)), "float32"
+    )
+    module(inputs)
+    for weight in module.trainable_weights:
+        weight.assign(np.random.default_rng(1).normal(size=weight.shape))
+    saved = [v.numpy() for v in module.non_trainable_weights]
+
+    def gradients(recompute):
+        for v, value in zip(module.non_trainable_weights, saved):
+            v.assign(value)
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = module(inputs, training=True, recompute=recompute)
+            loss = tf.reduce_sum(outputs**2)
+        return [outputs] + tape.gradient(
+            loss, [inputs, *module.trainable_weights]
+        )
+
+    for actual, expected in zip(gradients(True), gradients(False)):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+    # The backward pass runs the convolutions again from the pooled input
+    # (kept from the forward pass), not the pooling.
+    graph = tf.function(lambda: gradients(True)).get_concrete_function().graph
+    types = [op.type for op in graph.get_operations()]
+    assert types.count("Conv2D") == 4 and types.count("AvgPool") == 1
+
+
+@pytest.mark.parametrize(
+    "layer, summed_axes",
+    [(ChannelBias(), (0, 1, 2)), (methods.InputPerturbation(), (0,))],
+)
+def test_added_weight_gradients_are_sums_of_the_incoming_one(
+    layer, summed_axes
+):
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2, 4, 4, 3)), "float32")
+    dy = rng.normal(size=(2, 4, 4, 3)).astype("float32")
+    layer(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(y * dy)
+    dx, dweight = tape.gradient(loss, [x, layer.trainable_weights[0]])
+
+    np.testing.assert_allclose(y, x.numpy(), rtol=0)  # the weight starts at 0
+    np.testing.assert_allclose(dx, dy, rtol=0)
+    np.testing.assert_allclose(dweight, dy.sum(summed_axes), rtol=1e-5)
 
 
 def test_groups_fall_back_when_channels_do_not_divide():

@@ -186,11 +186,16 @@ class Graph:
     def _add_steps(self, layer, source, result, trainable_ids):
         """Lays out a layer that lists its operations (`layer.steps()`:
         sublayers and activation functions, in the order `call` runs them),
-        marked as one recomputed layer where `RepNetModel` recomputes it."""
+        its `recomputed_steps()` marked as one recomputed layer where
+        `RepNetModel` recomputes it."""
         steps = layer.steps()
+        recomputed = models.recomputed(layer)
+        again = layer.recomputed_steps() if recomputed else []
         shape = (1, *self.shapes[source])
-        current, first = source, len(self.nodes)
+        current, first = source, None
         for index, step in enumerate(steps):
+            if first is None and step is (again[0] if again else None):
+                first = len(self.nodes)
             is_layer = isinstance(step, keras.layers.Layer)
             if index == len(steps) - 1:
                 following = result
@@ -212,7 +217,7 @@ class Graph:
                     )
                 )
             current = following
-        if models.recomputed(layer):
+        if first is not None:
             for node in self.nodes[first:]:
                 node.module = first
 

@@ -136,10 +136,15 @@ class RepNetModule(keras.layers.Layer):
 
     def steps(self) -> list:
         """The module's operations in the order `call` runs them: its
-        sublayers, and `keras.activations.relu` between the two convolutions
-        (read by `keras_repnet.memory.profile` as well)."""
+        pooling, then `recomputed_steps()` (read by
+        `keras_repnet.memory.profile` as well)."""
+        return [self.pool] * (self.pool is not None) + self.recomputed_steps()
+
+    def recomputed_steps(self) -> list:
+        """The operations after the pooling, which `call(...,
+        recompute=True)` runs again in the backward pass: the sublayers, and
+        `keras.activations.relu` between the two convolutions."""
         steps = [
-            self.pool,
             self.conv,
             self.norm,
             keras.activations.relu,
@@ -149,9 +154,19 @@ class RepNetModule(keras.layers.Layer):
         ]
         return [step for step in steps if step is not None]
 
-    def call(self, inputs, training=None):
-        x = inputs
-        for step in self.steps():
+    def call(self, inputs, training=None, recompute=False):
+        """Runs the module. With `recompute` (`RepNetModel`'s lean training
+        calls), the forward pass keeps only the pooled input, a
+        `pool ** 2`-th of the input, and the backward pass runs the
+        convolutions again (`keras_repnet.backward.recompute`)."""
+        x = inputs if self.pool is None else self.pool(inputs)
+        convolve = self._convolve
+        if recompute:
+            convolve = backward.recompute(convolve)
+        return convolve(x, training=training)
+
+    def _convolve(self, x, training=None):
+        for step in self.recomputed_steps():
             if isinstance(step, keras.layers.BatchNormalization):
                 x = step(x, training=training)
             else:
@@ -209,10 +224,27 @@ class AddedWeight(keras.layers.Layer):
 
     def call(self, inputs):
         weight = getattr(self, self.weight_name)
-        return inputs + keras.ops.cast(weight, inputs.dtype)
+        return _add_weight(inputs, keras.ops.cast(weight, inputs.dtype))
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@tf.custom_gradient
+def _add_weight(x, weight):
+    """`x + weight` (over `x`'s leading axes), whose gradient passes on to
+    `x` only once the weight's own, a sum of it, is computed. TensorFlow's
+    gradient of an addition makes the sum a side branch that nothing waits
+    for; an executor that postpones it (always, with one inter-op thread)
+    keeps the gradient of every shift alive until the backward pass ends."""
+
+    def gradient(dy):
+        axes = list(range(len(dy.shape) - len(weight.shape)))
+        dweight = tf.reduce_sum(dy, axes)
+        with tf.control_dependencies([dweight]):
+            return tf.identity(dy), dweight
+
+    return x + weight, gradient
 
 
 # A backbone shift is named after the batch norm it follows; its variable's

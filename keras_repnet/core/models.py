@@ -1,5 +1,6 @@
 """`RepNetModel`: the functional model `build()` returns."""
 
+import functools
 import threading
 
 import keras
@@ -15,8 +16,10 @@ _training_call = threading.local()  # per replica thread
 def recomputed(operation) -> bool:
     """Whether a lean training call of `RepNetModel` recomputes `operation`
     in the backward pass (`keras_repnet.backward.recompute`): the side
-    modules, cheap layers with large activations at the first taps. The
-    memory profiler reads this policy too."""
+    modules, cheap layers with large activations at the first taps, whose
+    convolutions run again from their pooled input
+    (`RepNetModule.recomputed_steps`). The memory profiler reads this policy
+    too."""
     return isinstance(operation, RepNetModule)
 
 
@@ -60,8 +63,8 @@ class RepNetModel(keras.Model):
       input, MobileNet's padded depthwise convolutions need no padded copy
       of their gradient.
     - Calls with `training=True` run the side modules (`RepNetModule`)
-      through `keras_repnet.backward.recompute()`: their activations, large
-      at the first taps, are recomputed in the backward pass.
+      with `recompute=True`: their activations, large at the first taps,
+      are recomputed in the backward pass from their pooled input.
 
     `docs/results.md` has what this saves, measured. The rules also matter
     for `connect="dual"` and for full fine-tuning.
@@ -161,7 +164,7 @@ class RepNetModel(keras.Model):
             def operation_fn(operation):
                 call = plain_fn(operation)
                 if recomputed(operation):
-                    return backward.recompute(call)
+                    return functools.partial(call, recompute=True)
                 return call
 
         return super()._run_through_graph(inputs, operation_fn, **kwargs)

@@ -255,7 +255,7 @@ def _tf_memory(graph, flow, batch_size, lean_backward):
     An elementwise op writes its result into an input's buffer when nothing
     else reads that input later (TensorFlow's buffer forwarding). With the
     lean rules, `RepNetModel` recomputes each side module in the backward
-    pass: the forward keeps only the module's input, and what the module's
+    pass: the forward keeps only the module's pooled input, and what its
     backward needs lives from the module's backward on.
     """
     rules = "lean" if lean_backward else "tf"
