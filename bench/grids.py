@@ -93,6 +93,24 @@ REPNET_OPTIONS = {
         "num_modules": 6, "side_norm_momentum": 0.9,
         "backbone_shifts": "sign-int8", "shift_learning_rate": 1e-3,
     },
+    # Its shift rate as a grid (`OPTION_GRIDS`): 3e-4 to 3e-2, repnet's
+    # picked side rate on MobileNetV3Small.
+    "modules6-side-bn0.9-shifts-sign-int8-shift0.0003": {
+        "num_modules": 6, "side_norm_momentum": 0.9,
+        "backbone_shifts": "sign-int8", "shift_learning_rate": 3e-4,
+    },
+    "modules6-side-bn0.9-shifts-sign-int8-shift0.003": {
+        "num_modules": 6, "side_norm_momentum": 0.9,
+        "backbone_shifts": "sign-int8", "shift_learning_rate": 3e-3,
+    },
+    "modules6-side-bn0.9-shifts-sign-int8-shift0.01": {
+        "num_modules": 6, "side_norm_momentum": 0.9,
+        "backbone_shifts": "sign-int8", "shift_learning_rate": 1e-2,
+    },
+    "modules6-side-bn0.9-shifts-sign-int8-shift0.03": {
+        "num_modules": 6, "side_norm_momentum": 0.9,
+        "backbone_shifts": "sign-int8", "shift_learning_rate": 3e-2,
+    },
     # The head at the rate ft-last and TinyTL picked on MobileNetV3Small.
     "head0.01": {},
     # Six modules with the shifts at their own rate: the two options that
@@ -112,12 +130,21 @@ POINT_OPTIONS = {
     ),
     ("MobileNetV2", 128): ("side-bn0.9", "modules6"),
 }
-# Options run with every seed of `SEEDS` at a point, as the methods' picked
-# runs.
+# Options that form a grid of one rate: the member picked on validation
+# (seed 0, once every member has run) stands for the grid, per set.
+OPTION_GRIDS = {
+    "modules6-side-bn0.9-shifts-sign-int8": tuple(
+        f"modules6-side-bn0.9-shifts-sign-int8-shift{rate}"
+        for rate in ("0.0003", "0.001", "0.003", "0.01", "0.03")
+    ),
+}
+# Options (or option grids, by their pick) run with every seed of `SEEDS`
+# at a point, as the methods' picked runs.
 SEEDED_OPTIONS = {
     ("MobileNetV3Small", 128): (
         "modules6-side-bn0.9-shifts-sign-shift0.001",
         "modules6-side-bn0.9-shifts-sign-int8-shift0.001",
+        "modules6-side-bn0.9-shifts-sign-int8",
     ),
     ("MobileNetV2", 128): ("modules6",),
 }

@@ -370,7 +370,7 @@ def stage_runs(stage, point, sets, results, set_size):
             for tag, options in grids.REPNET_OPTIONS.items():
                 if tag not in grids.POINT_OPTIONS.get(point, grids.REPNET_OPTIONS):
                     continue
-                seeded = tag in grids.SEEDED_OPTIONS.get(point, ())
+                seeded = tag in seeded_options(results, set_name, point)
                 for seed in SEEDS if seeded else SEEDS[:1]:
                     yield run(
                         "repnet", grids.REPNET_OPTION_RATES.get(tag, picked("repnet")),
@@ -380,6 +380,33 @@ def stage_runs(stage, point, sets, results, set_size):
             for method in ABLATIONS:
                 if picked("repnet"):
                     yield run(method, picked("repnet"))
+
+
+def picked_option(results, set_name, point, grid):
+    """The member of `grids.OPTION_GRIDS[grid]` with the best validation
+    accuracy at seed 0 at `point`, or `None` until every member has run."""
+    backbone, size = point
+    finished = {
+        r.get("tag"): final_validation(r)
+        for r in results
+        if r["set"] == set_name and r["backbone"] == backbone
+        and image_size_of(r) == size and r["method"] == "repnet"
+        and r["seed"] == 0 and r.get("tag") in grids.OPTION_GRIDS[grid]
+    }
+    if len(finished) < len(grids.OPTION_GRIDS[grid]):
+        return None
+    return max(grids.OPTION_GRIDS[grid], key=finished.get)
+
+
+def seeded_options(results, set_name, point):
+    """The option tags run with every seed at `point` on `set_name`: those
+    of `grids.SEEDED_OPTIONS`, an option grid's by its pick."""
+    tags = set()
+    for tag in grids.SEEDED_OPTIONS.get(point, ()):
+        if tag in grids.OPTION_GRIDS:
+            tag = picked_option(results, set_name, point, tag)
+        tags.add(tag)
+    return tags - {None}
 
 
 def few_shot_epochs(num_train, num_classes, shots):

@@ -29,12 +29,18 @@ def target_rows(rows, measured, results=()):
     for tag in sorted({t for tags in grids.SEEDED_OPTIONS.values() for t in tags}):
         runs = {}
         for r in results:
-            if r["method"] == "repnet" and r.get("tag") == tag:
-                key = (r["backbone"], protocol.image_size_of(r), r["set"])
+            key = (r["backbone"], protocol.image_size_of(r), r["set"])
+            picked = tag
+            if tag in grids.OPTION_GRIDS:
+                picked = protocol.picked_option(results, key[2], key[:2], tag)
+            if picked and r["method"] == "repnet" and r.get("tag") == picked:
                 runs.setdefault(key, []).append(r)
         for key, tagged in runs.items():
+            name = tagged[0]["tag"]
+            if tag in grids.OPTION_GRIDS:
+                name += ", picked on validation"
             options.setdefault(key, []).append((
-                f"{tag} ({_seeds(len(tagged))})",
+                f"{name} ({_seeds(len(tagged))})",
                 statistics.mean(r["test_accuracy"] for r in tagged),
                 protocol.split_options(tagged[0].get("options"))[0],
             ))

@@ -16,10 +16,12 @@ import protocol  # noqa: E402
 POINT = ("MobileNetV2", 128)
 
 
-def grid_results(validation, method="repnet", set_name="cifar10", tag=None):
+def grid_results(
+    validation, method="repnet", set_name="cifar10", tag=None, point=POINT
+):
     """Finished seed-0 runs of `method`'s grid (its variant `tag`'s) at
-    `POINT`, one per rate, with the given final validation accuracies."""
-    backbone, size = POINT
+    `point`, one per rate, with the given final validation accuracies."""
+    backbone, size = point
     options, grid = (None, grids.LEARNING_RATES[method])
     if tag:
         options, grid = grids.VARIANTS[method][tag]
@@ -94,3 +96,34 @@ def test_a_variant_competes_once_its_grid_has_run():
     assert picked(recipe + bn09, "ft-full") == (grid[0], "bn0.9")
     # A finished variant competes without the recipe's grid.
     assert picked(bn09, "ft-full") == (grid[0], "bn0.9")
+
+
+def test_an_option_grid_seeds_its_pick_once_every_member_has_run():
+    grid = "modules6-side-bn0.9-shifts-sign-int8"
+    point = ("MobileNetV3Small", 128)
+    members = grids.OPTION_GRIDS[grid]
+    assert grid in grids.SEEDED_OPTIONS[point]
+    validation = [0.70, 0.72, 0.75, 0.74, 0.60][: len(members)]
+    results = [
+        {
+            "set": "cifar10", "backbone": point[0], "method": "repnet",
+            "learning_rates": [3e-2, 3e-3], "seed": 0, "shots": None,
+            "image_size": point[1], "validation_accuracy": [accuracy],
+            "options": grids.REPNET_OPTIONS[tag], "tag": tag,
+        }
+        for tag, accuracy in zip(members, validation)
+    ]
+
+    def seeded(results):
+        runs = protocol.stage_runs(
+            "repnet-options", point, ["cifar10"],
+            results + grid_results((0.7, 0.8, 0.7, 0.6), point=point),
+            lambda s: (3000, 10),
+        )
+        tags = {run.tag for run in runs if run.seed == 1}
+        return tags & set(members) - set(grids.SEEDED_OPTIONS[point])
+
+    assert protocol.picked_option(results[:-1], "cifar10", point, grid) is None
+    assert seeded(results[:-1]) == set()
+    assert protocol.picked_option(results, "cifar10", point, grid) == members[2]
+    assert seeded(results) == {members[2]}
