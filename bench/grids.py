@@ -38,6 +38,7 @@ MASK_OPTIONS = {
 # repnet's picked rates on every far set of the point (or at the rates of
 # `REPNET_OPTION_RATES`): what makes Rep-Net work on a small backbone,
 # chosen on validation.
+_SIGN_INT8_COMBINATION = "modules6-side-bn0.9-shifts-sign-int8"
 REPNET_OPTIONS = {
     # Backbone shifts with a backward that keeps masks only (hard-swish's
     # sign rule, squeeze-excite gates held), and with the exact backward.
@@ -88,28 +89,15 @@ REPNET_OPTIONS = {
         "shift_learning_rate": 1e-3,
     },
     # The same with the squeeze-excite gates' gradients read from an int8
-    # copy of the feature they scale (`backbone_shifts="sign-int8"`).
-    "modules6-side-bn0.9-shifts-sign-int8-shift0.001": {
-        "num_modules": 6, "side_norm_momentum": 0.9,
-        "backbone_shifts": "sign-int8", "shift_learning_rate": 1e-3,
-    },
-    # Its shift rate as a grid (`OPTION_GRIDS`): 3e-4 to 3e-2, repnet's
-    # picked side rate on MobileNetV3Small.
-    "modules6-side-bn0.9-shifts-sign-int8-shift0.0003": {
-        "num_modules": 6, "side_norm_momentum": 0.9,
-        "backbone_shifts": "sign-int8", "shift_learning_rate": 3e-4,
-    },
-    "modules6-side-bn0.9-shifts-sign-int8-shift0.003": {
-        "num_modules": 6, "side_norm_momentum": 0.9,
-        "backbone_shifts": "sign-int8", "shift_learning_rate": 3e-3,
-    },
-    "modules6-side-bn0.9-shifts-sign-int8-shift0.01": {
-        "num_modules": 6, "side_norm_momentum": 0.9,
-        "backbone_shifts": "sign-int8", "shift_learning_rate": 1e-2,
-    },
-    "modules6-side-bn0.9-shifts-sign-int8-shift0.03": {
-        "num_modules": 6, "side_norm_momentum": 0.9,
-        "backbone_shifts": "sign-int8", "shift_learning_rate": 3e-2,
+    # copy of the feature they scale (`backbone_shifts="sign-int8"`), its
+    # shift rate a grid (`OPTION_GRIDS`) from 3e-4 to 3e-2, repnet's picked
+    # side rate on MobileNetV3Small.
+    **{
+        f"{_SIGN_INT8_COMBINATION}-shift{rate}": {
+            "num_modules": 6, "side_norm_momentum": 0.9,
+            "backbone_shifts": "sign-int8", "shift_learning_rate": float(rate),
+        }
+        for rate in ("0.0003", "0.001", "0.003", "0.01", "0.03")
     },
     # The head at the rate ft-last and TinyTL picked on MobileNetV3Small.
     "head0.01": {},
@@ -133,9 +121,9 @@ POINT_OPTIONS = {
 # Options that form a grid of one rate: the member picked on validation
 # (seed 0, once every member has run) stands for the grid, per set.
 OPTION_GRIDS = {
-    "modules6-side-bn0.9-shifts-sign-int8": tuple(
-        f"modules6-side-bn0.9-shifts-sign-int8-shift{rate}"
-        for rate in ("0.0003", "0.001", "0.003", "0.01", "0.03")
+    _SIGN_INT8_COMBINATION: tuple(
+        tag for tag in REPNET_OPTIONS
+        if tag.startswith(f"{_SIGN_INT8_COMBINATION}-shift")
     ),
 }
 # Options (or option grids, by their pick) run with every seed of `SEEDS`
@@ -144,7 +132,7 @@ SEEDED_OPTIONS = {
     ("MobileNetV3Small", 128): (
         "modules6-side-bn0.9-shifts-sign-shift0.001",
         "modules6-side-bn0.9-shifts-sign-int8-shift0.001",
-        "modules6-side-bn0.9-shifts-sign-int8",
+        _SIGN_INT8_COMBINATION,
     ),
     ("MobileNetV2", 128): ("modules6",),
 }
