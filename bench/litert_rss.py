@@ -39,6 +39,13 @@ MODELS = {
         "MobileNetV3Small",
         {"backbone_shifts": "sign", "num_modules": 6, "side_norm_momentum": 0.9},
     ),
+    "MobileNetV3Small, sign-int8 shifts, 6 modules": (
+        "MobileNetV3Small",
+        {
+            "backbone_shifts": "sign-int8", "num_modules": 6,
+            "side_norm_momentum": 0.9,
+        },
+    ),
 }
 # Weights -> `export_tflite` options.
 WEIGHTS = {"float": {}, "int8": {"quantize_backbone": True}}
