@@ -189,13 +189,12 @@ class Graph:
         its `recomputed_steps()` marked as one recomputed layer where
         `RepNetModel` recomputes it."""
         steps = layer.steps()
-        recomputed = models.recomputed(layer)
-        again = layer.recomputed_steps() if recomputed else []
+        again = layer.recomputed_steps() if models.recomputed(layer) else []
         shape = (1, *self.shapes[source])
         current, first = source, None
         for index, step in enumerate(steps):
-            if first is None and step is (again[0] if again else None):
-                first = len(self.nodes)
+            if again and step is again[0]:
+                first = len(self.nodes)  # The recomputed layer starts here.
             is_layer = isinstance(step, keras.layers.Layer)
             if index == len(steps) - 1:
                 following = result
