@@ -121,7 +121,10 @@ POINT_OPTIONS = {
         # sets, on MobileNetV2 (where sign-int8 shifts are exact).
         "shift0.003", "modules6-side-bn0.9-shifts-sign-int8-shift0.003",
     ),
-    ("MobileNetV2", 128): ("side-bn0.9", "modules6"),
+    ("MobileNetV2", 128): (
+        "side-bn0.9", "modules6",
+        "modules6-side-bn0.9-shifts-sign-int8-shift0.003",
+    ),
 }
 # Options that form a grid of one rate: the member picked on validation
 # (seed 0, once every member has run) stands for the grid, per set.
