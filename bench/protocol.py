@@ -367,11 +367,11 @@ def stage_runs(stage, point, sets, results, set_size):
                         options=with_options(options), tag=tag,
                     )
         elif stage == "repnet-options" and far and picked("repnet"):
+            seeded_tags = seeded_options(results, set_name, point)
             for tag, options in grids.REPNET_OPTIONS.items():
                 if tag not in grids.POINT_OPTIONS.get(point, grids.REPNET_OPTIONS):
                     continue
-                seeded = tag in seeded_options(results, set_name, point)
-                for seed in SEEDS if seeded else SEEDS[:1]:
+                for seed in SEEDS if tag in seeded_tags else SEEDS[:1]:
                     yield run(
                         "repnet", grids.REPNET_OPTION_RATES.get(tag, picked("repnet")),
                         options=with_options(options), tag=tag, seed=seed,

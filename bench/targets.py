@@ -25,20 +25,21 @@ def target_rows(rows, measured, results=()):
         (r["backbone"], r["image_size"], r["set"]): r["test"][2]
         for r in rows if r["test"] and r["method"] == "repnet"
     }
+    tagged_runs = {}  # (backbone, size, set) -> Rep-Net's tagged runs
+    for r in results:
+        if r["method"] == "repnet" and r.get("tag"):
+            key = (r["backbone"], protocol.image_size_of(r), r["set"])
+            tagged_runs.setdefault(key, []).append(r)
     options = {}  # (backbone, size, set) -> [(tag, mean test, build options)]
     for tag in sorted({t for tags in grids.SEEDED_OPTIONS.values() for t in tags}):
-        runs = {}
-        for r in results:
-            key = (r["backbone"], protocol.image_size_of(r), r["set"])
-            picked = tag
+        for key, runs in tagged_runs.items():
+            picked, name = tag, tag
             if tag in grids.OPTION_GRIDS:
-                picked = protocol.picked_option(results, key[2], key[:2], tag)
-            if picked and r["method"] == "repnet" and r.get("tag") == picked:
-                runs.setdefault(key, []).append(r)
-        for key, tagged in runs.items():
-            name = tagged[0]["tag"]
-            if tag in grids.OPTION_GRIDS:
-                name += ", picked on validation"
+                picked = protocol.picked_option(runs, key[2], key[:2], tag)
+                name = f"{picked}, picked on validation"
+            tagged = [r for r in runs if r["tag"] == picked]
+            if not tagged:
+                continue
             options.setdefault(key, []).append((
                 f"{name} ({_seeds(len(tagged))})",
                 statistics.mean(r["test_accuracy"] for r in tagged),

@@ -9,9 +9,10 @@ The difference is the step's peak, above the loaded model, its optimizer
 state and TensorFlow's own memory (with Python's garbage collector run
 before the step and off during it). The result is the median of
 `PEAK_STEPS` such steps: TensorFlow's executor runs independent ops in
-the order they become ready, so a step's peak moves from step to step by
-up to a few MB where the backward pass keeps masks (MobileNetV2's Rep-Net,
-224 px, batch 8: 82.8 to 87.1 MB over 5 steps, bench/results/memory.json).
+the order they become ready, so a step's peak can move from step to step
+(MobileNetV2's Rep-Net, 224 px, batch 8: 82.6 to 82.7 MB over 5 steps in
+bench/results/memory.json; 82.8 to 87.1 MB before its shifts' gradient
+sums were ordered, `keras_repnet.core.layers.AddedWeight`).
 """
 
 import ctypes
