@@ -211,7 +211,7 @@ def run(name, changes):
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = config["bn_momentum"]
-    recipe.compile(model, recipe.epochs * -(-splits.num_train // recipe.batch_size))
+    model.recipe.compile(model, recipe.epochs * -(-splits.num_train // recipe.batch_size))
     history = model.fit(
         splits.train,
         validation_data=splits.validation,

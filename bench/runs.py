@@ -140,7 +140,7 @@ def run(spec: protocol.Run, output_dir) -> dict:
         **build_options,
     )
     steps = recipe.epochs * math.ceil(splits.num_train / recipe.batch_size)
-    recipe.compile(model, steps)
+    model.recipe.compile(model, steps)
     history = resumable.fit_resumable(
         model,
         splits.train,

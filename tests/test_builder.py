@@ -119,9 +119,9 @@ def test_connector_plan_names_the_taps_behind_the_shifts():
     "backbone, shifts, expected",
     [
         ("MobileNetV2", "auto", True),  # ReLU6 only: masks.
-        ("MobileNetV3Small", "auto", False),  # Hard-swish, squeeze-excite.
+        ("MobileNetV3Small", "auto", True),  # "sign-int8" (the rule).
         ("MobileNetV2", False, False),
-        ("MobileNetV3Small", True, True),
+        ("MobileNetV3Small", False, False),
     ],
 )
 def test_backbone_shifts_follow_the_cost_of_their_backward(
@@ -143,6 +143,65 @@ def test_backbone_shifts_follow_the_cost_of_their_backward(
         ]
         assert len(added) == len(norms)
         assert all(not np.any(layer.bias) for layer in added)
+
+
+def _defaults_of(model):
+    from keras_repnet.core.layers import QuantizedGateProduct
+    from keras_repnet.core.layers import RepNetModule
+
+    modules = [l for l in model.layers if isinstance(l, RepNetModule)]
+    return {
+        "modules": len(modules),
+        "momentum": {m.norm_momentum for m in modules},
+        "int8 gates": sum(isinstance(l, QuantizedGateProduct) for l in model.layers),
+        "shifts": sum(
+            isinstance(l, keras_repnet.methods.ChannelBias) for l in model.layers
+        ),
+        "shift rate": model.recipe.shift_learning_rate,
+    }
+
+
+def test_defaults_follow_the_backbone_by_one_rule():
+    from keras_repnet.core.builder import APPROXIMATE_SHIFT_DEFAULTS
+
+    def defaults(backbone, **kwargs):
+        return _defaults_of(keras_repnet.build(
+            backbone, 3, input_shape=(64, 64, 3), weights=None, **kwargs
+        ))
+
+    # MobileNetV3Small: 9 squeeze-excite gates read int8 copies; six
+    # modules, their norms at 0.9, the shifts at their own rate.
+    assert APPROXIMATE_SHIFT_DEFAULTS["backbone_shifts"] == "sign-int8"
+    v3 = defaults("MobileNetV3Small")
+    assert v3["shifts"] > 0
+    assert v3 | {"shifts": None} == {
+        "modules": 6, "momentum": {0.9}, "int8 gates": 9, "shifts": None,
+        "shift rate": 3e-3,
+    }
+    # MobileNetV2: exact shifts (masks only) at the side's rate, Keras'
+    # momentum, one module per level.
+    v2 = defaults("MobileNetV2")
+    assert v2["shifts"] > 0
+    assert v2 | {"shifts": None} == {
+        "modules": 4, "momentum": {0.99}, "int8 gates": 0, "shifts": None,
+        "shift rate": None,
+    }
+    # Arguments given win, and a recipe's own shift rate stays.
+    given = defaults(
+        "MobileNetV3Small", num_modules=4, side_norm_momentum=0.99,
+        backbone_shifts=False,
+    )
+    assert given == {"modules": 4, "momentum": {0.99}, "int8 gates": 0,
+                     "shifts": 0, "shift rate": None}
+    own = defaults(
+        "MobileNetV3Small", recipe=keras_repnet.Recipe(shift_learning_rate=1e-3)
+    )
+    assert own["shift rate"] == 1e-3
+    # The method registry builds the same model and recipe.
+    by_name = keras_repnet.build_method(
+        "repnet", "MobileNetV3Small", 3, input_shape=(64, 64, 3), weights=None
+    )
+    assert _defaults_of(by_name) == v3
 
 
 @pytest.mark.parametrize(
@@ -212,22 +271,24 @@ def test_named_backbones_build_and_summarize(name):
 
     counts = keras_repnet.parameter_counts(model)
 
+    # Where the shifts' exact backward would keep float activations
+    # (EfficientNet's swish, MobileNetV3's hard-swish, squeeze-excite), the
+    # defaults of `APPROXIMATE_SHIFT_DEFAULTS`: six modules.
+    approximate = name in ("EfficientNetB0", "MobileNetV3Large", "MobileNetV3Small")
     assert "repnet_connector_0" in "\n".join(lines)
-    assert "4 modules" in text and "Frozen:" in text
+    assert f"{6 if approximate else 4} modules" in text and "Frozen:" in text
     assert model.output_shape == (None, 5)
     # `side_width="auto"`: the side network within 10% of the backbone.
     assert counts["side"] <= 0.1 * counts["frozen"]
-    # One shift per channel of each backbone batch norm where their backward
-    # costs only masks (not EfficientNet's or MobileNetV3's swish-likes and
-    # squeeze-excite); the head is the rest.
+    # One shift per channel of each backbone batch norm; the head is the
+    # rest.
     norms = [
         layer for layer in model.layers
         if isinstance(layer, keras.layers.BatchNormalization)
         and not layer.name.startswith("repnet_")
     ]
-    shifted = name not in ("EfficientNetB0", "MobileNetV3Large", "MobileNetV3Small")
     channels = sum(layer.moving_mean.shape[0] for layer in norms)
-    assert counts["shifts"] == (channels if shifted else 0)
+    assert counts["shifts"] == channels
     assert counts["head"] == model.get_layer("repnet_head").count_params()
     assert "backbone shifts" in text
 

@@ -70,23 +70,20 @@ def _export_v3_small(folder, shift_learning_rate=None, **build_options):
 
 @pytest.fixture(scope="module")
 def v3_small(tmp_path_factory):
-    """MobileNetV3Small with the defaults: no backbone shifts."""
-    return _export_v3_small(tmp_path_factory.mktemp("v3"))
+    """MobileNetV3Small without backbone shifts."""
+    return _export_v3_small(tmp_path_factory.mktemp("v3"), backbone_shifts=False)
 
 
 @pytest.fixture(scope="module")
 def v3_small_sign_shifts(tmp_path_factory):
-    """MobileNetV3Small with the options docs/results.md gives for it: the
-    backbone shifts with MobileNetV3's sign rule and int8 gate features at
-    their own rate, six modules, side norms at momentum 0.9."""
+    """MobileNetV3Small with its defaults (`APPROXIMATE_SHIFT_DEFAULTS`):
+    the backbone shifts with MobileNetV3's sign rule and int8 gate features
+    at their own rate, six modules, side norms at momentum 0.9."""
     return _export_v3_small(
         tmp_path_factory.mktemp("v3_sign"),
         # Below the side's rate, so that a device running the shifts at the
         # side's rate would end with other weights than Keras.
         shift_learning_rate=LEARNING_RATE / 10,
-        backbone_shifts="sign-int8",
-        num_modules=6,
-        side_norm_momentum=0.9,
     )
 
 

@@ -116,7 +116,9 @@ def test_only_the_travelling_weights_go_over_the_wire(deployment):
     payload = sum(4 * int(np.prod(trainer.weight_specs[n][0])) for n in names)
     for row in results["rounds"][1:]:
         for key in ("bytes_sent_per_client", "bytes_received_per_client"):
-            assert payload < row[key] < 1.02 * payload + 2048
+            # Flower's record of each array (its name, dtype and shape)
+            # and of the message add a little.
+            assert payload < row[key] < payload + 256 * len(names) + 2048
     full = results["full_model_bytes"]
     assert payload < full / 5  # The frozen backbone never travels.
 

@@ -260,7 +260,7 @@ def _run_method(
             "no test split: use a validation_split above 0."
         )
     steps_per_epoch = -(-splits.num_train // recipe.batch_size)
-    recipe.compile(model, recipe.epochs * steps_per_epoch)
+    model.recipe.compile(model, recipe.epochs * steps_per_epoch)
     timer = _StepTimer()
     history = resumable.fit_resumable(
         model,

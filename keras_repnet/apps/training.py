@@ -170,7 +170,7 @@ def train(
             f"`epochs` to at least {-(-MIN_STEPS // steps_per_epoch)}.",
             stacklevel=2,
         )
-    recipe.compile(model, total_steps)
+    model.recipe.compile(model, total_steps)
     history = resumable.fit_resumable(
         model,
         splits.train,

@@ -16,6 +16,7 @@ from keras_repnet.core.layers import SignGradient
 from keras_repnet.core.layers import StopGradient
 from keras_repnet.core.layers import shift_after
 from keras_repnet.core.models import RepNetModel
+from keras_repnet.core.recipe import REPNET
 from keras_repnet.core.recipe import Recipe
 
 CONNECT_MODES = ("up", "dual", "down", "none", "all")
@@ -30,6 +31,18 @@ APPROXIMATE_SHIFTS = {
 }
 # `backbone_shifts` beside True and False (see `build`).
 SHIFT_MODES = ("auto", *APPROXIMATE_SHIFTS)
+# `build`'s defaults on a backbone whose shifts' exact backward would keep
+# float activations (hard-swish, squeeze-excite: MobileNetV3): what
+# MobileNetV3Small's validation splits picked in the accuracy protocol
+# (docs/results.md). Elsewhere: one module per level (at least 4), the
+# side norms at Keras' momentum, exact shifts at the side's rate.
+APPROXIMATE_SHIFT_DEFAULTS = {
+    "num_modules": 6,
+    "side_norm_momentum": 0.9,
+    "backbone_shifts": "sign-int8",
+    "shift_learning_rate": 3e-3,
+}
+DEFAULT_SIDE_NORM_MOMENTUM = 0.99
 HEAD_NAME = heads.HEAD_NAME
 # With `side_width="auto"`, the side network has at most this share of the
 # frozen backbone's parameters.
@@ -51,7 +64,7 @@ def build(
     side_groups: int = 1,
     side_width: float | str = "auto",
     side_downscale: int = 2,
-    side_norm_momentum: float = 0.99,
+    side_norm_momentum: float | None = None,
     backbone_shifts: bool | str = "auto",
     backbone_mask: str | None = None,
     mask_initial_score: float = masks.DEFAULT_INITIAL_SCORE,
@@ -83,6 +96,15 @@ def build(
     cost the backbone's ReLU masks in memory and gained the most accuracy
     of anything tried.
 
+    The defaults follow one rule. Where the shifts' backward costs only
+    masks (`shifts_cost_masks_only`: MobileNetV2, ResNet), one module per
+    level, side norms at Keras' momentum 0.99 and exact shifts at the side
+    network's rate. Where it would keep float activations (hard-swish and
+    squeeze-excite: MobileNetV3), `APPROXIMATE_SHIFT_DEFAULTS`: six
+    modules, side norms at 0.9, the shifts with the `"sign-int8"` backward
+    and, unless the recipe sets one, at their own rate of 3e-3
+    (`model.recipe.shift_learning_rate`). Arguments given explicitly win.
+
     Args:
         backbone: a `keras.applications` constructor (e.g.
             `keras.applications.MobileNetV3Small`), its name as a string, or a
@@ -102,8 +124,9 @@ def build(
         taps: list. Backbone layer names (or `Tap`s) to connect instead of
             the automatic choice. Defaults to `None`.
         num_modules: int. How many modules the automatic choice aims for
-            (e.g. 6, as in the paper; see `select_taps`). Defaults to `None`
-            (one per level from stride 4 on, at least 4).
+            (e.g. 6, as in the paper; see `select_taps`). Defaults to `None`:
+            one per level from stride 4 on, at least 4, or 6 on backbones
+            whose shifts need an approximate backward (the rule above).
         side_kernel_size: int. Kernel size of the modules' first convolution.
             Defaults to 3.
         side_groups: int. Groups of the modules' first convolution. Defaults
@@ -118,24 +141,28 @@ def build(
             the reference code (less memory and time; see
             `RepNetModule`). Defaults to 2.
         side_norm_momentum: float. Momentum of the modules' batch-norm
-            statistics. Defaults to 0.99 (Keras').
+            statistics. Defaults to `None`: Keras' 0.99, or 0.9 (PyTorch's
+            0.1, as the reference code) on backbones whose shifts need an
+            approximate backward (the rule above).
         backbone_shifts: bool or str. Train a per-channel shift after
             each of the backbone's batch norms (`ChannelBias`: the norms
             stay frozen, in inference mode), as the reference code's
             "+bias". The backward pass then crosses the backbone. `"auto"`
-            trains them where that costs only masks: backbones whose
-            nonlinearities are all ReLU-like and that multiply no two
-            activations (`shifts_cost_masks_only`; e.g. MobileNetV2, ResNet,
-            not MobileNetV3, whose hard-swish and squeeze-excite keep float
-            activations). Elsewhere `True` trains them with the exact
-            backward, and four modes approximate it to keep less:
+            trains them exactly where that costs only masks: backbones
+            whose nonlinearities are all ReLU-like and that multiply no two
+            activations (`shifts_cost_masks_only`; e.g. MobileNetV2,
+            ResNet), and with `"sign-int8"` elsewhere (MobileNetV3, whose
+            hard-swish and squeeze-excite would keep float activations).
+            `True` trains them with the exact backward, and four modes
+            approximate it to keep less:
             `"masks"` (the other activations pass the gradient by the
             sign of their input, `SignGradient`, as MobileTL does, and
             squeeze-excite gates are held constant, `StopGradient`),
             `"sign"` (the sign rule only), `"held-gates"` (held gates
             only) and `"sign-int8"` (the sign rule, and the gates'
             gradients read an int8 copy of the feature they scale,
-            `QuantizedGateProduct`). Defaults to `"auto"`.
+            `QuantizedGateProduct`); on a backbone whose shifts cost masks
+            only they are exact. Defaults to `"auto"`.
         backbone_mask: str. Learn a binary mask on the frozen backbone's
             `Conv2D`, `DepthwiseConv2D` and `Dense` weights (the paper's
             Table 4, with Piggyback/KSM masks; `keras_repnet.core.masks`),
@@ -183,17 +210,26 @@ def build(
     ):
         input_shape = (recipe.image_size, recipe.image_size, 3)
     frozen = backbones.resolve(backbone, input_shape, weights)
+    masks_only = shifts_cost_masks_only(frozen)
+    rule = {} if masks_only else APPROXIMATE_SHIFT_DEFAULTS
+    if num_modules is None:
+        num_modules = rule.get("num_modules")
+    if side_norm_momentum is None:
+        side_norm_momentum = rule.get(
+            "side_norm_momentum", DEFAULT_SIDE_NORM_MOMENTUM
+        )
+    if backbone_shifts == "auto":
+        backbone_shifts = rule.get("backbone_shifts", True)
+    elif backbone_shifts in APPROXIMATE_SHIFTS and masks_only:
+        backbone_shifts = True  # Exact, as it keeps masks only anyway.
+    recipe = recipe or REPNET
+    if backbone_shifts and rule and recipe.shift_learning_rate is None:
+        recipe = recipe.replace(shift_learning_rate=rule["shift_learning_rate"])
     plan = _resolve_taps(frozen, taps, connect, num_modules)
     if side_width == "auto":
         side_width = auto_side_width(
             plan, frozen.count_params(), side_kernel_size
         )
-    if backbone_shifts == "auto":
-        backbone_shifts = shifts_cost_masks_only(frozen)
-    elif backbone_shifts in APPROXIMATE_SHIFTS and shifts_cost_masks_only(
-        frozen
-    ):
-        backbone_shifts = True  # Exact, as it keeps masks only anyway.
     frozen.trainable = False
 
     # === Functional Model ===
@@ -299,7 +335,7 @@ def _check_arguments(
             f"`backbone_shifts` must be a bool or one of {SHIFT_MODES}. "
             f"Received: backbone_shifts={backbone_shifts!r}"
         )
-    if not 0 <= side_norm_momentum < 1:
+    if side_norm_momentum is not None and not 0 <= side_norm_momentum < 1:
         raise ValueError(
             "`side_norm_momentum` must be in [0, 1). Received: "
             f"side_norm_momentum={side_norm_momentum!r}"

@@ -51,7 +51,10 @@ class Recipe:
         shift_learning_rate: float or `None`. Peak learning rate of the
             backbone shifts (the `ChannelBias` after each frozen batch
             norm, of Rep-Net, TinyTL and MobileTL). `None`: the side's
-            rate. Defaults to `None`.
+            rate, except where `keras_repnet.build` trains the shifts of a
+            backbone whose exact backward would keep float activations
+            (MobileNetV3): there its model's recipe gets 3e-3. Defaults to
+            `None`.
         mask_learning_rate: float. Peak learning rate of the scores of
             learned backbone masks (`repnet-mask`): Rep-Net's side rate,
             whatever rate the side network trains at, so that a mask's

@@ -221,25 +221,25 @@ def build_method(
     if input_shape is None and not isinstance(backbone, keras.Model):
         input_shape = (recipe.image_size, recipe.image_size, 3)
     if method.is_repnet:
-        model = _build_repnet(method, backbone, num_classes, input_shape,
-                              weights, model_name, kwargs)
-    else:
-        unknown = sorted(set(kwargs) - set(method.options))
-        if unknown:
-            raise ValueError(
-                f"Method {name!r} has no option {unknown}. Its options are "
-                f"{sorted(method.options) + ['name']}."
-            )
-        model = method.builder(
-            backbone, num_classes, input_shape, weights,
-            **{**method.options, **kwargs}, name=model_name,
+        # `build` resolves what the recipe leaves to the backbone.
+        return _build_repnet(method, backbone, num_classes, input_shape,
+                             weights, model_name, recipe, kwargs)
+    unknown = sorted(set(kwargs) - set(method.options))
+    if unknown:
+        raise ValueError(
+            f"Method {name!r} has no option {unknown}. Its options are "
+            f"{sorted(method.options) + ['name']}."
         )
+    model = method.builder(
+        backbone, num_classes, input_shape, weights,
+        **{**method.options, **kwargs}, name=model_name,
+    )
     model.recipe = recipe
     return model
 
 
 def _build_repnet(method, backbone, num_classes, input_shape, weights, name,
-                  kwargs):
+                  recipe, kwargs):
     fixed = sorted(set(method.fixed) & set(kwargs))
     if fixed:
         raise ValueError(
@@ -261,6 +261,7 @@ def _build_repnet(method, backbone, num_classes, input_shape, weights, name,
         input_shape=input_shape,
         weights=weights,
         name=name,
+        recipe=recipe,
         **method.fixed,
         **kwargs,
     )
