@@ -40,6 +40,9 @@ MASK_OPTIONS = {
 # chosen on validation.
 _SIGN_INT8_COMBINATION = "modules6-side-bn0.9-shifts-sign-int8"
 REPNET_OPTIONS = {
+    # The defaults before `build` took `APPROXIMATE_SHIFT_DEFAULTS` on
+    # MobileNetV3 (the base of every option there: `FORMER_DEFAULTS`).
+    "former-defaults": {},
     # Backbone shifts with a backward that keeps masks only (hard-swish's
     # sign rule, squeeze-excite gates held), and with the exact backward.
     "shifts-masks": {"backbone_shifts": "masks"},
@@ -126,6 +129,18 @@ POINT_OPTIONS = {
         "modules6-side-bn0.9-shifts-sign-int8-shift0.003",
     ),
 }
+# Rep-Net's defaults, per backbone, before `build` took
+# `keras_repnet.core.builder.APPROXIMATE_SHIFT_DEFAULTS` there, and the
+# rates (side, head) they picked on every far set at 128 px: the options
+# stage runs its options over them, at those rates, as they ran
+# (`protocol.option_options`); shifts an option turns on train at the
+# side's rate unless it sets theirs.
+FORMER_DEFAULTS = {
+    "MobileNetV3Small": (
+        {"num_modules": 4, "side_norm_momentum": 0.99, "backbone_shifts": False},
+        (3e-2, 3e-3),
+    ),
+}
 # Options that form a grid of one rate: the member picked on validation
 # (seed 0, once every member has run) stands for the grid, per set.
 OPTION_GRIDS = {
@@ -138,6 +153,7 @@ OPTION_GRIDS = {
 # at a point, as the methods' picked runs.
 SEEDED_OPTIONS = {
     ("MobileNetV3Small", 128): (
+        "former-defaults",
         "modules6-side-bn0.9-shifts-sign-shift0.001",
         "modules6-side-bn0.9-shifts-sign-int8-shift0.001",
         _SIGN_INT8_COMBINATION,

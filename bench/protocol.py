@@ -371,15 +371,43 @@ def stage_runs(stage, point, sets, results, set_size):
             for tag, options in grids.REPNET_OPTIONS.items():
                 if tag not in grids.POINT_OPTIONS.get(point, grids.REPNET_OPTIONS):
                     continue
+                rates = grids.REPNET_OPTION_RATES.get(tag) or option_rates(
+                    backbone, picked("repnet")
+                )
                 for seed in SEEDS if tag in seeded_tags else SEEDS[:1]:
                     yield run(
-                        "repnet", grids.REPNET_OPTION_RATES.get(tag, picked("repnet")),
-                        options=with_options(options), tag=tag, seed=seed,
+                        "repnet", rates, tag=tag, seed=seed,
+                        options=with_options(
+                            option_options(backbone, options, rates[0])
+                        ),
                     )
         elif stage == "ablations" and set_name == sets[0]:
             for method in ABLATIONS:
                 if picked("repnet"):
                     yield run(method, picked("repnet"))
+
+
+def option_rates(backbone, picked):
+    """The rates of the `repnet-options` stage: repnet's `picked` ones, or
+    on a backbone of `grids.FORMER_DEFAULTS` the ones its former defaults
+    picked."""
+    return grids.FORMER_DEFAULTS.get(backbone, (None, picked))[1]
+
+
+def option_options(backbone, options, side_rate=None):
+    """A `repnet-options` option as it runs on `backbone`: on a backbone of
+    `grids.FORMER_DEFAULTS`, over the defaults it was chosen against, the
+    shifts it turns on at `side_rate` unless it sets their rate.
+
+    >>> option_options("MobileNetV3Small", {"side_width": 2.0})["num_modules"]
+    4
+    """
+    if backbone not in grids.FORMER_DEFAULTS:
+        return dict(options)
+    merged = {**grids.FORMER_DEFAULTS[backbone][0], **options}
+    if merged["backbone_shifts"] and "shift_learning_rate" not in merged:
+        merged["shift_learning_rate"] = side_rate
+    return {k: v for k, v in merged.items() if v is not None}
 
 
 def picked_option(results, set_name, point, grid):

@@ -228,14 +228,16 @@ def measure_memory(output_dir, backbones):
         memory.INFERENCE, "repnet", "ft-last", "ft-full", "bn-only", "tinytl",
         "mobiletl", "repnet-no-shifts", protocol.MASK_METHOD,
     )
-    configurations = [(method, {}) for method in methods] + [
-        ("repnet", protocol.split_options(options)[0])
-        for options in grids.REPNET_OPTIONS.values()
-    ]
     for backbone in backbones:
         name, alpha, _ = protocol.BACKBONES[backbone]
         if alpha != 1.0:
             continue
+        configurations = [(method, {}) for method in methods] + [
+            ("repnet", protocol.split_options(
+                protocol.option_options(backbone, options)
+            )[0])
+            for options in grids.REPNET_OPTIONS.values()
+        ]
         for method, options in configurations:
             key = protocol.memory_key(backbone, method, options)
             if key not in measured:

@@ -127,3 +127,37 @@ def test_an_option_grid_seeds_its_pick_once_every_member_has_run():
     assert seeded(results[:-1]) == set()
     assert protocol.picked_option(results, "cifar10", point, grid) == members[2]
     assert seeded(results) == {members[2]}
+
+
+def test_options_on_mobilenet_v3_run_over_its_former_defaults():
+    """`build`'s rule changed MobileNetV3Small's defaults; its options stay
+    the runs they were: over four modules without shifts, at the rates the
+    former defaults picked, whatever the new defaults pick."""
+    from keras_repnet.core.builder import APPROXIMATE_SHIFT_DEFAULTS
+
+    point = ("MobileNetV3Small", 128)
+    # The new defaults' grid picks 1e-2: the options keep 3e-2.
+    runs = {
+        run.tag: run
+        for run in protocol.stage_runs(
+            "repnet-options", point, ["cifar10"],
+            grid_results((0.7, 0.8, 0.7, 0.6), point=point),
+            lambda s: (3000, 10),
+        )
+        if run.seed == 0
+    }
+    former = grids.FORMER_DEFAULTS[point[0]][0]
+    assert runs["former-defaults"].option_dict == former
+    assert runs["wide"].rates == (3e-2, 3e-3)
+    assert runs["wide"].option_dict == {**former, "side_width": 2.0}
+    # Shifts an option turns on train at the side's rate, as they did.
+    assert runs["shifts-masks"].option_dict == {
+        **former, "backbone_shifts": "masks", "shift_learning_rate": 3e-2
+    }
+    # The option that sets everything the rule sets is the new defaults.
+    tag = "modules6-side-bn0.9-shifts-sign-int8-shift0.003"
+    assert runs[tag].option_dict == APPROXIMATE_SHIFT_DEFAULTS
+    # MobileNetV2's options are as written, at repnet's pick.
+    assert protocol.option_options("MobileNetV2", {"num_modules": 6}) == {
+        "num_modules": 6
+    }
