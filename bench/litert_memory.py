@@ -4,8 +4,9 @@
     python bench/litert_memory.py --image_sizes=128 --rounds=1
 
 Exports each model of `MODELS` (as bench/tflite.py does: MobileNetV2 with
-the ImageNet weights, MobileNetV3Small; Rep-Net with its default backbone
-shifts, and MobileNetV2 without them) at batch 8 and, per file:
+the ImageNet weights, MobileNetV3Small; Rep-Net with its defaults, and
+without the backbone shifts: MobileNetV2's, and MobileNetV3Small's as its
+defaults were before `build`'s rule) at batch 8 and, per file:
 
 - measures, each in a fresh process that imports only LiteRT
   (bench/litert_worker.py, XNNPACK, 2 threads), the peak RSS of the `train`
@@ -33,6 +34,7 @@ from absl import flags
 from common import bench_model
 from common import run_worker
 from common import write_results
+from grids import FORMER_DEFAULTS
 
 _IMAGE_SIZES = flags.DEFINE_list("image_sizes", ["128", "224"], "Input sides.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per train step.")
@@ -44,6 +46,9 @@ MODELS = {
     "MobileNetV2": ("MobileNetV2", {}),
     "MobileNetV2, no shifts": ("MobileNetV2", {"backbone_shifts": False}),
     "MobileNetV3Small": ("MobileNetV3Small", {}),
+    "MobileNetV3Small, no shifts, 4 modules": (
+        "MobileNetV3Small", FORMER_DEFAULTS["MobileNetV3Small"][0]
+    ),
 }
 MIB = 2**20
 

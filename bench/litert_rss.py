@@ -4,7 +4,8 @@
     python bench/litert_rss.py --image_sizes=128,224 --rounds=1
 
 Exports Rep-Net (MobileNetV2 with the ImageNet weights, MobileNetV3Small
-with its defaults and with the options docs/results.md gives it) at batch 8
+with its defaults, with exact squeeze-excite gates and without shifts, as
+its defaults were before `build`'s rule) at batch 8
 as a float file and with an int8 backbone, and runs each file in
 a fresh process that imports only LiteRT (bench/litert_worker.py
 `--stages`, 2 threads), with XNNPACK and with LiteRT's builtin kernels
@@ -26,6 +27,7 @@ from absl import flags
 from common import bench_model
 from common import run_worker
 from common import write_results
+from grids import FORMER_DEFAULTS
 
 _IMAGE_SIZES = flags.DEFINE_list("image_sizes", ["128"], "Input sides.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per train step.")
@@ -34,17 +36,13 @@ _THREADS = 2
 # Name -> (backbone, `keras_repnet.build` options).
 MODELS = {
     "MobileNetV2": ("MobileNetV2", {}),
+    # Its defaults: six modules, sign-int8 shifts (`build`'s rule).
     "MobileNetV3Small": ("MobileNetV3Small", {}),
-    "MobileNetV3Small, sign shifts, 6 modules": (
-        "MobileNetV3Small",
-        {"backbone_shifts": "sign", "num_modules": 6, "side_norm_momentum": 0.9},
+    "MobileNetV3Small, exact gates": (
+        "MobileNetV3Small", {"backbone_shifts": "sign"}
     ),
-    "MobileNetV3Small, sign-int8 shifts, 6 modules": (
-        "MobileNetV3Small",
-        {
-            "backbone_shifts": "sign-int8", "num_modules": 6,
-            "side_norm_momentum": 0.9,
-        },
+    "MobileNetV3Small, no shifts, 4 modules": (
+        "MobileNetV3Small", FORMER_DEFAULTS["MobileNetV3Small"][0]
     ),
 }
 # Weights -> `export_tflite` options.
