@@ -128,6 +128,11 @@ POINT_OPTIONS = {
         "side-bn0.9", "modules6",
         "modules6-side-bn0.9-shifts-sign-int8-shift0.003",
     ),
+    # The shifts' rate alone changes nothing over MobileNetV3Small's former
+    # defaults, which train none.
+    ("MobileNetV3Small", 128): tuple(
+        tag for tag in REPNET_OPTIONS if tag not in ("shift0.001", "shift0.003")
+    ),
 }
 # Rep-Net's defaults, per backbone, before `build` took
 # `keras_repnet.core.builder.APPROXIMATE_SHIFT_DEFAULTS` there, and the
