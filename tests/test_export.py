@@ -135,6 +135,20 @@ def test_train_step_uses_operators_xnnpack_runs(exported):
     assert not used & {"ADD_N", "TILE", "LOGICAL_AND"}
 
 
+def test_sign_rule_and_gate_copies_stay_in_xnnpack(v3_small_sign_shifts):
+    """MobileNetV3's defaults: the sign rule's masks and the squeeze-excite
+    gates' int8 copies are QUANTIZE/DEQUANTIZE too, not a bool comparison,
+    a select and int8 casts (reference kernels that split XNNPACK's
+    partitions); the step matches Keras
+    (`test_training_matches_keras_under_the_models_recipe`)."""
+    _, _, train = operators.signature_subgraph(v3_small_sign_shifts.path, "train")
+    assert not set(train) & {"GREATER", "LOGICAL_AND"}
+    assert train.count("SELECT_V2") <= 1  # The loss's.
+    # 18 hard-swish masks and 9 gate copies, each stored and read back.
+    assert train.count("QUANTIZE") >= 18 + 9
+    assert "ROUND" in train
+
+
 def test_signature_subgraph_lists_its_ops_in_run_order():
     import tensorflow as tf
 

@@ -299,7 +299,7 @@ def _relu_grad(op, grad):
     mask = ops.forward(
         op.outputs[0], lambda y: _int8_mask(tf.minimum(tf.math.ceil(y), 1))
     )
-    return _masked(grad, mask)
+    return masked(grad, mask)
 
 
 def _relu6_grad(op, grad):
@@ -316,16 +316,38 @@ def _relu6_grad(op, grad):
         op.outputs[0],
         lambda y: _int8_mask(tf.minimum(tf.math.ceil(tf.minimum(y, 6 - y)), 1)),
     )
-    return _masked(grad, mask)
+    return masked(grad, mask)
+
+
+def positive_mask(x):
+    """`x > 0` as an int8 `{0, 1}` mask that the export keeps in XNNPACK:
+    `min(ceil(max(x, 0)), 1)`, exact for every `x` (see `_relu_grad`), for
+    the sign rule of `keras_repnet.SignGradient`; `masked` applies it."""
+    return _int8_mask(tf.minimum(tf.math.ceil(tf.nn.relu(x)), 1))
+
+
+def masked(grad, mask):
+    """`grad` where an int8 mask of `positive_mask` is 1, else 0."""
+    return grad * tf.cast(mask, grad.dtype, name=INT8_MASK)
+
+
+def int8_copy(rounded):
+    """Floats that are integers in [-127, 127] (`round(x / scale)`) as
+    int8. Named `INT8_MASK`, the export stores them with a `QUANTIZE` of
+    scale 1, which rounds to the same bytes, in XNNPACK; `from_int8` reads
+    them back."""
+    return tf.cast(rounded, tf.int8, name=INT8_MASK)
+
+
+def from_int8(values, dtype):
+    """The floats of an `int8_copy`, exactly."""
+    return tf.cast(values, dtype, name=INT8_MASK)
 
 
 def _int8_mask(values):
     """A `{0, 1}` float mask as int8 (1 byte per element, as a bool)."""
     return tf.cast(values, tf.int8, name=INT8_MASK)
 
-
-def _masked(grad, mask):
-    return grad * tf.cast(mask, grad.dtype, name=INT8_MASK)
 
 
 def _avg_pool_grad(op, grad):

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from keras_repnet import backward
 from keras_repnet.backward import bits
+from keras_repnet.backward import builtin
 from keras_repnet.backward import ops as backward_ops
 
 
@@ -304,10 +305,10 @@ class SignGradient(keras.layers.Layer):
         def forward(x):
             y = self.activation(x)
             if backward.builtins_only():  # TFLite has no bitwise AND.
-                positive = x > 0
-                select = lambda dy: keras.ops.where(  # noqa: E731
-                    positive, dy, keras.ops.zeros_like(dy)
-                )
+                # An int8 mask, which XNNPACK stores and reads, where a
+                # bool one and a select would be reference kernels.
+                mask = builtin.positive_mask(x)
+                select = lambda dy: builtin.masked(dy, mask)  # noqa: E731
             else:
                 kept = bits.keep(x, lambda x: x > 0)
                 select = lambda dy: bits.where(kept, dy)  # noqa: E731
@@ -375,12 +376,14 @@ class QuantizedGateProduct(keras.layers.Layer):
             scale = tf.reduce_max(tf.abs(x), axis=(1, 2), keepdims=True) / 127.0
             scale = tf.maximum(scale, keras.config.epsilon())
             rounded = backward_ops.forward(
-                x, lambda x: tf.cast(tf.round(x / scale), tf.int8)
+                x, lambda x: builtin.int8_copy(tf.round(x / scale))
             )
 
             def grad(dy):
                 with tf.control_dependencies([dy]):  # In the backward pass.
-                    restored = tf.cast(tf.identity(rounded), dy.dtype) * scale
+                    restored = builtin.from_int8(
+                        tf.identity(rounded), dy.dtype
+                    ) * scale
                 gate_grad = tf.reduce_sum(
                     dy * restored, axis=(1, 2), keepdims=True
                 )
