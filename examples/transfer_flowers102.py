@@ -89,8 +89,9 @@ def main():
     if args.method.startswith("repnet"):
         keras_repnet.describe(model)
 
-    # 3. Train with the recipe: its optimizer, schedule and loss.
-    recipe.compile(model, total_steps=recipe.epochs * len(splits.train))
+    # 3. Train with the model's recipe (the one given, with what `build`
+    # resolves for the backbone): its optimizer, schedule and loss.
+    model.recipe.compile(model, total_steps=recipe.epochs * len(splits.train))
     model.fit(splits.train, validation_data=splits.validation, epochs=recipe.epochs)
 
     # 4. Evaluate and save.
