@@ -135,7 +135,7 @@ POINT_OPTIONS = {
     ),
 }
 # Rep-Net's defaults, per backbone, before `build` took
-# `keras_repnet.core.builder.APPROXIMATE_SHIFT_DEFAULTS` there, and the
+# `keras_repnet.core.shift_rule.APPROXIMATE_SHIFT_DEFAULTS` there, and the
 # rates (side, head) they picked on every far set at 128 px: the options
 # stage runs its options over them, at those rates, as they ran
 # (`protocol.option_options`); shifts an option turns on train at the

@@ -6,7 +6,7 @@ says which command reads which flag.
 
 from absl import flags
 
-from keras_repnet.core.builder import SHIFT_MODES
+from keras_repnet.core.shift_rule import SHIFT_MODES
 from keras_repnet.core.recipe import REPNET
 
 DATA = flags.DEFINE_string(

@@ -162,7 +162,7 @@ def _defaults_of(model):
 
 
 def test_defaults_follow_the_backbone_by_one_rule():
-    from keras_repnet.core.builder import APPROXIMATE_SHIFT_DEFAULTS
+    from keras_repnet.core.shift_rule import APPROXIMATE_SHIFT_DEFAULTS
 
     def defaults(backbone, **kwargs):
         return _defaults_of(keras_repnet.build(

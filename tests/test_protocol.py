@@ -133,7 +133,7 @@ def test_options_on_mobilenet_v3_run_over_its_former_defaults():
     """`build`'s rule changed MobileNetV3Small's defaults; its options stay
     the runs they were: over four modules without shifts, at the rates the
     former defaults picked, whatever the new defaults pick."""
-    from keras_repnet.core.builder import APPROXIMATE_SHIFT_DEFAULTS
+    from keras_repnet.core.shift_rule import APPROXIMATE_SHIFT_DEFAULTS
 
     point = ("MobileNetV3Small", 128)
     # The new defaults' grid picks 1e-2: the options keep 3e-2.

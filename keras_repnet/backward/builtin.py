@@ -280,7 +280,8 @@ def depthwise_filter_grad(x, grad, kernel_shape, stride, padding):
     return tf.reshape(tf.stack(taps), kernel_shape)
 
 
-# The name of the casts that hold a ReLU mask in int8 (forward) and read it
+# The name of the casts that hold integer floats in int8 (forward: a ReLU
+# or sign-rule mask, a squeeze-excite gate's rounded feature) and read them
 # back (backward): the export makes them LiteRT `QUANTIZE` and `DEQUANTIZE`
 # ops, which XNNPACK runs (`keras_repnet.export.xnnpack`).
 INT8_MASK = "keras_repnet_int8_mask"
@@ -297,7 +298,7 @@ def _relu_grad(op, grad):
     partition, which turns the reshapes at its edges into copies.
     """
     mask = ops.forward(
-        op.outputs[0], lambda y: _int8_mask(tf.minimum(tf.math.ceil(y), 1))
+        op.outputs[0], lambda y: to_int8(tf.minimum(tf.math.ceil(y), 1))
     )
     return masked(grad, mask)
 
@@ -314,7 +315,7 @@ def _relu6_grad(op, grad):
     """
     mask = ops.forward(
         op.outputs[0],
-        lambda y: _int8_mask(tf.minimum(tf.math.ceil(tf.minimum(y, 6 - y)), 1)),
+        lambda y: to_int8(tf.minimum(tf.math.ceil(tf.minimum(y, 6 - y)), 1)),
     )
     return masked(grad, mask)
 
@@ -323,31 +324,25 @@ def positive_mask(x):
     """`x > 0` as an int8 `{0, 1}` mask that the export keeps in XNNPACK:
     `min(ceil(max(x, 0)), 1)`, exact for every `x` (see `_relu_grad`), for
     the sign rule of `keras_repnet.SignGradient`; `masked` applies it."""
-    return _int8_mask(tf.minimum(tf.math.ceil(tf.nn.relu(x)), 1))
+    return to_int8(tf.minimum(tf.math.ceil(tf.nn.relu(x)), 1))
 
 
 def masked(grad, mask):
-    """`grad` where an int8 mask of `positive_mask` is 1, else 0."""
-    return grad * tf.cast(mask, grad.dtype, name=INT8_MASK)
+    """`grad` where an int8 `{0, 1}` mask is 1, else 0."""
+    return grad * from_int8(mask, grad.dtype)
 
 
-def int8_copy(rounded):
-    """Floats that are integers in [-127, 127] (`round(x / scale)`) as
-    int8. Named `INT8_MASK`, the export stores them with a `QUANTIZE` of
-    scale 1, which rounds to the same bytes, in XNNPACK; `from_int8` reads
-    them back."""
-    return tf.cast(rounded, tf.int8, name=INT8_MASK)
+def to_int8(values):
+    """Floats that are integers in [-127, 127] (a `{0, 1}` mask, or
+    `round(x / scale)`) as int8, one byte each. Named `INT8_MASK`: the
+    export stores them with a `QUANTIZE` of scale 1, the same bytes, which
+    XNNPACK runs; `from_int8` reads them back."""
+    return tf.cast(values, tf.int8, name=INT8_MASK)
 
 
 def from_int8(values, dtype):
-    """The floats of an `int8_copy`, exactly."""
+    """The floats of `to_int8`, exactly."""
     return tf.cast(values, dtype, name=INT8_MASK)
-
-
-def _int8_mask(values):
-    """A `{0, 1}` float mask as int8 (1 byte per element, as a bool)."""
-    return tf.cast(values, tf.int8, name=INT8_MASK)
-
 
 
 def _avg_pool_grad(op, grad):

@@ -8,6 +8,7 @@ from keras_repnet.core import backbones
 from keras_repnet.core import flat_graph
 from keras_repnet.core import heads
 from keras_repnet.core import masks
+from keras_repnet.core import shift_rule
 from keras_repnet.core import taps as taps_lib
 from keras_repnet.core.layers import ActivationConnector
 from keras_repnet.core.layers import QuantizedGateProduct
@@ -18,31 +19,10 @@ from keras_repnet.core.layers import shift_after
 from keras_repnet.core.models import RepNetModel
 from keras_repnet.core.recipe import REPNET
 from keras_repnet.core.recipe import Recipe
+from keras_repnet.core.shift_rule import APPROXIMATE_SHIFTS
+from keras_repnet.core.shift_rule import SHIFT_MODES
 
 CONNECT_MODES = ("up", "dual", "down", "none", "all")
-# `backbone_shifts` modes whose backward approximates the backbone's:
-# mode -> (activations by the sign rule, squeeze-excite gates: "exact",
-# "held" constant or their gradient from an "int8" copy of the feature).
-APPROXIMATE_SHIFTS = {
-    "masks": (True, "held"),
-    "sign": (True, "exact"),
-    "held-gates": (False, "held"),
-    "sign-int8": (True, "int8"),
-}
-# `backbone_shifts` beside True and False (see `build`).
-SHIFT_MODES = ("auto", *APPROXIMATE_SHIFTS)
-# `build`'s defaults on a backbone whose shifts' exact backward would keep
-# float activations (hard-swish, squeeze-excite: MobileNetV3): what
-# MobileNetV3Small's validation splits picked in the accuracy protocol
-# (docs/results.md). Elsewhere: one module per level (at least 4), the
-# side norms at Keras' momentum, exact shifts at the side's rate.
-APPROXIMATE_SHIFT_DEFAULTS = {
-    "num_modules": 6,
-    "side_norm_momentum": 0.9,
-    "backbone_shifts": "sign-int8",
-    "shift_learning_rate": 3e-3,
-}
-DEFAULT_SIDE_NORM_MOMENTUM = 0.99
 HEAD_NAME = heads.HEAD_NAME
 # With `side_width="auto"`, the side network has at most this share of the
 # frozen backbone's parameters.
@@ -96,14 +76,14 @@ def build(
     cost the backbone's ReLU masks in memory and gained the most accuracy
     of anything tried.
 
-    The defaults follow one rule. Where the shifts' backward costs only
-    masks (`shifts_cost_masks_only`: MobileNetV2, ResNet), one module per
-    level, side norms at Keras' momentum 0.99 and exact shifts at the side
-    network's rate. Where it would keep float activations (hard-swish and
-    squeeze-excite: MobileNetV3), `APPROXIMATE_SHIFT_DEFAULTS`: six
-    modules, side norms at 0.9, the shifts with the `"sign-int8"` backward
-    and, unless the recipe sets one, at their own rate of 3e-3
-    (`model.recipe.shift_learning_rate`). Arguments given explicitly win.
+    The defaults follow one rule (`keras_repnet.core.shift_rule`). Where
+    the shifts' backward costs only masks (MobileNetV2, ResNet), one module
+    per level, side norms at Keras' momentum 0.99 and exact shifts at the
+    side network's rate. Where it would keep float activations (hard-swish
+    and squeeze-excite: MobileNetV3), six modules, side norms at 0.9, the
+    shifts with the `"sign-int8"` backward and, unless the recipe sets
+    one, at their own rate of 3e-3 (`model.recipe.shift_learning_rate`).
+    Arguments given explicitly win.
 
     Args:
         backbone: a `keras.applications` constructor (e.g.
@@ -150,8 +130,8 @@ def build(
             "+bias". The backward pass then crosses the backbone. `"auto"`
             trains them exactly where that costs only masks: backbones
             whose nonlinearities are all ReLU-like and that multiply no two
-            activations (`shifts_cost_masks_only`; e.g. MobileNetV2,
-            ResNet), and with `"sign-int8"` elsewhere (MobileNetV3, whose
+            activations (`shift_rule.shifts_cost_masks_only`; e.g.
+            MobileNetV2, ResNet), and with `"sign-int8"` elsewhere (MobileNetV3, whose
             hard-swish and squeeze-excite would keep float activations).
             `True` trains them with the exact backward, and four modes
             approximate it to keep less:
@@ -210,21 +190,12 @@ def build(
     ):
         input_shape = (recipe.image_size, recipe.image_size, 3)
     frozen = backbones.resolve(backbone, input_shape, weights)
-    masks_only = shifts_cost_masks_only(frozen)
-    rule = {} if masks_only else APPROXIMATE_SHIFT_DEFAULTS
-    if num_modules is None:
-        num_modules = rule.get("num_modules")
-    if side_norm_momentum is None:
-        side_norm_momentum = rule.get(
-            "side_norm_momentum", DEFAULT_SIDE_NORM_MOMENTUM
+    num_modules, side_norm_momentum, backbone_shifts, recipe = (
+        shift_rule.resolve(
+            frozen, num_modules, side_norm_momentum, backbone_shifts,
+            recipe or REPNET,
         )
-    if backbone_shifts == "auto":
-        backbone_shifts = rule.get("backbone_shifts", True)
-    elif backbone_shifts in APPROXIMATE_SHIFTS and masks_only:
-        backbone_shifts = True  # Exact, as it keeps masks only anyway.
-    recipe = recipe or REPNET
-    if backbone_shifts and rule and recipe.shift_learning_rate is None:
-        recipe = recipe.replace(shift_learning_rate=rule["shift_learning_rate"])
+    )
     plan = _resolve_taps(frozen, taps, connect, num_modules)
     if side_width == "auto":
         side_width = auto_side_width(
@@ -267,24 +238,6 @@ def build(
         backbone=backbones.backbone_name(backbone),
         recipe=recipe,
     )
-
-
-def shifts_cost_masks_only(backbone: keras.Model) -> bool:
-    """Whether training shifts inside `backbone` keeps only masks for the
-    backward pass: every nonlinearity is piecewise linear (ReLU, ReLU6,
-    leaky ReLU: a mask each under the lean rules) and no layer multiplies
-    two activations (as squeeze-excite does), as the memory profiler
-    classifies the layers (`keras_repnet.memory`)."""
-    for node in flat_graph.Graph.of(backbone).nodes:
-        if node.kind == "multiply":
-            return False
-        if node.kind == "activation" and node.detail not in (
-            None,
-            "linear",
-            *flat_graph.PIECEWISE_LINEAR,
-        ):
-            return False
-    return True
 
 
 def auto_side_width(plan, frozen_params, kernel_size, budget=None) -> float:

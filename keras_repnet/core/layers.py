@@ -376,7 +376,7 @@ class QuantizedGateProduct(keras.layers.Layer):
             scale = tf.reduce_max(tf.abs(x), axis=(1, 2), keepdims=True) / 127.0
             scale = tf.maximum(scale, keras.config.epsilon())
             rounded = backward_ops.forward(
-                x, lambda x: builtin.int8_copy(tf.round(x / scale))
+                x, lambda x: builtin.to_int8(tf.round(x / scale))
             )
 
             def grad(dy):
