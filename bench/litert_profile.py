@@ -3,6 +3,8 @@
     python bench/litert_profile.py                    # both backbones
     python bench/litert_profile.py --backbones=MobileNetV2 --runs=20
     python bench/litert_profile.py --models=a.tflite,b.tflite  # given files
+    python bench/litert_profile.py --backbones=MobileNetV3Small \
+        --without_shifts --results_name=litert_profile_shifts
 
 Exports each backbone's Rep-Net (as bench/tflite.py does: MobileNetV2 with
 the ImageNet weights, MobileNetV3Small) with `keras_repnet.export_tflite`
@@ -18,7 +20,11 @@ steps of its summed time per step and its share of the summed step, and
 the same for `infer` at the train batch: the difference is what training
 adds. Builtin ops in the table did not go to XNNPACK (`delegated`
 column; the op counts of the file's `train` subgraph, and which of its
-nodes ran as builtin kernels, give the delegation table).
+nodes ran as builtin kernels, give the delegation table). With
+`--without_shifts` each backbone's Rep-Net is profiled again without the
+backbone shifts (`backbone_shifts=False`, no gradient crosses the
+backbone), and the markdown holds one table instead (the JSON keeps the
+others): per op kind, what the shifts' backward pass adds to the step.
 
 Writes bench/results/litert_profile.{json,md}.
 """
@@ -51,6 +57,10 @@ _KERNELS = flags.DEFINE_list(
 )
 _TOP = flags.DEFINE_integer("top", 14, "Op kinds per table (the rest summed).")
 _NAME = flags.DEFINE_string("results_name", "litert_profile", "bench/results/NAME.")
+_WITHOUT_SHIFTS = flags.DEFINE_bool(
+    "without_shifts", False,
+    "Also profile each backbone without backbone shifts; tabulate the difference.",
+)
 _WORKER = flags.DEFINE_string(
     "profile_worker", None, "Internal: profile this file, print JSON."
 )
@@ -72,27 +82,38 @@ def main(_):
         "tool": "bench/litert_profile.py (LiteRT C API profiler, bench/litert_capi.py)",
         "steps": {},
     }
+    shifts, results = [], {}
     with tempfile.TemporaryDirectory() as folder:
-        models = {os.path.basename(p): p for p in _MODELS.value} or {
-            name: export(name, folder) for name in _BACKBONES.value
-        }
+        models = {os.path.basename(p): p for p in _MODELS.value}
+        for name in [] if models else _BACKBONES.value:
+            models[name] = export(name, folder)
+            if _WITHOUT_SHIFTS.value:
+                models[name + NO_SHIFTS] = export(name, folder, backbone_shifts=False)
         for name, path in models.items():
             for kernels in _KERNELS.value:
-                result = run_worker(path, kernels)
+                result = results[name, kernels] = run_worker(path, kernels)
                 settings["steps"][f"{name} {kernels}"] = result["steps"]
                 rows += table_rows(name, kernels, result)
                 if kernels == "delegate":
                     delegation += delegation_rows(name, path, result)
-    _write(rows, delegation, settings)
+    for (name, kernels), result in results.items():
+        if (name + NO_SHIFTS, kernels) in results:
+            without = results[name + NO_SHIFTS, kernels]
+            shifts += shift_rows(name, kernels, result, without, _TOP.value)
+    _write(rows, delegation, shifts, settings)
 
 
-def export(name, folder):
+# The name of a backbone's Rep-Net without backbone shifts.
+NO_SHIFTS = ", no shifts"
+
+
+def export(name, folder, **build_options):
     from common import bench_model
 
     from keras_repnet import export as export_lib
 
-    path = os.path.join(folder, f"{name}.tflite")
-    model = bench_model(name, _IMAGE_SIZE.value)
+    path = os.path.join(folder, f"{name}{len(build_options)}.tflite")
+    model = bench_model(name, _IMAGE_SIZE.value, **build_options)
     export_lib.export_tflite(model, path, batch_size=_BATCH_SIZE.value)
     return path
 
@@ -211,6 +232,62 @@ def table_rows(name, kernels, result):
     return rows
 
 
+def shift_rows(name, kernels, result, without, top):
+    """Per op kind: the `train` step's milliseconds with the backbone shifts
+    (`result`) and without them (`without`), largest difference first (the
+    `top` largest, then the others summed); then both signatures' summed
+    ops."""
+
+    def medians(profile):
+        return {
+            (r["op"], r["runs_in"]): (r["calls"], statistics.median(r["us"]) / 1000)
+            for r in profile["ops"]["train"]
+        }
+
+    with_shifts, no_shifts = medians(result), medians(without)
+    keys = sorted(
+        set(with_shifts) | set(no_shifts),
+        key=lambda k: no_shifts.get(k, (0, 0))[1] - with_shifts.get(k, (0, 0))[1],
+    )
+    rows = []
+    for rank, key in enumerate(keys):
+        calls, ms = with_shifts.get(key, (0, 0.0))
+        calls_without, ms_without = no_shifts.get(key, (0, 0.0))
+        row = {
+            "backbone": name,
+            "kernels": "XNNPACK" if kernels == "delegate" else "builtin only",
+            "op (LiteRT or XNNPACK name)": key[0],
+            "runs in": key[1],
+            "calls with shifts": calls,
+            "calls without": calls_without,
+            "ms with shifts": ms,
+            "ms without": ms_without,
+            "shifts add ms": ms - ms_without,
+        }
+        if rank >= top:
+            row.update({"op (LiteRT or XNNPACK name)": "all other ops", "runs in": "-"})
+            if rows[-1]["runs in"] == "-":
+                other = rows.pop()
+                for field in list(row)[4:]:
+                    row[field] += other[field]
+        rows.append(row)
+    steps = [result["steps"], without["steps"]]
+    totals = (("train step (sum of ops)", "train"), ("infer (sum of ops)", "infer"))
+    for label, signature in totals:
+        ms, ms_without = (step[signature]["ops_ms"] for step in steps)
+        rows.append({
+            **rows[0], "op (LiteRT or XNNPACK name)": label, "runs in": "-",
+            "calls with shifts": sum(r["calls"] for r in result["ops"][signature]),
+            "calls without": sum(r["calls"] for r in without["ops"][signature]),
+            "ms with shifts": ms, "ms without": ms_without,
+            "shifts add ms": ms - ms_without,
+        })
+    for row in rows:
+        for field in ("ms with shifts", "ms without", "shifts add ms"):
+            row[field] = round(row[field], 2)
+    return rows
+
+
 def delegation_rows(name, path, result):
     """Per LiteRT op type of the `train` subgraph: nodes, and how many ran
     as builtin kernels (the others went to XNNPACK)."""
@@ -234,7 +311,7 @@ def delegation_rows(name, path, result):
     ]
 
 
-def _write(rows, delegation, settings):
+def _write(rows, delegation, shifts, settings):
     from common import RESULTS
     from common import markdown_table
 
@@ -253,10 +330,15 @@ def _write(rows, delegation, settings):
             })
         kept.sort(key=lambda r: r["backbone"])
         text += "\n\n" + markdown_table(kept, list(kept[0]))
+    if shifts:  # The difference is the page's table; the JSON has all.
+        text = markdown_table(shifts, list(shifts[0]))
     print(text)
     os.makedirs(RESULTS, exist_ok=True)
     with open(RESULTS / f"{_NAME.value}.json", "w") as f:
-        json.dump({"settings": settings, "rows": rows, "delegation": delegation}, f, indent=2)
+        json.dump(
+            {"settings": settings, "rows": rows, "delegation": delegation, "shifts": shifts},
+            f, indent=2,
+        )
     with open(RESULTS / f"{_NAME.value}.md", "w") as f:
         f.write(text + "\n")
 

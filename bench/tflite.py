@@ -9,8 +9,9 @@ For each backbone (MobileNetV2 with the offline ImageNet weights,
 MobileNetV3Small with random weights: sizes and speed do not depend on them)
 it exports a Rep-Net with `keras_repnet.export_tflite` (float, with an int8
 backbone, and float with `share_weights=False`: the export before weight
-sharing) and compares the file sizes with the float inference-only
-model; then, in a fresh process that imports only `ai_edge_litert` (as on a
+sharing, and float without the backbone shifts: the step without a
+backward pass through the backbone) and compares the file sizes with the
+float inference-only model; then, in a fresh process that imports only `ai_edge_litert` (as on a
 device: bench/litert_worker.py), it times `train` (batch 8) and `infer`
 (batch 1 and 8) with 1, 2 and 4 threads, with and without XNNPACK, and
 measures the interpreter's memory (peak RSS over the process before the
@@ -35,7 +36,8 @@ Issue 24's targets, met or not, go to `tflite_targets`: the train step
 against `infer` at the same batch, the train peak RSS against an
 interpreter of the same file that only infers (its own process), int8
 against float RSS, and without XNNPACK the shared-weights file against the
-kernel copies.
+kernel copies; beside the first two, the same ratios without the backbone
+shifts, what the step costs when no gradient crosses the backbone.
 
 Prints markdown tables and writes
 bench/results/tflite{,_speed,_targets,_accuracy}.{json,md} (`--short`
@@ -172,6 +174,15 @@ def measure(name, size, repeats):
         )
         export.export_tflite(
             model, paths["float, kernel copies"], batch_size=batch, share_weights=False
+        )
+        # The same Rep-Net without the backbone shifts: no gradient crosses
+        # the backbone, so its step is the side network's and the head's
+        # alone (what limits the targets, beside the defaults).
+        paths[litert_targets.NO_SHIFTS] = os.path.join(folder, "no_shifts.tflite")
+        export.export_tflite(
+            build(name, size, backbone_shifts=False),
+            paths[litert_targets.NO_SHIFTS],
+            batch_size=batch,
         )
         inference_bytes = inference_only_size(model, folder)
         # Rounds over every configuration in turn, so that a slow spell of
