@@ -40,6 +40,7 @@ import tempfile
 import numpy as np
 from absl import app
 from absl import flags
+from litert_targets import shift_rows
 
 _BACKBONES = flags.DEFINE_list(
     "backbones", ["MobileNetV2", "MobileNetV3Small"], "keras.applications names."
@@ -88,7 +89,7 @@ def main(_):
         for name in [] if models else _BACKBONES.value:
             models[name] = export(name, folder)
             if _WITHOUT_SHIFTS.value:
-                models[name + NO_SHIFTS] = export(name, folder, backbone_shifts=False)
+                models[name + NO_SHIFTS_SUFFIX] = export(name, folder, backbone_shifts=False)
         for name, path in models.items():
             for kernels in _KERNELS.value:
                 result = results[name, kernels] = run_worker(path, kernels)
@@ -97,14 +98,14 @@ def main(_):
                 if kernels == "delegate":
                     delegation += delegation_rows(name, path, result)
     for (name, kernels), result in results.items():
-        if (name + NO_SHIFTS, kernels) in results:
-            without = results[name + NO_SHIFTS, kernels]
+        if (name + NO_SHIFTS_SUFFIX, kernels) in results:
+            without = results[name + NO_SHIFTS_SUFFIX, kernels]
             shifts += shift_rows(name, kernels, result, without, _TOP.value)
     _write(rows, delegation, shifts, settings)
 
 
-# The name of a backbone's Rep-Net without backbone shifts.
-NO_SHIFTS = ", no shifts"
+# Appended to a backbone's name: its Rep-Net without backbone shifts.
+WITHOUT_SHIFTS = ", no shifts"
 
 
 def export(name, folder, **build_options):
@@ -229,62 +230,6 @@ def table_rows(name, kernels, result):
         "train ms": total, "train %": 100.0,
         "infer ms (same batch)": result["steps"]["infer"]["ops_ms"],
     })
-    return rows
-
-
-def shift_rows(name, kernels, result, without, top):
-    """Per op kind: the `train` step's milliseconds with the backbone shifts
-    (`result`) and without them (`without`), largest difference first (the
-    `top` largest, then the others summed); then both signatures' summed
-    ops."""
-
-    def medians(profile):
-        return {
-            (r["op"], r["runs_in"]): (r["calls"], statistics.median(r["us"]) / 1000)
-            for r in profile["ops"]["train"]
-        }
-
-    with_shifts, no_shifts = medians(result), medians(without)
-    keys = sorted(
-        set(with_shifts) | set(no_shifts),
-        key=lambda k: no_shifts.get(k, (0, 0))[1] - with_shifts.get(k, (0, 0))[1],
-    )
-    rows = []
-    for rank, key in enumerate(keys):
-        calls, ms = with_shifts.get(key, (0, 0.0))
-        calls_without, ms_without = no_shifts.get(key, (0, 0.0))
-        row = {
-            "backbone": name,
-            "kernels": "XNNPACK" if kernels == "delegate" else "builtin only",
-            "op (LiteRT or XNNPACK name)": key[0],
-            "runs in": key[1],
-            "calls with shifts": calls,
-            "calls without": calls_without,
-            "ms with shifts": ms,
-            "ms without": ms_without,
-            "shifts add ms": ms - ms_without,
-        }
-        if rank >= top:
-            row.update({"op (LiteRT or XNNPACK name)": "all other ops", "runs in": "-"})
-            if rows[-1]["runs in"] == "-":
-                other = rows.pop()
-                for field in list(row)[4:]:
-                    row[field] += other[field]
-        rows.append(row)
-    steps = [result["steps"], without["steps"]]
-    totals = (("train step (sum of ops)", "train"), ("infer (sum of ops)", "infer"))
-    for label, signature in totals:
-        ms, ms_without = (step[signature]["ops_ms"] for step in steps)
-        rows.append({
-            **rows[0], "op (LiteRT or XNNPACK name)": label, "runs in": "-",
-            "calls with shifts": sum(r["calls"] for r in result["ops"][signature]),
-            "calls without": sum(r["calls"] for r in without["ops"][signature]),
-            "ms with shifts": ms, "ms without": ms_without,
-            "shifts add ms": ms - ms_without,
-        })
-    for row in rows:
-        for field in ("ms with shifts", "ms without", "shifts add ms"):
-            row[field] = round(row[field], 2)
     return rows
 
 

@@ -1,4 +1,7 @@
-"""Issue 24's targets for the LiteRT training step, met or not."""
+"""Issue 24's targets for the LiteRT training step, met or not, and what
+the backbone shifts add to a profiled step (what limits them)."""
+
+import statistics
 
 # Issue 24's targets: LiteRT train step / inference at the same batch.
 STEP_RATIO_TARGETS = {"MobileNetV2": 2.5, "MobileNetV3Small": 2.0}
@@ -77,3 +80,59 @@ def _ratios(row, batch):
 
 def _times(ratio):
     return "-" if ratio is None else f"{ratio:.2f}x"
+
+
+def shift_rows(name, kernels, result, without, top):
+    """Per op kind: the `train` step's milliseconds with the backbone shifts
+    (`result`) and without them (`without`), largest difference first (the
+    `top` largest, then the others summed); then both signatures' summed
+    ops."""
+
+    def medians(profile):
+        return {
+            (r["op"], r["runs_in"]): (r["calls"], statistics.median(r["us"]) / 1000)
+            for r in profile["ops"]["train"]
+        }
+
+    with_shifts, no_shifts = medians(result), medians(without)
+    keys = sorted(
+        set(with_shifts) | set(no_shifts),
+        key=lambda k: no_shifts.get(k, (0, 0))[1] - with_shifts.get(k, (0, 0))[1],
+    )
+    rows = []
+    for rank, key in enumerate(keys):
+        calls, ms = with_shifts.get(key, (0, 0.0))
+        calls_without, ms_without = no_shifts.get(key, (0, 0.0))
+        row = {
+            "backbone": name,
+            "kernels": "XNNPACK" if kernels == "delegate" else "builtin only",
+            "op (LiteRT or XNNPACK name)": key[0],
+            "runs in": key[1],
+            "calls with shifts": calls,
+            "calls without": calls_without,
+            "ms with shifts": ms,
+            "ms without": ms_without,
+            "shifts add ms": ms - ms_without,
+        }
+        if rank >= top:
+            row.update({"op (LiteRT or XNNPACK name)": "all other ops", "runs in": "-"})
+            if rows[-1]["runs in"] == "-":
+                other = rows.pop()
+                for field in list(row)[4:]:
+                    row[field] += other[field]
+        rows.append(row)
+    steps = [result["steps"], without["steps"]]
+    totals = (("train step (sum of ops)", "train"), ("infer (sum of ops)", "infer"))
+    for label, signature in totals:
+        ms, ms_without = (step[signature]["ops_ms"] for step in steps)
+        rows.append({
+            **rows[0], "op (LiteRT or XNNPACK name)": label, "runs in": "-",
+            "calls with shifts": sum(r["calls"] for r in result["ops"][signature]),
+            "calls without": sum(r["calls"] for r in without["ops"][signature]),
+            "ms with shifts": ms, "ms without": ms_without,
+            "shifts add ms": ms - ms_without,
+        })
+    for row in rows:
+        for field in ("ms with shifts", "ms without", "shifts add ms"):
+            row[field] = round(row[field], 2)
+    return rows

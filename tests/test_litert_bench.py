@@ -1,6 +1,8 @@
 """The LiteRT benches' tables: issue 24's targets (`bench/litert_targets.py`)
 and what the backbone shifts add to a profiled step
-(`bench/litert_profile.py`), on hand-made measurements."""
+(`bench/litert_profile.py --without_shifts`), on hand-made measurements.
+The bench scripts themselves define absl flags, which the package's
+commands define too: only their flag-free modules are imported here."""
 
 import pathlib
 import sys
@@ -9,7 +11,6 @@ BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
-import litert_profile  # noqa: E402
 import litert_targets  # noqa: E402
 
 
@@ -72,7 +73,7 @@ def test_what_the_shifts_add_is_the_difference_per_op_largest_first():
     )
     without = _profile([("Mul", 10, 1000.0), ("GEMM", 20, 1000.0), ("Pad", 1, 200.0)],
                        train_ms=2.2, infer_ms=0.9)
-    rows = litert_profile.shift_rows("m", "delegate", with_shifts, without, top=2)
+    rows = litert_targets.shift_rows("m", "delegate", with_shifts, without, top=2)
     table = {
         r["op (LiteRT or XNNPACK name)"]: (
             r["calls with shifts"], r["calls without"], r["shifts add ms"]
