@@ -105,7 +105,7 @@ def main(_):
 
 
 # Appended to a backbone's name: its Rep-Net without backbone shifts.
-WITHOUT_SHIFTS = ", no shifts"
+NO_SHIFTS_SUFFIX = ", no shifts"
 
 
 def export(name, folder, **build_options):
