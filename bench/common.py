@@ -76,22 +76,38 @@ def run_worker(path, repeats, threads, xnnpack, train=True, stages=False):
     `train=False`, an interpreter that only infers; with `stages=True`, the
     RSS it holds after each stage)."""
     worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "litert_worker.py")
+    return run_json(
+        worker,
+        f"--model={path}",
+        f"--repeats={repeats}",
+        f"--threads={threads}",
+        "--xnnpack" if xnnpack else "--noxnnpack",
+        "--train" if train else "--notrain",
+        "--stages" if stages else "--nostages",
+    )
+
+
+def run_json(script, *args):
+    """Runs a Python `script` with `args` in a fresh process (freed memory
+    returned to the system: `MALLOC_MMAP_THRESHOLD_`) and returns the JSON
+    of its last printed line."""
     result = subprocess.run(
-        [
-            sys.executable,
-            worker,
-            f"--model={path}",
-            f"--repeats={repeats}",
-            f"--threads={threads}",
-            "--xnnpack" if xnnpack else "--noxnnpack",
-            "--train" if train else "--notrain",
-            "--stages" if stages else "--nostages",
-        ],
+        [sys.executable, script, *args],
         capture_output=True,
         text=True,
         env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
         check=False,
     )
     if result.returncode:
-        raise RuntimeError(f"LiteRT worker failed:\n{result.stderr[-3000:]}")
+        raise RuntimeError(f"{script} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def status_mib(field):
+    """A memory field of this process's /proc status (`VmRSS`, `VmHWM`,
+    `RssFile`, ...), in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")

@@ -25,13 +25,14 @@ import ctypes
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 from absl import app
 from absl import flags
+from common import run_json
+from common import status_mib
 
 _BACKBONES = flags.DEFINE_list(
     "backbones", ["MobileNetV2", "MobileNetV3Small"], "keras.applications names."
@@ -107,19 +108,10 @@ def main(_):
 
 
 def run_worker(path, runtime, train):
-    result = subprocess.run(
-        [
-            sys.executable, os.path.abspath(__file__), f"--worker={path}",
-            f"--runtime={runtime}", "--train" if train else "--notrain",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
-        check=False,
+    return run_json(
+        os.path.abspath(__file__), f"--worker={path}", f"--runtime={runtime}",
+        "--train" if train else "--notrain",
     )
-    if result.returncode:
-        raise RuntimeError(f"LiteRT worker failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # === The worker: LiteRT only ===
@@ -146,7 +138,7 @@ def measure(path, runtime, train):
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # Resets VmHWM to the current RSS.
-    before, file_before = _status_mib("VmRSS"), _status_mib("RssFile")
+    before, file_before = status_mib("VmRSS"), status_mib("RssFile")
     with tempfile.TemporaryDirectory() as cache:
         run = _runner(path, runtime, cache, batch)
         run("infer", {"x": inputs["x"]})
@@ -156,8 +148,8 @@ def measure(path, runtime, train):
             run("train", inputs)
             seconds.append(time.perf_counter() - start)
         return {
-            "peak_rss_mib": _status_mib("VmHWM") - before,
-            "file_rss_mib": _status_mib("RssFile") - file_before,
+            "peak_rss_mib": status_mib("VmHWM") - before,
+            "file_rss_mib": status_mib("RssFile") - file_before,
             "train_ms": 1000 * statistics.median(seconds[1:]) if train else 0.0,
         }
 
@@ -197,14 +189,6 @@ def _runner(path, runtime, cache, batch):
         model.run_by_index(index, ins, outs)
 
     return run
-
-
-def _status_mib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from absl import flags
 from ai_edge_litert.interpreter import Interpreter
 from ai_edge_litert.interpreter import OpResolverType
 from common import median_seconds
+from common import status_mib
 
 _MODEL = flags.DEFINE_string("model", None, "An exported .tflite file.", required=True)
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed calls (after a warm-up).")
@@ -40,14 +41,6 @@ _XNNPACK = flags.DEFINE_bool(
 )
 
 
-def _status_mib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def main(_):
     sidecar = json.loads(Path(_MODEL.value).with_suffix(".json").read_text())
     size, batch = sidecar["image_size"], sidecar["batch_size"]
@@ -57,7 +50,7 @@ def main(_):
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # Resets VmHWM to the current RSS.
-    before = _status_mib("VmRSS")
+    before = status_mib("VmRSS")
     interpreter = Interpreter(
         model_path=_MODEL.value,
         num_threads=_THREADS.value,
@@ -66,19 +59,19 @@ def main(_):
         else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
     )
     if _STAGES.value:
-        held = {"built_rss_mib": _status_mib("VmRSS") - before}
+        held = {"built_rss_mib": status_mib("VmRSS") - before}
         interpreter.get_signature_runner("infer")(x=images)
-        held["infer_rss_mib"] = _status_mib("VmRSS") - before
+        held["infer_rss_mib"] = status_mib("VmRSS") - before
         train = interpreter.get_signature_runner("train")
         train(x=images, y=labels, learning_rate=np.float32(1e-3))
-        held["train_rss_mib"] = _status_mib("VmRSS") - before
-        held["peak_rss_mib"] = _status_mib("VmHWM") - before
+        held["train_rss_mib"] = status_mib("VmRSS") - before
+        held["peak_rss_mib"] = status_mib("VmHWM") - before
         print(json.dumps({k: round(v, 1) for k, v in held.items()}))
         return
     infer = interpreter.get_signature_runner("infer")
     if not _TRAIN.value:
         batch_seconds = median_seconds(lambda: infer(x=images), _REPEATS.value)
-        peak = _status_mib("VmHWM") - before
+        peak = status_mib("VmHWM") - before
         print(
             json.dumps(
                 {
@@ -93,7 +86,7 @@ def main(_):
     train_seconds = median_seconds(
         lambda: train(x=images, y=labels, learning_rate=rate), _REPEATS.value
     )
-    peak = _status_mib("VmHWM") - before
+    peak = status_mib("VmHWM") - before
     infer_seconds = median_seconds(lambda: infer(x=images[:1]), _REPEATS.value)
     batch_seconds = median_seconds(lambda: infer(x=images), _REPEATS.value)
     print(
