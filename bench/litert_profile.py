@@ -89,7 +89,9 @@ def main(_):
         for name in [] if models else _BACKBONES.value:
             models[name] = export(name, folder)
             if _WITHOUT_SHIFTS.value:
-                models[name + NO_SHIFTS_SUFFIX] = export(name, folder, backbone_shifts=False)
+                models[name + NO_SHIFTS_SUFFIX] = export(
+                    name, folder, label="_no_shifts", backbone_shifts=False
+                )
         for name, path in models.items():
             for kernels in _KERNELS.value:
                 result = results[name, kernels] = run_worker(path, kernels)
@@ -108,12 +110,12 @@ def main(_):
 NO_SHIFTS_SUFFIX = ", no shifts"
 
 
-def export(name, folder, **build_options):
+def export(name, folder, label="", **build_options):
     from common import bench_model
 
     from keras_repnet import export as export_lib
 
-    path = os.path.join(folder, f"{name}{len(build_options)}.tflite")
+    path = os.path.join(folder, f"{name}{label}.tflite")
     model = bench_model(name, _IMAGE_SIZE.value, **build_options)
     export_lib.export_tflite(model, path, batch_size=_BATCH_SIZE.value)
     return path
@@ -281,7 +283,10 @@ def _write(rows, delegation, shifts, settings):
     os.makedirs(RESULTS, exist_ok=True)
     with open(RESULTS / f"{_NAME.value}.json", "w") as f:
         json.dump(
-            {"settings": settings, "rows": rows, "delegation": delegation, "shifts": shifts},
+            {
+                "settings": settings, "rows": rows,
+                "delegation": delegation, "shifts": shifts,
+            },
             f, indent=2,
         )
     with open(RESULTS / f"{_NAME.value}.md", "w") as f:

@@ -82,6 +82,13 @@ def _times(ratio):
     return "-" if ratio is None else f"{ratio:.2f}x"
 
 
+# `shift_rows`' columns that "all other ops" sums.
+_SUMMED = (
+    "calls with shifts", "calls without", "ms with shifts", "ms without",
+    "shifts add ms",
+)
+
+
 def shift_rows(name, kernels, result, without, top):
     """Per op kind: the `train` step's milliseconds with the backbone shifts
     (`result`) and without them (`without`), largest difference first (the
@@ -118,7 +125,7 @@ def shift_rows(name, kernels, result, without, top):
             row.update({"op (LiteRT or XNNPACK name)": "all other ops", "runs in": "-"})
             if rows[-1]["runs in"] == "-":
                 other = rows.pop()
-                for field in list(row)[4:]:
+                for field in _SUMMED:
                     row[field] += other[field]
         rows.append(row)
     steps = [result["steps"], without["steps"]]

@@ -131,8 +131,9 @@ def build(
             trains them exactly where that costs only masks: backbones
             whose nonlinearities are all ReLU-like and that multiply no two
             activations (`shift_rule.shifts_cost_masks_only`; e.g.
-            MobileNetV2, ResNet), and with `"sign-int8"` elsewhere (MobileNetV3, whose
-            hard-swish and squeeze-excite would keep float activations).
+            MobileNetV2, ResNet), and with `"sign-int8"` elsewhere
+            (MobileNetV3, whose hard-swish and squeeze-excite would keep
+            float activations).
             `True` trains them with the exact backward, and four modes
             approximate it to keep less:
             `"masks"` (the other activations pass the gradient by the

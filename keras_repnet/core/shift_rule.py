@@ -89,9 +89,7 @@ def resolve(
         backbone_shifts = defaults["backbone_shifts"]
     elif backbone_shifts in APPROXIMATE_SHIFTS and masks_only:
         backbone_shifts = True  # Exact, as it keeps masks only anyway.
-    if backbone_shifts and recipe.shift_learning_rate is None:
-        # `replace` leaves the field as it is for `None`.
-        recipe = recipe.replace(
-            shift_learning_rate=defaults["shift_learning_rate"]
-        )
+    rate = defaults["shift_learning_rate"]
+    if backbone_shifts and rate is not None and recipe.shift_learning_rate is None:
+        recipe = recipe.replace(shift_learning_rate=rate)
     return num_modules, side_norm_momentum, backbone_shifts, recipe

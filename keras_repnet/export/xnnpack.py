@@ -8,8 +8,9 @@ at its edges into copies. Both rewrites below keep the model's numbers.
 - `quantize_masks`: the builtin gradient rules
   (`keras_repnet.backward.builtin`) keep each ReLU's mask, a `{0, 1}`
   float (and the sign rule's masks, the squeeze-excite gates' rounded
-  features: integers in [-127, 127]), as int8: a `CAST` to int8 in the forward pass and a `CAST` back in
-  the backward pass, both named `INT8_MASK`. For these values a `QUANTIZE`
+  features: integers in [-127, 127]), as int8: a `CAST` to int8 in the
+  forward pass and a `CAST` back in the backward pass, both named
+  `INT8_MASK`. For these values a `QUANTIZE`
   with scale 1 stores the same bytes and a `DEQUANTIZE` reads them back
   exactly, and XNNPACK runs both (a `QUANTIZE` also absorbs the mask's
   clamp to 1, see the function).
