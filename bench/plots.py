@@ -6,9 +6,11 @@ Axes are linear with round ticks, and accuracy axes span at least
 
 from keras_repnet.apps import plotting
 
-def _panels(rows, width=4.2):
+
+def _panels(rows, width=4.2, margin=0.0):
+    """A figure with a panel per set, `margin` inches wider on the right."""
     sets = sorted({r["set"] for r in rows})
-    figure = plotting.figure(figsize=(width * len(sets), 3.6))
+    figure = plotting.figure(figsize=(width * len(sets) + margin, 3.6))
     axes = figure.subplots(1, len(sets), squeeze=False)[0]
     return figure, dict(zip(sets, axes))
 
@@ -41,7 +43,7 @@ def lines_against_size(rows, path, methods, backbones):
     ]
     if not rows:
         return
-    figure, panels = _panels(rows, width=5)
+    figure, panels = _panels(rows, width=4.2, margin=2.4)
     colors = dict(zip(methods, plotting.colors("tab10")))
     styles = dict(zip(backbones, ("-", "--", ":", "-.")))
     markers = dict(zip(backbones, ("o", "s", "^", "D")))
@@ -64,8 +66,15 @@ def lines_against_size(rows, path, methods, backbones):
         plotting.accuracy_axis(axis, [r["test"][0] for r in chosen])
         axis.set_title(set_name)
         axis.set_xlabel("image size, px")
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend(fontsize=6)
+    # One legend for all panels, beside the last, so that none hides a line.
+    legend = {}
+    for axis in panels.values():
+        for handle, name in zip(*axis.get_legend_handles_labels()):
+            legend.setdefault(name, handle)
+    axis.legend(
+        legend.values(), legend.keys(), fontsize=7, loc="center left",
+        bbox_to_anchor=(1.02, 0.5),
+    )
     plotting.save(figure, path)
 
 
