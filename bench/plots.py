@@ -43,7 +43,7 @@ def lines_against_size(rows, path, methods, backbones):
     ]
     if not rows:
         return
-    figure, panels = _panels(rows, width=4.2, margin=2.4)
+    figure, panels = _panels(rows, margin=2.4)
     colors = dict(zip(methods, plotting.colors("tab10")))
     styles = dict(zip(backbones, ("-", "--", ":", "-.")))
     markers = dict(zip(backbones, ("o", "s", "^", "D")))
@@ -71,7 +71,8 @@ def lines_against_size(rows, path, methods, backbones):
     for axis in panels.values():
         for handle, name in zip(*axis.get_legend_handles_labels()):
             legend.setdefault(name, handle)
-    axis.legend(
+    last = list(panels.values())[-1]
+    last.legend(
         legend.values(), legend.keys(), fontsize=7, loc="center left",
         bbox_to_anchor=(1.02, 0.5),
     )

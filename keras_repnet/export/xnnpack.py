@@ -10,10 +10,10 @@ at its edges into copies. Both rewrites below keep the model's numbers.
   float (and the sign rule's masks, the squeeze-excite gates' rounded
   features: integers in [-127, 127]), as int8: a `CAST` to int8 in the
   forward pass and a `CAST` back in the backward pass, both named
-  `INT8_MASK`. For these values a `QUANTIZE`
-  with scale 1 stores the same bytes and a `DEQUANTIZE` reads them back
-  exactly, and XNNPACK runs both (a `QUANTIZE` also absorbs the mask's
-  clamp to 1, see the function).
+  `INT8_MASK`. For these values a `QUANTIZE` with scale 1 stores the
+  same bytes and a `DEQUANTIZE` reads them back exactly, and XNNPACK runs
+  both (a `QUANTIZE` also absorbs the mask's clamp to 1, see the
+  function).
 - `split_add_n`: TensorFlow sums the gradients of a tensor with several
   consumers (a residual block's input) with `AddN`, LiteRT's `ADD_N`, which
   XNNPACK does not take; a chain of `ADD`s adds in the same order.
