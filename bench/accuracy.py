@@ -6,12 +6,13 @@
 
 Runs the protocol of `protocol.py` (its `PLAN`: which stages run at which
 backbone and image size) in its stage order, most informative first, each
-run through `runs.py`, and after every run rewrites the report of
-`report.py` (`results.md`, `results.json`, `accuracy_vs_memory.png`,
-`accuracy_vs_resolution.png`). Finished runs are skipped and an interrupted
-one resumes from its last epoch, so the protocol can be stopped and started
-again; with every run finished it only rewrites the report. The flags
-filter the plan.
+run through `runs.py`, and after every run that trains rewrites the report
+of `report.py` (`results.md`, `results.json`, `accuracy_vs_memory.png`,
+`accuracy_vs_resolution.png`) and lists the stage's runs again, so a rate
+beyond a grid's edge and the picks later runs use follow the runs just
+finished. Finished runs are skipped and an interrupted one resumes from its
+last epoch, so the protocol can be stopped and started again; with every
+run finished it only rewrites the report. The flags filter the plan.
 
 Stages: `core` (the grids of repnet and ft-last, and one rate beyond
 where a grid picked its edge), `baselines` (tinytl, mobiletl, bn-only),
@@ -88,18 +89,12 @@ def main(argv):
     for stage in _STAGES.value:
         if stage == "memory":
             runs.measure_memory(output_dir, sorted({b for b, _ in points}))
+            results = report.write(output_dir, list(protocol.SETS))
             continue
         for point in points:
-            for spec in list(
-                protocol.stage_runs(stage, point, sets, results, runs.set_size)
-            ):
-                if variants and stage in protocol.TAGGED_STAGES and (
-                    spec.tag not in variants
-                ):
-                    continue
-                runs.run(spec, output_dir)
-                results = report.write(output_dir, list(protocol.SETS))
-    report.write(output_dir, list(protocol.SETS))
+            results = runs.run_stage(
+                stage, point, sets, output_dir, results, variants
+            )
 
 
 if __name__ == "__main__":

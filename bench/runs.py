@@ -2,7 +2,8 @@
 
 `run()` trains a run, or reads its result if it finished before; an
 interrupted run resumes from its last finished epoch. Each writes
-`OUTPUT_DIR/runs/<run name>/result.json`.
+`OUTPUT_DIR/runs/<run name>/result.json`. `run_stage()` runs a stage's
+unfinished runs, listing them again after each.
 """
 
 import functools
@@ -91,6 +92,11 @@ def backbone_model(backbone, image_size):
     return model, None
 
 
+def result_path(spec: protocol.Run, output_dir):
+    """Where `spec`'s result is written once it finishes."""
+    return Path(output_dir) / "runs" / spec.name / "result.json"
+
+
 def run(spec: protocol.Run, output_dir) -> dict:
     """Trains `spec`, or reads its result if it finished before."""
     import keras
@@ -98,10 +104,10 @@ def run(spec: protocol.Run, output_dir) -> dict:
     import keras_repnet
     from keras_repnet.apps import resumable
 
-    folder = Path(output_dir) / "runs" / spec.name
-    result_path = folder / "result.json"
-    if result_path.exists():
-        return json.loads(result_path.read_text())
+    path = result_path(spec, output_dir)
+    folder = path.parent
+    if path.exists():
+        return json.loads(path.read_text())
     print(f"== {spec.name}", flush=True)
     started = time.time()
     size = spec.image_size
@@ -179,8 +185,30 @@ def run(spec: protocol.Run, output_dir) -> dict:
         result["mask"] = _mask_report(
             model, spec.backbone, splits.num_classes, build_options
         )
-    write_json(result, result_path)
+    write_json(result, path)
     return result
+
+
+def run_stage(stage, point, sets, output_dir, results, variants=None):
+    """Runs `stage`'s unfinished runs at `point` one at a time, rewriting
+    the report and listing the runs again from it after each (a rate beyond
+    a grid's edge, and the picks later runs use, follow the runs just
+    finished); `variants` keeps the tagged stages' runs of those tags.
+    Returns the finished results."""
+    import report
+
+    def unfinished():
+        for spec in protocol.stage_runs(stage, point, sets, results, set_size):
+            skipped = variants and stage in protocol.TAGGED_STAGES and (
+                spec.tag not in variants
+            )
+            if not skipped and not result_path(spec, output_dir).exists():
+                yield spec
+
+    while (spec := next(unfinished(), None)) is not None:
+        run(spec, output_dir)
+        results = report.write(output_dir, list(protocol.SETS))
+    return results
 
 
 def _mask_report(model, backbone, num_classes, options):

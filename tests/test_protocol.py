@@ -161,3 +161,51 @@ def test_options_on_mobilenet_v3_run_over_its_former_defaults():
     assert protocol.option_options("MobileNetV2", {"num_modules": 6}) == {
         "num_modules": 6
     }
+
+
+def test_the_driver_lists_a_stage_again_after_each_run(tmp_path, monkeypatch):
+    """The driver (`runs.run_stage`) runs a grid's rate beyond its edge in
+    the same invocation, and the seeds at the pick that rate makes."""
+    import json
+
+    import report
+    import runs
+
+    def validation(spec):  # Repnet's lowest rate, the edge's, scores best.
+        return 0.9 - spec.rates[0] if spec.method == "repnet" else 0.5
+
+    trained = []
+
+    def train(spec, output_dir):
+        trained.append(spec)
+        path = runs.result_path(spec, output_dir)
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({
+            "set": spec.set, "backbone": spec.backbone, "method": spec.method,
+            "learning_rates": list(spec.rates), "seed": spec.seed,
+            "shots": None, "image_size": spec.image_size,
+            "batch_size": None, "epochs": None,
+            "validation_accuracy": [validation(spec)],
+        }))
+
+    def read(output_dir, sets):
+        return [
+            json.loads(p.read_text())
+            for p in sorted(pathlib.Path(output_dir).glob("runs/*/result.json"))
+        ]
+
+    monkeypatch.setattr(runs, "run", train)
+    monkeypatch.setattr(report, "write", read)
+    results = []
+    for stage in ("core", "seeds"):
+        results = runs.run_stage(stage, POINT, ["cifar10"], tmp_path, results)
+    edge = grids.EDGE_RATES["repnet"][0]
+    repnet = [(s.rates, s.seed) for s in trained if s.method == "repnet"]
+    assert repnet == [
+        *((rates, 0) for rates in grids.LEARNING_RATES["repnet"]),
+        (edge, 0), (edge, 1), (edge, 2),
+    ]
+    # Nothing runs twice: a second walk finds every run finished.
+    count = len(trained)
+    runs.run_stage("core", POINT, ["cifar10"], tmp_path, results)
+    assert len(trained) == count
