@@ -87,15 +87,19 @@ def run_worker(path, repeats, threads, xnnpack, train=True, stages=False):
     )
 
 
-def run_json(script, *args):
-    """Runs a Python `script` with `args` in a fresh process (freed memory
-    returned to the system: `MALLOC_MMAP_THRESHOLD_`) and returns the JSON
-    of its last printed line."""
+def run_json(script, *args, return_freed_memory=True):
+    """Runs a Python `script` with `args` in a fresh process and returns the
+    JSON of its last printed line. With `return_freed_memory`, the process
+    returns freed memory to the system (`MALLOC_MMAP_THRESHOLD_`), as
+    resident-set measurements need."""
+    env = dict(os.environ)
+    if return_freed_memory:
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     result = subprocess.run(
         [sys.executable, script, *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
+        env=env,
         check=False,
     )
     if result.returncode:

@@ -33,13 +33,13 @@ import collections
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 from absl import app
 from absl import flags
+from common import run_json
 from litert_targets import shift_rows
 
 _BACKBONES = flags.DEFINE_list(
@@ -122,15 +122,12 @@ def export(name, folder, label="", **build_options):
 
 
 def run_worker(path, kernels):
-    result = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), f"--profile_worker={path}",
-         f"--threads={_THREADS.value}", f"--runs={_RUNS.value}",
-         f"--kernels={kernels}"],
-        capture_output=True, text=True, check=False,
+    """Profiles `path` in a fresh process that imports only LiteRT."""
+    return run_json(
+        os.path.abspath(__file__), f"--profile_worker={path}",
+        f"--threads={_THREADS.value}", f"--runs={_RUNS.value}",
+        f"--kernels={kernels}", return_freed_memory=False,
     )
-    if result.returncode:
-        raise RuntimeError(f"Profiling failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # === The worker: LiteRT only ===
