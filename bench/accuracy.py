@@ -2,7 +2,8 @@
 
     python bench/accuracy.py [--stages=core,baselines,...] [--sets=cifar10,...]
         [--backbones=MobileNetV3Small,...] [--image_sizes=128,...]
-        [--variants=bn0.9,...] [--output_dir=results/accuracy] [--report_only]
+        [--methods=tinytl,...] [--variants=bn0.9,...]
+        [--output_dir=results/accuracy] [--report_only]
 
 Runs the protocol of `protocol.py` (its `PLAN`: which stages run at which
 backbone and image size) in its stage order, most informative first, each
@@ -46,6 +47,9 @@ _BACKBONES = flags.DEFINE_list(
 _IMAGE_SIZES = flags.DEFINE_list(
     "image_sizes", None, "Image sizes to run (default: all of the plan's)."
 )
+_METHODS = flags.DEFINE_list(
+    "methods", None, "Methods to run (default: every method of a stage)."
+)
 _VARIANTS = flags.DEFINE_list(
     "variants",
     None,
@@ -71,6 +75,10 @@ def main(argv):
     _check(sets, protocol.SETS, "sets")
     _check(_STAGES.value, protocol.STAGES, "stages")
     _check(_BACKBONES.value or (), protocol.BACKBONES, "backbones")
+    if _METHODS.value:
+        from keras_repnet.methods import METHODS
+
+        _check(_METHODS.value, METHODS, "methods")
     sizes = [int(size) for size in _IMAGE_SIZES.value or ()]
     variants = _VARIANTS.value
     _check(
@@ -93,7 +101,7 @@ def main(argv):
             continue
         for point in points:
             results = runs.run_stage(
-                stage, point, sets, output_dir, results, variants
+                stage, point, sets, output_dir, results, variants, _METHODS.value
             )
 
 

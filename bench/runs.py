@@ -189,19 +189,21 @@ def run(spec: protocol.Run, output_dir) -> dict:
     return result
 
 
-def run_stage(stage, point, sets, output_dir, results, variants=None):
+def run_stage(
+    stage, point, sets, output_dir, results, variants=None, methods=None
+):
     """Runs `stage`'s unfinished runs at `point` one at a time, rewriting
     the report and listing the runs again from it after each (a rate beyond
     a grid's edge, and the picks later runs use, follow the runs just
-    finished); `variants` keeps the tagged stages' runs of those tags.
-    Returns the finished results."""
+    finished); `variants` keeps the tagged stages' runs of those tags, and
+    `methods` the runs of those methods. Returns the finished results."""
     import report
 
     def unfinished():
         for spec in protocol.stage_runs(stage, point, sets, results, set_size):
-            skipped = variants and stage in protocol.TAGGED_STAGES and (
+            skipped = (variants and stage in protocol.TAGGED_STAGES and (
                 spec.tag not in variants
-            )
+            )) or (methods and spec.method not in methods)
             if not skipped and not result_path(spec, output_dir).exists():
                 yield spec
 

@@ -209,3 +209,9 @@ def test_the_driver_lists_a_stage_again_after_each_run(tmp_path, monkeypatch):
     count = len(trained)
     runs.run_stage("core", POINT, ["cifar10"], tmp_path, results)
     assert len(trained) == count
+    # `--methods` keeps one method's runs.
+    trained.clear()
+    runs.run_stage(
+        "core", POINT, ["cifar10"], tmp_path / "ft-last", [], methods=["ft-last"]
+    )
+    assert {spec.method for spec in trained} == {"ft-last"}
