@@ -201,16 +201,23 @@ def run_stage(
 
     def unfinished():
         for spec in protocol.stage_runs(stage, point, sets, results, set_size):
-            skipped = (variants and stage in protocol.TAGGED_STAGES and (
-                spec.tag not in variants
-            )) or (methods and spec.method not in methods)
-            if not skipped and not result_path(spec, output_dir).exists():
+            if _kept(spec, stage, variants, methods) and not (
+                result_path(spec, output_dir).exists()
+            ):
                 yield spec
 
     while (spec := next(unfinished(), None)) is not None:
         run(spec, output_dir)
         results = report.write(output_dir, list(protocol.SETS))
     return results
+
+
+def _kept(spec, stage, variants, methods):
+    """Whether `spec`'s tag is among `variants` (in the tagged stages) and
+    its method among `methods`, where they are given."""
+    if variants and stage in protocol.TAGGED_STAGES and spec.tag not in variants:
+        return False
+    return not methods or spec.method in methods
 
 
 def _mask_report(model, backbone, num_classes, options):
