@@ -38,6 +38,7 @@ def dataset(name, image_size):
     return (x[rest], y[rest]), (x[test_index], y[test_index])
 
 
+@functools.cache
 def set_size(name):
     """`(training images, classes)` of a set, before the protocol's cap."""
     (_, labels), _ = dataset(name, protocol.BASE_IMAGE_SIZE)
@@ -199,20 +200,20 @@ def run_stage(
     `methods` the runs of those methods. Returns the finished results."""
     import report
 
-    def unfinished():
+    def unfinished(results):
         for spec in protocol.stage_runs(stage, point, sets, results, set_size):
-            if _kept(spec, stage, variants, methods) and not (
+            if _selected(spec, stage, variants, methods) and not (
                 result_path(spec, output_dir).exists()
             ):
                 yield spec
 
-    while (spec := next(unfinished(), None)) is not None:
+    while (spec := next(unfinished(results), None)) is not None:
         run(spec, output_dir)
         results = report.write(output_dir, list(protocol.SETS))
     return results
 
 
-def _kept(spec, stage, variants, methods):
+def _selected(spec, stage, variants, methods):
     """Whether `spec`'s tag is among `variants` (in the tagged stages) and
     its method among `methods`, where they are given."""
     if variants and stage in protocol.TAGGED_STAGES and spec.tag not in variants:

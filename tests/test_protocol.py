@@ -1,6 +1,8 @@
 """The accuracy protocol's picks (`bench/protocol.py`): which rates a grid
-runs beyond its edges, and that a pick waits for its grid."""
+runs beyond its edges, and that a pick waits for its grid; and its driver
+(`bench/runs.py`), which follows the picks as runs finish."""
 
+import json
 import pathlib
 import sys
 
@@ -166,12 +168,10 @@ def test_options_on_mobilenet_v3_run_over_its_former_defaults():
 def test_the_driver_lists_a_stage_again_after_each_run(tmp_path, monkeypatch):
     """The driver (`runs.run_stage`) runs a grid's rate beyond its edge in
     the same invocation, and the seeds at the pick that rate makes."""
-    import json
-
     import report
     import runs
 
-    def validation(spec):  # Repnet's lowest rate, the edge's, scores best.
+    def validation(spec):  # Rep-Net's lowest rate, the edge's, scores best.
         return 0.9 - spec.rates[0] if spec.method == "repnet" else 0.5
 
     trained = []
