@@ -15,10 +15,10 @@ float inference-only model; then, in a fresh process that imports only
 `ai_edge_litert` (as on a device: bench/litert_worker.py), it times
 `train` (batch 8) and `infer` (batch 1 and 8) with 1, 2 and 4 threads,
 with and without XNNPACK, and measures the interpreter's memory (peak
-RSS over the process before the interpreter existed). Every configuration runs in each of `--rounds`
-rounds in turn (the median is reported, with the train step's range over
-the rounds), so that a slow spell of a shared machine does not land on one
-file only. The Keras train step on the same batch is timed too. Run it on an
+RSS over the process before the interpreter existed). Every configuration
+runs in each of `--rounds` rounds in turn (the median is reported, with the
+train step's range over the rounds), so that a slow spell of a shared
+machine does not land on one file only. The Keras train step on the same batch is timed too. Run it on an
 otherwise idle machine: the timings share its cores.
 
 The accuracy check trains MobileNetV2 on the flower photos (near domain) and
