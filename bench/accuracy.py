@@ -75,10 +75,7 @@ def main(argv):
     _check(sets, protocol.SETS, "sets")
     _check(_STAGES.value, protocol.STAGES, "stages")
     _check(_BACKBONES.value or (), protocol.BACKBONES, "backbones")
-    if _METHODS.value:
-        from keras_repnet.methods import METHODS
-
-        _check(_METHODS.value, METHODS, "methods")
+    _check(_METHODS.value or (), protocol.METHODS, "methods")
     sizes = [int(size) for size in _IMAGE_SIZES.value or ()]
     variants = _VARIANTS.value
     _check(

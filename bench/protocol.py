@@ -105,6 +105,8 @@ ABLATIONS = (
     "repnet-no-shifts", "repnet-dual", "repnet-down", "repnet-none", "repnet-all"
 )
 MASK_METHOD = "repnet-mask"
+# Every method some stage runs (what `bench/accuracy.py --methods` accepts).
+METHODS = (*sum(GRID_STAGES.values(), ()), *ABLATIONS, MASK_METHOD)
 # Where the `mask` stage counts inference multiply-adds (the paper's size).
 MASK_COST_SIZE = 224
 @dataclasses.dataclass(frozen=True)

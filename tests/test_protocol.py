@@ -215,3 +215,22 @@ def test_the_driver_lists_a_stage_again_after_each_run(tmp_path, monkeypatch):
         "core", POINT, ["cifar10"], tmp_path / "ft-last", [], methods=["ft-last"]
     )
     assert {spec.method for spec in trained} == {"ft-last"}
+
+
+def test_the_methods_flag_takes_only_what_a_stage_runs(tmp_path):
+    """`--methods` names a method some stage runs, else a usage error that
+    lists them (a registered method no stage runs would run nothing)."""
+    import subprocess
+
+    from keras_repnet.methods import METHODS
+
+    assert set(protocol.METHODS) <= set(METHODS)
+    assert "adv-rep" in METHODS and "adv-rep" not in protocol.METHODS
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "accuracy.py"), "--methods=adv-rep",
+         f"--output_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 1
+    assert "Unknown methods ['adv-rep']. Known: ['repnet'," in done.stderr
+    assert not any(tmp_path.iterdir())  # Refused before any report is written.
