@@ -17,7 +17,8 @@ run finished it only rewrites the report. The flags filter the plan.
 
 Stages: `core` (the grids of repnet and ft-last, and one rate beyond
 where a grid picked its edge), `baselines` (tinytl, mobiletl, bn-only),
-`ft-full` (full fine-tuning), `seeds` (seeds 1 and 2 of repnet, ft-last,
+`ft-full` (full fine-tuning's variants; with Keras' own batch norms too
+at MobileNetV2 64 px), `seeds` (seeds 1 and 2 of repnet, ft-last,
 ft-full and tinytl at their picked rates), `long` (3x the epochs),
 `fewshot` (10 and 50 images per class), `batch8` (batch 8, as on a
 phone), `ablations` (Rep-Net's connector modes), `mask` and

@@ -165,6 +165,24 @@ def test_options_on_mobilenet_v3_run_over_its_former_defaults():
     }
 
 
+@pytest.mark.parametrize("point", [("MobileNetV2", 64), POINT])
+def test_full_fine_tuning_runs_its_own_grid_at_the_base_point_only(point):
+    """keras.applications' own norms (the untagged grid) run at 64 px; the
+    larger points run the variants only."""
+    specs = list(
+        protocol.stage_runs("ft-full", point, ["cifar10"], [], lambda s: (3000, 10))
+    )
+    tagged = [(s.tag, s.rates) for s in specs if s.tag]
+    assert tagged == [
+        (tag, rates)
+        for tag, (_, grid) in grids.VARIANTS["ft-full"].items()
+        for rates in grid
+    ]
+    untagged = [s.rates for s in specs if not s.tag]
+    own = list(grids.LEARNING_RATES["ft-full"])
+    assert untagged == (own if point[1] == 64 else [])
+
+
 def test_the_driver_lists_a_stage_again_after_each_run(tmp_path, monkeypatch):
     """The driver (`runs.run_stage`) runs a grid's rate beyond its edge in
     the same invocation, and the seeds at the pick that rate makes."""
