@@ -32,6 +32,7 @@ from keras_repnet.core.builder import build
 from keras_repnet.core.flops import multiply_adds
 from keras_repnet.core.layers import ActivationConnector
 from keras_repnet.core.layers import RepNetModule
+from keras_repnet.core.layers import SideTop
 from keras_repnet.core.losses import SparseCategoricalCrossentropy
 from keras_repnet.core.masks import sparsity as mask_sparsity
 from keras_repnet.core.models import RepNetModel

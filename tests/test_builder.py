@@ -293,6 +293,24 @@ def test_named_backbones_build_and_summarize(name):
     assert "backbone shifts" in text
 
 
+def test_side_top_widens_what_the_head_reads_of_the_side_network():
+    """`side_top_channels`: a 1x1 conv, batch norm and ReLU between the side
+    network's last feature and the head, counted with the side network."""
+    plain, top = (
+        keras_repnet.build(
+            "MobileNetV2", 3, input_shape=(64, 64, 3), weights=None,
+            side_top_channels=channels,
+        )
+        for channels in (0, 48)
+    )
+    last = plain.get_layer("repnet_side_pool").input.shape[-1]
+    assert top.get_layer("repnet_side_top").output.shape[1:] == (2, 2, 48)
+    before, after = (keras_repnet.parameter_counts(m) for m in (plain, top))
+    assert after["side"] - before["side"] == last * 48 + 2 * 48  # Conv, norm.
+    assert after["head"] - before["head"] == (48 - last) * 3  # The head's input.
+    assert after["frozen"] == before["frozen"]  # Its statistics are side's.
+
+
 def test_default_taps_start_at_stride_4_and_num_modules():
     model = keras_repnet.build(
         "MobileNetV2", 3, input_shape=(224, 224, 3), weights=None
@@ -356,6 +374,7 @@ def test_mirrored_strategy_on_cpu_devices():
         ({"side_norm_momentum": 1.5}, ValueError, "side_norm_momentum=1.5"),
         ({"backbone_shifts": "yes"}, ValueError, "backbone_shifts='yes'"),
         ({"num_modules": 0}, ValueError, "num_modules=0"),
+        ({"side_top_channels": -1}, ValueError, "side_top_channels=-1"),
     ],
 )
 def test_bad_arguments_say_what_was_received(kwargs, error, match):

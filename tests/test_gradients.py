@@ -294,18 +294,19 @@ def model_gradients(model, x, y, **override):
 
 
 @pytest.mark.parametrize(
-    "backbone,size,mask,shifts",
+    "backbone,size,mask,shifts,top",
     [
-        ("MobileNetV2", 32, None, "auto"),
+        ("MobileNetV2", 32, None, "auto", 16),  # With the side's last conv.
         # The exact backward through hard-swish and squeeze-excite (the
         # defaults' "sign-int8" approximates it in the model itself).
-        ("MobileNetV3Small", 48, None, True),
-        ("MobileNetV2", 32, "kernel", "auto"),  # Scores: filter gradients too.
+        ("MobileNetV3Small", 48, None, True, 0),
+        ("MobileNetV2", 32, "kernel", "auto", 0),  # Scores: filter gradients too.
     ],
 )
-def test_model_gradients_equal_plain_autodiff(backbone, size, mask, shifts):
+def test_model_gradients_equal_plain_autodiff(backbone, size, mask, shifts, top):
     model = randomised_model(
-        backbone, size, backbone_mask=mask, backbone_shifts=shifts
+        backbone, size, backbone_mask=mask, backbone_shifts=shifts,
+        side_top_channels=top,
     )
     x, y = helpers.random_batch(model, batch_size=2)
     expected = model_gradients(model, x, y)

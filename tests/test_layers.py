@@ -6,6 +6,7 @@ from helpers import run_layer_test
 
 from keras_repnet import ActivationConnector
 from keras_repnet import RepNetModule
+from keras_repnet import SideTop
 from keras_repnet import methods
 from keras_repnet.core import masks
 from keras_repnet.core.layers import ChannelBias
@@ -170,6 +171,9 @@ LAYER_CASES = {
     "RepNetModule": (
         RepNetModule, {"filters": 6, "output_size": (4, 4)},
         _images((2, 8, 8, 3)), (2, 4, 4, 6), 6, 4,
+    ),
+    "SideTop": (
+        SideTop, {"filters": 5}, _images((2, 4, 4, 3)), (2, 4, 4, 5), 3, 2,
     ),
     "ActivationConnector": (
         ActivationConnector, {},

@@ -13,6 +13,7 @@ from keras_repnet.core import taps as taps_lib
 from keras_repnet.core.layers import ActivationConnector
 from keras_repnet.core.layers import QuantizedGateProduct
 from keras_repnet.core.layers import RepNetModule
+from keras_repnet.core.layers import SideTop
 from keras_repnet.core.layers import SignGradient
 from keras_repnet.core.layers import StopGradient
 from keras_repnet.core.layers import shift_after
@@ -45,6 +46,7 @@ def build(
     side_width: float | str = "auto",
     side_downscale: int = 2,
     side_norm_momentum: float | None = None,
+    side_top_channels: int = 0,
     backbone_shifts: bool | str = "auto",
     backbone_mask: str | None = None,
     mask_initial_score: float = masks.DEFAULT_INITIAL_SCORE,
@@ -124,6 +126,12 @@ def build(
             statistics. Defaults to `None`: Keras' 0.99, or 0.9 (PyTorch's
             0.1, as the reference code) on backbones whose shifts need an
             approximate backward (the rule above).
+        side_top_channels: int. Where the head reads the side network
+            (`connect` `"up"` or `"none"`), a 1x1 convolution to this many
+            channels, batch norm and ReLU on its last feature before the
+            head pools it (`SideTop`), as the backbone's own last
+            convolution does for its features. Outside the side network's
+            parameter budget. Defaults to 0: none.
         backbone_shifts: bool or str. Train a per-channel shift after
             each of the backbone's batch norms (`ChannelBias`: the norms
             stay frozen, in inference mode), as the reference code's
@@ -179,7 +187,7 @@ def build(
     """
     _check_arguments(
         num_classes, connect, side_width, side_downscale, side_norm_momentum,
-        backbone_shifts, dropout,
+        backbone_shifts, dropout, side_top_channels,
     )
     if backbone_mask not in (None, *masks.GRANULARITIES):
         raise ValueError(
@@ -225,11 +233,15 @@ def build(
     )
     features = heads.replay(frozen, image, side.call_layer)
     side.check_complete()
+    side_features = side.features if connect in ("none", "up") else None
     logits = heads.classifier_head(
         features,
         num_classes,
         dropout,
-        side_features=side.features if connect in ("none", "up") else None,
+        side_features=side_features,
+        side_top=SideTop(
+            side_top_channels, side_norm_momentum, name="repnet_side_top"
+        ) if side_top_channels else None,
     )
     name = name or f"repnet_{backbones.backbone_name(backbone).lower()}"
     return RepNetModel(
@@ -260,7 +272,7 @@ def auto_side_width(plan, frozen_params, kernel_size, budget=None) -> float:
 
 def _check_arguments(
     num_classes, connect, side_width, side_downscale, side_norm_momentum,
-    backbone_shifts, dropout,
+    backbone_shifts, dropout, side_top_channels,
 ):
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(
@@ -293,6 +305,11 @@ def _check_arguments(
         raise ValueError(
             "`side_norm_momentum` must be in [0, 1). Received: "
             f"side_norm_momentum={side_norm_momentum!r}"
+        )
+    if not isinstance(side_top_channels, int) or side_top_channels < 0:
+        raise ValueError(
+            "`side_top_channels` must be an int of at least 0. Received: "
+            f"side_top_channels={side_top_channels!r}"
         )
     if not 0 <= dropout < 1:
         raise ValueError(

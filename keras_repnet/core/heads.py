@@ -53,13 +53,17 @@ def replay(model: keras.Model, image, call_layer=None, transform_input=None):
     ).outputs[0]
 
 
-def classifier_head(features, num_classes, dropout, side_features=None):
+def classifier_head(
+    features, num_classes, dropout, side_features=None, side_top=None
+):
     """Global average pooling, dropout and the new classifier `HEAD_NAME`
-    (logits). `side_features`, if given, are pooled and joined to the
-    pooled `features` first."""
+    (logits). `side_features`, if given, go through the layer `side_top`
+    (if given), and are pooled and joined to the pooled `features`."""
     features = keras.layers.GlobalAveragePooling2D(name="repnet_pool")(
         features
     )
+    if side_features is not None and side_top is not None:
+        side_features = side_top(side_features)
     if side_features is not None:
         side_features = keras.layers.GlobalAveragePooling2D(
             name="repnet_side_pool"

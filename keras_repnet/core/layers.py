@@ -194,6 +194,54 @@ class RepNetModule(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_repnet")
+class SideTop(keras.layers.Layer):
+    """The side network's last convolution: 1x1 to `filters` channels,
+    batch norm and ReLU on its final feature before the head pools it, as a
+    backbone's own last convolution widens its features (MobileNetV3Small's
+    to 576 channels).
+
+    Args:
+        filters: int. Output channels.
+        norm_momentum: float. Momentum of the batch norm's moving
+            statistics. Defaults to 0.99 (Keras' default).
+
+    Example:
+
+    >>> top = SideTop(filters=64)
+    >>> tuple(top(keras.ops.zeros((2, 4, 4, 96))).shape)
+    (2, 4, 4, 64)
+    """
+
+    def __init__(self, filters, norm_momentum=0.99, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(filters, int) or filters < 1:
+            raise ValueError(
+                f"`filters` must be a positive int. Received: filters={filters!r}"
+            )
+        self.filters = filters
+        self.norm_momentum = float(norm_momentum)
+
+    def build(self, input_shape):
+        self.conv = keras.layers.Conv2D(self.filters, 1, use_bias=False, name="conv")
+        self.conv.build(input_shape)
+        self.norm = keras.layers.BatchNormalization(
+            momentum=self.norm_momentum, name="norm"
+        )
+        self.norm.build(self.compute_output_shape(input_shape))
+
+    def call(self, inputs, training=None):
+        return keras.activations.relu(self.norm(self.conv(inputs), training=training))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters, "norm_momentum": self.norm_momentum})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_repnet")
 class ActivationConnector(keras.layers.Add):
     """Adds a backbone feature and a Rep-Net feature: `x_hat = x + p`.
 

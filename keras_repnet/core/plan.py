@@ -9,6 +9,7 @@ from keras_repnet.core import masks
 from keras_repnet.core.layers import ActivationConnector
 from keras_repnet.core.layers import ChannelBias
 from keras_repnet.core.layers import RepNetModule
+from keras_repnet.core.layers import SideTop
 
 
 def count_params(weights) -> int:
@@ -20,13 +21,17 @@ def parameter_counts(model: keras.Model) -> dict:
     """Trainable and frozen parameter counts of a Rep-Net model.
 
     Returns:
-        A dict with `side` (Rep-Net modules' trainable weights), `shifts`
-        (the backbone shifts, `ChannelBias`), `mask` (the scores of the
-        backbone masks, `keras_repnet.core.masks`), `head` (the other
-        trainable weights), `trainable` (their sum) and `frozen` (every
-        non-trainable weight outside the side modules: the backbone).
+        A dict with `side` (the trainable weights of the Rep-Net modules
+        and `SideTop`), `shifts` (the backbone shifts, `ChannelBias`),
+        `mask` (the scores of the backbone masks,
+        `keras_repnet.core.masks`), `head` (the other trainable weights),
+        `trainable` (their sum) and `frozen` (every non-trainable weight
+        outside the side network: the backbone).
     """
-    modules = [layer for layer in model.layers if isinstance(layer, RepNetModule)]
+    modules = [
+        layer for layer in model.layers
+        if isinstance(layer, (RepNetModule, SideTop))
+    ]
     side_ids = {id(w) for m in modules for w in m.weights}
     shift_ids = {
         id(w)
