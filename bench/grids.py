@@ -111,7 +111,15 @@ REPNET_OPTIONS = {
     "modules6-shifts-masks-shift0.001": {
         "num_modules": 6, "backbone_shifts": "masks", "shift_learning_rate": 1e-3
     },
+    # The side network's last feature widened to the backbone's output
+    # channels (MobileNetV3Small's 576, MobileNetV2's 1280) by a 1x1 conv,
+    # batch norm and ReLU before the head pools it (`side_top_channels`).
+    "side-top576": {"side_top_channels": 576},
+    "side-top1280": {"side_top_channels": 1280},
 }
+# Options run over today's defaults at repnet's picked rates on every
+# backbone (the others run over `FORMER_DEFAULTS` where it has an entry).
+OVER_DEFAULTS = ("side-top576", "side-top1280")
 # Points that run some of the options only: MobileNetV2 checks whether
 # what helped MobileNetV3Small helps it too (its shifts are exact whatever
 # the mode: its backward keeps masks only); at 128 px, where TinyTL leads,
@@ -126,12 +134,13 @@ POINT_OPTIONS = {
     ),
     ("MobileNetV2", 128): (
         "side-bn0.9", "modules6",
-        "modules6-side-bn0.9-shifts-sign-int8-shift0.003",
+        "modules6-side-bn0.9-shifts-sign-int8-shift0.003", "side-top1280",
     ),
     # The shifts' rate alone changes nothing over MobileNetV3Small's former
     # defaults, which train none.
     ("MobileNetV3Small", 128): tuple(
-        tag for tag in REPNET_OPTIONS if tag not in ("shift0.001", "shift0.003")
+        tag for tag in REPNET_OPTIONS
+        if tag not in ("shift0.001", "shift0.003", "side-top1280")
     ),
 }
 # Rep-Net's defaults, per backbone, before `build` took
@@ -162,8 +171,9 @@ SEEDED_OPTIONS = {
         "modules6-side-bn0.9-shifts-sign-shift0.001",
         "modules6-side-bn0.9-shifts-sign-int8-shift0.001",
         _SIGN_INT8_COMBINATION,
+        "side-top576",
     ),
-    ("MobileNetV2", 128): ("modules6",),
+    ("MobileNetV2", 128): ("modules6", "side-top1280"),
 }
 REPNET_OPTION_RATES = {
     "head0.01": (3e-2, 1e-2),

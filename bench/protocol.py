@@ -381,14 +381,15 @@ def stage_runs(stage, point, sets, results, set_size):
             for tag, options in grids.REPNET_OPTIONS.items():
                 if tag not in grids.POINT_OPTIONS.get(point, grids.REPNET_OPTIONS):
                     continue
+                base = None if tag in grids.OVER_DEFAULTS else backbone
                 rates = grids.REPNET_OPTION_RATES.get(tag) or option_rates(
-                    backbone, picked("repnet")
+                    base, picked("repnet")
                 )
                 for seed in SEEDS if tag in seeded_tags else SEEDS[:1]:
                     yield run(
                         "repnet", rates, tag=tag, seed=seed,
                         options=with_options(
-                            option_options(backbone, options, rates[0])
+                            option_options(base, options, rates[0])
                         ),
                     )
         elif stage == "ablations" and set_name == sets[0]:

@@ -272,9 +272,11 @@ def measure_memory(output_dir, backbones):
             continue
         configurations = [(method, {}) for method in methods] + [
             ("repnet", protocol.split_options(
-                protocol.option_options(backbone, options)
+                protocol.option_options(
+                    None if tag in grids.OVER_DEFAULTS else backbone, options
+                )
             )[0])
-            for options in grids.REPNET_OPTIONS.values()
+            for tag, options in grids.REPNET_OPTIONS.items()
         ]
         for method, options in configurations:
             key = protocol.memory_key(backbone, method, options)

@@ -159,6 +159,10 @@ def test_options_on_mobilenet_v3_run_over_its_former_defaults():
     # The option that sets everything the rule sets is the new defaults.
     tag = "modules6-side-bn0.9-shifts-sign-int8-shift0.003"
     assert runs[tag].option_dict == APPROXIMATE_SHIFT_DEFAULTS
+    # An option of `OVER_DEFAULTS` runs over today's defaults, at their pick.
+    assert runs["side-top576"].option_dict == {"side_top_channels": 576}
+    assert runs["side-top576"].rates == grids.LEARNING_RATES["repnet"][1]
+    assert "side-top1280" not in runs  # MobileNetV2's width.
     # MobileNetV2's options are as written, at repnet's pick.
     assert protocol.option_options("MobileNetV2", {"num_modules": 6}) == {
         "num_modules": 6
