@@ -173,6 +173,14 @@ SIDE_NORM_MOMENTUM = flags.DEFINE_float(
     "Momentum of the side modules' batch norms (Rep-Net methods). Defaults to "
     "Keras' 0.99, 0.9 on MobileNetV3 (keras_repnet.build's rule).",
 )
+SIDE_TOP_CHANNELS = flags.DEFINE_integer(
+    "side_top_channels",
+    None,
+    "Channels of a 1x1 conv, batch norm and ReLU on the side network's last "
+    "feature before the head (Rep-Net methods; keras_repnet.build). Defaults "
+    "to none.",
+    lower_bound=0,
+)
 SHIFT_LR = flags.DEFINE_float(
     "shift_lr",
     None,
@@ -201,4 +209,5 @@ MODEL_FLAGS = {
     "num_modules": NUM_MODULES,
     "backbone_shifts": BACKBONE_SHIFTS,
     "side_norm_momentum": SIDE_NORM_MOMENTUM,
+    "side_top_channels": SIDE_TOP_CHANNELS,
 }

@@ -79,19 +79,21 @@ def test_cli_builds_and_trains_with_the_model_flags(make_image_folder, tmp_path)
         "train", f"--data={folder}", "--backbone=MobileNetV3Small",
         "--weights=none", "--image_size=32", "--epochs=1", "--batch_size=4",
         "--num_modules=2", "--backbone_shifts=sign", "--side_norm_momentum=0.9",
-        "--shift_lr=0.001", f"--output_dir={output}",
+        "--side_top_channels=8", "--shift_lr=0.001", f"--output_dir={output}",
     )
 
     assert result.returncode == 0, result.stderr[-3000:]
     settings = json.loads((output / "results.json").read_text())["settings"]
     assert settings["model_options"] == {
-        "num_modules": 2, "backbone_shifts": "sign", "side_norm_momentum": 0.9
+        "num_modules": 2, "backbone_shifts": "sign", "side_norm_momentum": 0.9,
+        "side_top_channels": 8,
     }
     assert settings["recipe"]["shift_learning_rate"] == 0.001
     model = keras.models.load_model(output / "model.keras")
     modules = [l for l in model.layers if l.name.startswith("repnet_module_")]
     assert len(modules) == 2
     assert {m.get_config()["norm_momentum"] for m in modules} == {0.9}
+    assert model.get_layer("repnet_side_top").get_config()["filters"] == 8
     assert any(type(l).__name__ == "SignGradient" for l in model.layers)
     assert model.recipe.shift_learning_rate == 0.001
 
