@@ -216,13 +216,16 @@ class SideTop(keras.layers.Layer):
         super().__init__(**kwargs)
         if not isinstance(filters, int) or filters < 1:
             raise ValueError(
-                f"`filters` must be a positive int. Received: filters={filters!r}"
+                "`filters` must be a positive int. Received: "
+                f"filters={filters!r}"
             )
         self.filters = filters
         self.norm_momentum = float(norm_momentum)
 
     def build(self, input_shape):
-        self.conv = keras.layers.Conv2D(self.filters, 1, use_bias=False, name="conv")
+        self.conv = keras.layers.Conv2D(
+            self.filters, 1, use_bias=False, name="conv"
+        )
         self.conv.build(input_shape)
         self.norm = keras.layers.BatchNormalization(
             momentum=self.norm_momentum, name="norm"
@@ -230,14 +233,17 @@ class SideTop(keras.layers.Layer):
         self.norm.build(self.compute_output_shape(input_shape))
 
     def call(self, inputs, training=None):
-        return keras.activations.relu(self.norm(self.conv(inputs), training=training))
+        features = self.norm(self.conv(inputs), training=training)
+        return keras.activations.relu(features)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.filters)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"filters": self.filters, "norm_momentum": self.norm_momentum})
+        config.update(
+            {"filters": self.filters, "norm_momentum": self.norm_momentum}
+        )
         return config
 
 
