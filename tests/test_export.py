@@ -280,6 +280,12 @@ def test_training_matches_keras_under_the_models_recipe(fixture, request):
         litert[0], -(targets * log_p).sum(-1).mean(), rtol=1e-4
     )
 
+    # After training, `infer` is Keras' inference on the weights the
+    # device trained (read back into Keras: on 1x1 maps the two trainings
+    # drift apart in the side norms, as above).
+    for v in model.weights:
+        if v.path.replace("/", "_") in trained:
+            v.assign(trained[v.path.replace("/", "_")])
     images = batches[0][0]
     np.testing.assert_allclose(
         runners.infer(x=images)["logits"],
