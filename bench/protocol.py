@@ -91,8 +91,9 @@ GRID_STAGES = {
 TAGGED_STAGES = (*GRID_STAGES, "repnet-options")
 # The baselines the MobileNetV2-0.35 point and the larger sizes leave out,
 # and the grids they leave to a method's variants: full fine-tuning with
-# keras.applications' own norms (momentum 0.999) scored lowest of its
-# variants on every set at 64 px and on sign digits at 128 px.
+# keras.applications' own norms (momentum 0.999) scored 3-26 points below
+# its best variant on every set at 64 px, and lowest of all on sign digits
+# at 128 px on both backbones (validation).
 COSTLY_BASELINES = ("bn-only",)
 VARIANTS_ONLY = ("ft-full",)
 SEEDED_METHODS = ("repnet", "ft-last", "ft-full", "tinytl")
@@ -312,10 +313,10 @@ def stage_runs(stage, point, sets, results, set_size):
 
         if stage in GRID_STAGES:
             for method in GRID_STAGES[stage]:
-                base = point == ("MobileNetV2", 64)
-                if method in COSTLY_BASELINES and not base:
+                at_base_point = point == ("MobileNetV2", 64)
+                if method in COSTLY_BASELINES and not at_base_point:
                     continue
-                if base or method not in VARIANTS_ONLY:
+                if at_base_point or method not in VARIANTS_ONLY:
                     for rates in grids.LEARNING_RATES[method]:
                         yield run(method, rates)
                 beyond = edge_rates(results, set_name, point, method)
@@ -381,15 +382,16 @@ def stage_runs(stage, point, sets, results, set_size):
             for tag, options in grids.REPNET_OPTIONS.items():
                 if tag not in grids.POINT_OPTIONS.get(point, grids.REPNET_OPTIONS):
                     continue
-                base = None if tag in grids.OVER_DEFAULTS else backbone
+                # `None`: no former defaults to run over.
+                over = None if tag in grids.OVER_DEFAULTS else backbone
                 rates = grids.REPNET_OPTION_RATES.get(tag) or option_rates(
-                    base, picked("repnet")
+                    over, picked("repnet")
                 )
                 for seed in SEEDS if tag in seeded_tags else SEEDS[:1]:
                     yield run(
                         "repnet", rates, tag=tag, seed=seed,
                         options=with_options(
-                            option_options(base, options, rates[0])
+                            option_options(over, options, rates[0])
                         ),
                     )
         elif stage == "ablations" and set_name == sets[0]:

@@ -277,6 +277,10 @@ def measure_memory(output_dir, backbones):
                 )
             )[0])
             for tag, options in grids.REPNET_OPTIONS.items()
+            if tag not in grids.OVER_DEFAULTS or any(
+                tag in grids.POINT_OPTIONS.get(point, ())
+                for point in protocol.PLAN if point[0] == backbone
+            )
         ]
         for method, options in configurations:
             key = protocol.memory_key(backbone, method, options)

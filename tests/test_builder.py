@@ -309,6 +309,11 @@ def test_side_top_widens_what_the_head_reads_of_the_side_network():
     assert after["side"] - before["side"] == last * 48 + 2 * 48  # Conv, norm.
     assert after["head"] - before["head"] == (48 - last) * 3  # The head's input.
     assert after["frozen"] == before["frozen"]  # Its statistics are side's.
+    # One multiply-add per kernel weight and output position (2x2).
+    added = keras_repnet.multiply_adds(top)["dense"] - keras_repnet.multiply_adds(
+        plain
+    )["dense"]
+    assert added == 2 * 2 * last * 48 + (48 - last) * 3
 
 
 def test_default_taps_start_at_stride_4_and_num_modules():
@@ -375,6 +380,11 @@ def test_mirrored_strategy_on_cpu_devices():
         ({"backbone_shifts": "yes"}, ValueError, "backbone_shifts='yes'"),
         ({"num_modules": 0}, ValueError, "num_modules=0"),
         ({"side_top_channels": -1}, ValueError, "side_top_channels=-1"),
+        ({"side_top_channels": True}, ValueError, "side_top_channels=True"),
+        (
+            {"side_top_channels": 8, "connect": "dual"}, ValueError,
+            "side_top_channels=8, connect='dual'",
+        ),
     ],
 )
 def test_bad_arguments_say_what_was_received(kwargs, error, match):

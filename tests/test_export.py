@@ -280,12 +280,15 @@ def test_training_matches_keras_under_the_models_recipe(fixture, request):
         litert[0], -(targets * log_p).sum(-1).mean(), rtol=1e-4
     )
 
-    # After training, `infer` is Keras' inference on the weights the
-    # device trained (read back into Keras: on 1x1 maps the two trainings
-    # drift apart in the side norms, as above).
-    for v in model.weights:
-        if v.path.replace("/", "_") in trained:
-            v.assign(trained[v.path.replace("/", "_")])
+    if any(isinstance(layer, keras_repnet.SideTop) for layer in model.layers):
+        # A side top's norm sees 1x1 maps: there the two trainings drift
+        # apart (float noise amplified by Adam, as above), so `infer` is
+        # compared with Keras on the weights the device trained.
+        names = {v.path.replace("/", "_"): v for v in model.weights}
+        assert {n for n in names if "repnet" in n} <= set(trained)
+        for name, value in trained.items():
+            if name in names:
+                names[name].assign(value)
     images = batches[0][0]
     np.testing.assert_allclose(
         runners.infer(x=images)["logits"],

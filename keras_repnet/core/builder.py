@@ -129,9 +129,10 @@ def build(
         side_top_channels: int. Where the head reads the side network
             (`connect` `"up"` or `"none"`), a 1x1 convolution to this many
             channels, batch norm and ReLU on its last feature before the
-            head pools it (`SideTop`), as the backbone's own last
-            convolution does for its features. Outside the side network's
-            parameter budget. Defaults to 0: none.
+            head pools it (`SideTop`, its norm at `side_norm_momentum`),
+            as the backbone's own last convolution does for its features.
+            Not counted in `side_width="auto"`'s budget. Defaults to 0:
+            none.
         backbone_shifts: bool or str. Train a per-channel shift after
             each of the backbone's batch norms (`ChannelBias`: the norms
             stay frozen, in inference mode), as the reference code's
@@ -306,10 +307,20 @@ def _check_arguments(
             "`side_norm_momentum` must be in [0, 1). Received: "
             f"side_norm_momentum={side_norm_momentum!r}"
         )
-    if not isinstance(side_top_channels, int) or side_top_channels < 0:
+    if (
+        isinstance(side_top_channels, bool)
+        or not isinstance(side_top_channels, int)
+        or side_top_channels < 0
+    ):
         raise ValueError(
             "`side_top_channels` must be an int of at least 0. Received: "
             f"side_top_channels={side_top_channels!r}"
+        )
+    if side_top_channels and connect not in ("up", "none"):
+        raise ValueError(
+            "`side_top_channels` needs a head that reads the side network "
+            '(connect="up" or "none"). Received: '
+            f"side_top_channels={side_top_channels}, connect={connect!r}"
         )
     if not 0 <= dropout < 1:
         raise ValueError(

@@ -214,7 +214,9 @@ class SideTop(keras.layers.Layer):
 
     def __init__(self, filters, norm_momentum=0.99, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(filters, int) or filters < 1:
+        if isinstance(filters, bool) or not isinstance(filters, int) or (
+            filters < 1
+        ):
             raise ValueError(
                 "`filters` must be a positive int. Received: "
                 f"filters={filters!r}"
@@ -231,6 +233,11 @@ class SideTop(keras.layers.Layer):
             momentum=self.norm_momentum, name="norm"
         )
         self.norm.build(self.compute_output_shape(input_shape))
+
+    def steps(self) -> list:
+        """Its operations in the order `call` runs them (read by
+        `keras_repnet.core.flat_graph`: multiply-adds, memory profile)."""
+        return [self.conv, self.norm, keras.activations.relu]
 
     def call(self, inputs, training=None):
         features = self.norm(self.conv(inputs), training=training)
