@@ -89,11 +89,9 @@ GRID_STAGES = {
 }
 # Stages whose runs `bench/accuracy.py --variants` filters by tag.
 TAGGED_STAGES = (*GRID_STAGES, "repnet-options")
-# The baselines the MobileNetV2-0.35 point and the larger sizes leave out,
-# and the grids they leave to a method's variants: full fine-tuning with
-# keras.applications' own norms (momentum 0.999) scored 3-26 points below
-# its best variant on every set at 64 px, and lowest of all on sign digits
-# at 128 px on both backbones (validation).
+# Beyond MobileNetV2 at 64 px: baselines left out, and methods that run
+# their variants only (Keras' own 0.999 norms scored 3-26 points below full
+# fine-tuning's best variant at 64 px, lowest on sign digits at 128 px).
 COSTLY_BASELINES = ("bn-only",)
 VARIANTS_ONLY = ("ft-full",)
 SEEDED_METHODS = ("repnet", "ft-last", "ft-full", "tinytl")
@@ -312,13 +310,13 @@ def stage_runs(stage, point, sets, results, set_size):
             return Run(set_name, backbone, method, rates, image_size=size, **kwargs)
 
         if stage in GRID_STAGES:
+            every_grid = point == ("MobileNetV2", 64)
             for method in GRID_STAGES[stage]:
-                at_base_point = point == ("MobileNetV2", 64)
-                if method in COSTLY_BASELINES and not at_base_point:
+                if method in COSTLY_BASELINES and not every_grid:
                     continue
-                if at_base_point or method not in VARIANTS_ONLY:
-                    for rates in grids.LEARNING_RATES[method]:
-                        yield run(method, rates)
+                own_grid = every_grid or method not in VARIANTS_ONLY
+                for rates in grids.LEARNING_RATES[method] * own_grid:
+                    yield run(method, rates)
                 beyond = edge_rates(results, set_name, point, method)
                 if beyond:
                     yield run(method, beyond)
@@ -382,7 +380,6 @@ def stage_runs(stage, point, sets, results, set_size):
             for tag, options in grids.REPNET_OPTIONS.items():
                 if tag not in grids.POINT_OPTIONS.get(point, grids.REPNET_OPTIONS):
                     continue
-                # `None`: no former defaults to run over.
                 over = None if tag in grids.OVER_DEFAULTS else backbone
                 rates = grids.REPNET_OPTION_RATES.get(tag) or option_rates(
                     over, picked("repnet")

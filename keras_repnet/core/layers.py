@@ -71,12 +71,7 @@ class RepNetModule(keras.layers.Layer):
         self.hidden_filters = int(hidden_filters or filters)
         self.kernel_size = int(kernel_size)
         self.groups = int(groups)
-        if not isinstance(downscale, int) or downscale < 1:
-            raise ValueError(
-                "`downscale` must be a positive int. Received: "
-                f"downscale={downscale!r}"
-            )
-        self.downscale = downscale
+        self.downscale = _positive_int("downscale", downscale)
         self.norm_momentum = float(norm_momentum)
 
     def build(self, input_shape):
@@ -196,14 +191,12 @@ class RepNetModule(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="keras_repnet")
 class SideTop(keras.layers.Layer):
     """The side network's last convolution: 1x1 to `filters` channels,
-    batch norm and ReLU on its final feature before the head pools it, as a
-    backbone's own last convolution widens its features (MobileNetV3Small's
-    to 576 channels).
+    batch norm and ReLU on its final feature before the head pools it, as
+    a backbone's own last convolution widens its features.
 
     Args:
         filters: int. Output channels.
-        norm_momentum: float. Momentum of the batch norm's moving
-            statistics. Defaults to 0.99 (Keras' default).
+        norm_momentum: float. The batch norm's momentum. Defaults to 0.99.
 
     Example:
 
@@ -214,14 +207,7 @@ class SideTop(keras.layers.Layer):
 
     def __init__(self, filters, norm_momentum=0.99, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(filters, bool) or not isinstance(filters, int) or (
-            filters < 1
-        ):
-            raise ValueError(
-                "`filters` must be a positive int. Received: "
-                f"filters={filters!r}"
-            )
-        self.filters = filters
+        self.filters = _positive_int("filters", filters)
         self.norm_momentum = float(norm_momentum)
 
     def build(self, input_shape):
@@ -235,8 +221,7 @@ class SideTop(keras.layers.Layer):
         self.norm.build(self.compute_output_shape(input_shape))
 
     def steps(self) -> list:
-        """Its operations in the order `call` runs them (read by
-        `keras_repnet.core.flat_graph`: multiply-adds, memory profile)."""
+        """Its operations in `call`'s order (for `flat_graph`'s walkers)."""
         return [self.conv, self.norm, keras.activations.relu]
 
     def call(self, inputs, training=None):
@@ -247,11 +232,18 @@ class SideTop(keras.layers.Layer):
         return (*input_shape[:-1], self.filters)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {"filters": self.filters, "norm_momentum": self.norm_momentum}
+        return {
+            **super().get_config(),
+            "filters": self.filters, "norm_momentum": self.norm_momentum,
+        }
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive int. Received: {name}={value!r}"
         )
-        return config
+    return value
 
 
 @keras.saving.register_keras_serializable(package="keras_repnet")
