@@ -177,8 +177,9 @@ SIDE_TOP_CHANNELS = flags.DEFINE_integer(
     "side_top_channels",
     None,
     "Channels of a 1x1 conv, batch norm and ReLU on the side network's last "
-    "feature before the head (Rep-Net methods; keras_repnet.build). Defaults "
-    "to none.",
+    "feature before the head (Rep-Net methods; keras_repnet.build), 0 for "
+    "none. Defaults to auto: the backbone's output channels where the side "
+    "network's last feature is narrower.",
     lower_bound=0,
 )
 SHIFT_LR = flags.DEFINE_float(

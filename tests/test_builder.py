@@ -278,8 +278,19 @@ def test_named_backbones_build_and_summarize(name):
     assert "repnet_connector_0" in "\n".join(lines)
     assert f"{6 if approximate else 4} modules" in text and "Frozen:" in text
     assert model.output_shape == (None, 5)
-    # `side_width="auto"`: the side network within 10% of the backbone.
-    assert counts["side"] <= 0.1 * counts["frozen"]
+    # `side_top_channels="auto"`: the side network's last feature widened to
+    # the backbone's output channels where it is narrower (not ResNet50's).
+    output_channels = model.get_layer("repnet_pool").input.shape[-1]
+    widened = NAMED_BACKBONES[name][-1] < output_channels
+    top_params = 0
+    if widened:
+        top = model.get_layer("repnet_side_top")
+        assert top.filters == output_channels
+        top_params = sum(np.prod(w.shape) for w in top.trainable_weights)
+    else:
+        assert "repnet_side_top" not in [layer.name for layer in model.layers]
+    # `side_width="auto"`: its modules within 10% of the backbone.
+    assert counts["side"] - top_params <= 0.1 * counts["frozen"]
     # One shift per channel of each backbone batch norm; the head is the
     # rest.
     norms = [
@@ -314,6 +325,23 @@ def test_side_top_widens_what_the_head_reads_of_the_side_network():
         plain
     )["dense"]
     assert added == 2 * 2 * last * 48 + (48 - last) * 3
+
+
+def test_side_top_widens_to_the_backbones_output_channels_by_default():
+    """`side_top_channels="auto"`: the side network's last feature widened to
+    the channels the head pools of the backbone (MobileNetV3Small: 96 to
+    576); nothing where the head reads no side network."""
+    model, dual = (
+        keras_repnet.build(
+            "MobileNetV3Small", 3, input_shape=(64, 64, 3), weights=None,
+            connect=connect,
+        )
+        for connect in ("up", "dual")
+    )
+    top = model.get_layer("repnet_side_top")
+    assert top.input.shape[-1] == 96
+    assert top.filters == model.get_layer("repnet_pool").input.shape[-1] == 576
+    assert not any(isinstance(layer, keras_repnet.SideTop) for layer in dual.layers)
 
 
 def test_default_taps_start_at_stride_4_and_num_modules():
@@ -381,6 +409,7 @@ def test_mirrored_strategy_on_cpu_devices():
         ({"num_modules": 0}, ValueError, "num_modules=0"),
         ({"side_top_channels": -1}, ValueError, "side_top_channels=-1"),
         ({"side_top_channels": True}, ValueError, "side_top_channels=True"),
+        ({"side_top_channels": "wide"}, ValueError, "side_top_channels='wide'"),
         (
             {"side_top_channels": 8, "connect": "dual"}, ValueError,
             "side_top_channels=8, connect='dual'",

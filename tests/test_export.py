@@ -366,7 +366,8 @@ def test_head_steps_at_its_share_of_the_rate(v2_cli):
 
     side = [
         name for name in after
-        if name.startswith("repnet_module") and "moving" not in name
+        if name.startswith(("repnet_module", "repnet_side_top"))
+        and "moving" not in name
     ]
     assert side and "repnet_head_bias" in after
     np.testing.assert_allclose(largest_step(side), rate, rtol=1e-3)

@@ -18,6 +18,7 @@ from keras_repnet import methods
 from keras_repnet.core.builder import HEAD_NAME
 from keras_repnet.core import masks
 from keras_repnet.core.layers import RepNetModule
+from keras_repnet.core.layers import SideTop
 
 SIZE = 32
 
@@ -41,7 +42,7 @@ def _head(model):
 # as its last batch-norm scale starts at zero).
 def _expected(name, model):
     if name.startswith("repnet"):
-        side = _weights_of(model, RepNetModule)
+        side = _weights_of(model, RepNetModule) | _weights_of(model, SideTop)
         shifts = _weights_of(model, methods.ChannelBias)  # `build()`'s "auto".
         # Only the scores of masked layers: their frozen kernels stay. Deep
         # scores of a random backbone at 32 px may get no gradient yet.

@@ -46,7 +46,7 @@ def build(
     side_width: float | str = "auto",
     side_downscale: int = 2,
     side_norm_momentum: float | None = None,
-    side_top_channels: int = 0,
+    side_top_channels: int | str = "auto",
     backbone_shifts: bool | str = "auto",
     backbone_mask: str | None = None,
     mask_initial_score: float = masks.DEFAULT_INITIAL_SCORE,
@@ -126,13 +126,16 @@ def build(
             statistics. Defaults to `None`: Keras' 0.99, or 0.9 (PyTorch's
             0.1, as the reference code) on backbones whose shifts need an
             approximate backward (the rule above).
-        side_top_channels: int. Where the head reads the side network
-            (`connect` `"up"` or `"none"`), a 1x1 convolution to this many
-            channels, batch norm and ReLU on its last feature before the
-            head pools it (`SideTop`, its norm at `side_norm_momentum`),
-            as the backbone's own last convolution does for its features.
-            Not counted in `side_width="auto"`'s budget. Defaults to 0:
-            none.
+        side_top_channels: int or `"auto"`. Where the head reads the side
+            network (`connect` `"up"` or `"none"`), a 1x1 convolution to
+            this many channels, batch norm and ReLU on its last feature
+            before the head pools it (`SideTop`, its norm at
+            `side_norm_momentum`), as the backbone's own last convolution
+            does for its features; 0 for none. `"auto"` widens the side
+            network's last feature to the backbone's output channels where
+            it is narrower (e.g. MobileNetV3Small: 96 to 576; ResNet50's is
+            as wide: none). Not counted in `side_width="auto"`'s budget.
+            Defaults to `"auto"`.
         backbone_shifts: bool or str. Train a per-channel shift after
             each of the backbone's batch norms (`ChannelBias`: the norms
             stay frozen, in inference mode), as the reference code's
@@ -235,6 +238,8 @@ def build(
     features = heads.replay(frozen, image, side.call_layer)
     side.check_complete()
     side_features = side.features if connect in ("none", "up") else None
+    if side_top_channels == "auto":
+        side_top_channels = auto_side_top_channels(features, side_features)
     logits = heads.classifier_head(
         features,
         num_classes,
@@ -252,6 +257,14 @@ def build(
         backbone=backbones.backbone_name(backbone),
         recipe=recipe,
     )
+
+
+def auto_side_top_channels(features, side_features) -> int:
+    """The backbone's output channels where the head reads a narrower side
+    network (`side_features`, `None` where it reads none), else 0."""
+    if side_features is None or side_features.shape[-1] >= features.shape[-1]:
+        return 0
+    return int(features.shape[-1])
 
 
 def auto_side_width(plan, frozen_params, kernel_size, budget=None) -> float:
@@ -307,16 +320,16 @@ def _check_arguments(
             "`side_norm_momentum` must be in [0, 1). Received: "
             f"side_norm_momentum={side_norm_momentum!r}"
         )
-    if (
-        isinstance(side_top_channels, bool)
+    if side_top_channels != "auto" and (
+        isinstance(side_top_channels, (bool, str))
         or not isinstance(side_top_channels, int)
         or side_top_channels < 0
     ):
         raise ValueError(
-            "`side_top_channels` must be an int of at least 0. Received: "
-            f"side_top_channels={side_top_channels!r}"
+            '`side_top_channels` must be an int of at least 0 or "auto". '
+            f"Received: side_top_channels={side_top_channels!r}"
         )
-    if side_top_channels and connect not in ("up", "none"):
+    if side_top_channels not in (0, "auto") and connect not in ("up", "none"):
         raise ValueError(
             "`side_top_channels` needs a head that reads the side network "
             '(connect="up" or "none"). Received: '
