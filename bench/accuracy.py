@@ -32,6 +32,7 @@ import grids
 import protocol
 import report
 import runs
+import stages
 
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", "results/accuracy", "Where runs and the report go."
@@ -91,7 +92,7 @@ def main(argv):
     results = report.write(output_dir, list(protocol.SETS))
     if _REPORT_ONLY.value:
         return
-    points = protocol.points(_BACKBONES.value, sizes)
+    points = stages.points(_BACKBONES.value, sizes)
     for stage in _STAGES.value:
         if stage == "memory":
             runs.measure_memory(output_dir, sorted({b for b, _ in points}))

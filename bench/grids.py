@@ -111,15 +111,14 @@ REPNET_OPTIONS = {
     "modules6-shifts-masks-shift0.001": {
         "num_modules": 6, "backbone_shifts": "masks", "shift_learning_rate": 1e-3
     },
-    # The side network's last feature widened to the backbone's output
-    # channels (MobileNetV3Small's 576, MobileNetV2's 1280) by a 1x1 conv,
-    # batch norm and ReLU before the head pools it (`side_top_channels`).
-    "side-top576": {"side_top_channels": 576},
-    "side-top1280": {"side_top_channels": 1280},
+    # Today's defaults without the side top (`side_top_channels=0`, the
+    # defaults before it: a head that reads the side network's narrow last
+    # feature, 96 / 160 channels, linearly).
+    "no-side-top": {"side_top_channels": 0},
 }
-# Options run over today's defaults at repnet's picked rates on every
-# backbone (the others run over `FORMER_DEFAULTS` where it has an entry).
-OVER_DEFAULTS = ("side-top576", "side-top1280")
+# Options run over today's defaults at repnet's picked rates (the others
+# run over `FORMER_DEFAULTS` at its rates where the point has an entry).
+OVER_DEFAULTS = ("no-side-top",)
 # Points that run some of the options only: MobileNetV2 checks whether
 # what helped MobileNetV3Small helps it too (its shifts are exact whatever
 # the mode: its backward keeps masks only); at 128 px, where TinyTL leads,
@@ -134,27 +133,46 @@ POINT_OPTIONS = {
     ),
     ("MobileNetV2", 128): (
         "side-bn0.9", "modules6",
-        "modules6-side-bn0.9-shifts-sign-int8-shift0.003", "side-top1280",
+        "modules6-side-bn0.9-shifts-sign-int8-shift0.003", "no-side-top",
     ),
     # The shifts' rate alone changes nothing over MobileNetV3Small's former
     # defaults, which train none.
     ("MobileNetV3Small", 128): tuple(
         tag for tag in REPNET_OPTIONS
-        if tag not in ("shift0.001", "shift0.003", "side-top1280")
+        if tag not in ("shift0.001", "shift0.003")
     ),
 }
-# Rep-Net's defaults, per backbone, before `build` took
-# `keras_repnet.core.shift_rule.APPROXIMATE_SHIFT_DEFAULTS` there, and the
-# rates (side, head) they picked on every far set at 128 px: the options
-# stage runs its options over them, at those rates, as they ran
-# (`protocol.option_options`); shifts an option turns on train at the
-# side's rate unless it sets theirs.
+# Rep-Net's defaults that a point's options were chosen against, and the
+# rates (side, head) they picked there, per set or on every far set: the
+# options stage runs its options over them, at those rates, as they ran
+# (`stages.option_options`); shifts an option turns on train at the
+# side's rate unless it sets theirs. On MobileNetV3Small, the defaults
+# before `build` took `keras_repnet.core.shift_rule.APPROXIMATE_SHIFT_DEFAULTS`
+# there; on both backbones, before the side top (`side_top_channels="auto"`).
 FORMER_DEFAULTS = {
-    "MobileNetV3Small": (
-        {"num_modules": 4, "side_norm_momentum": 0.99, "backbone_shifts": False},
+    ("MobileNetV3Small", 128): (
+        {
+            "num_modules": 4, "side_norm_momentum": 0.99,
+            "backbone_shifts": False, "side_top_channels": 0,
+        },
         (3e-2, 3e-3),
     ),
+    ("MobileNetV2", 128): (
+        {"side_top_channels": 0},
+        {
+            "cifar10": (3e-3, 1e-3),
+            "fashion_mnist": (1e-2, 1e-3),
+            "sign_digits": (1e-2, 1e-3),
+        },
+    ),
 }
+# Points whose Rep-Net runs all ran before the side top: every Rep-Net run
+# there builds with `side_top_channels=0`, as it ran, until the point is
+# run again with today's defaults.
+BEFORE_SIDE_TOP = (
+    ("MobileNetV2", 64), ("MobileNetV2-0.35", 64),
+    ("MobileNetV3Small", 224), ("MobileNetV2", 224),
+)
 # Options that form a grid of one rate: the member picked on validation
 # (seed 0, once every member has run) stands for the grid, per set.
 OPTION_GRIDS = {
@@ -171,9 +189,9 @@ SEEDED_OPTIONS = {
         "modules6-side-bn0.9-shifts-sign-shift0.001",
         "modules6-side-bn0.9-shifts-sign-int8-shift0.001",
         _SIGN_INT8_COMBINATION,
-        "side-top576",
+        "no-side-top",
     ),
-    ("MobileNetV2", 128): ("modules6", "side-top1280"),
+    ("MobileNetV2", 128): ("modules6", "no-side-top"),
 }
 REPNET_OPTION_RATES = {
     "head0.01": (3e-2, 1e-2),

@@ -79,18 +79,18 @@ def lines_against_size(rows, path, methods, backbones):
     plotting.save(figure, path)
 
 
-def accuracy_against_memory(rows, measured, path):
-    """Test accuracy against measured training memory (`measured`:
-    "backbone/method" -> MB), one panel a set, at the protocol's first point
+def accuracy_against_memory(rows, path):
+    """Test accuracy against measured training memory (the rows'
+    `memory_mb`), one panel a set, at the protocol's first point
     (MobileNetV2, 64 px)."""
     point_rows = [
         r for r in rows
         if (r["backbone"], r["image_size"]) == ("MobileNetV2", 64)
-        and f"{r['backbone']}/{r['method']}" in measured
+        and r.get("memory_mb") is not None
     ]
     accuracy_against(
         point_rows,
-        x=lambda r: measured[f"{r['backbone']}/{r['method']}"],
+        x=lambda r: r["memory_mb"],
         label=lambda r: r["method"],
         xlabel="measured training memory, MB (224 px, batch 8)",
         path=path,

@@ -1,5 +1,6 @@
-"""The accuracy protocol's definition: sets, backbones, points and stages
-(the grids and options each stage tries are in `grids.py`).
+"""The accuracy protocol's definition: sets, backbones, points and stages,
+and how a method's rates are picked (the grids and options each stage
+tries are in `grids.py`, the runs each stage makes in `stages.py`).
 
 What runs where, and nothing about how: `runs.py` trains a `Run`,
 `report.py` summarises the results, `accuracy.py` is the command line.
@@ -15,6 +16,7 @@ import math
 
 import grids
 from common import SHARED_ASSETS
+from common import before_side_top
 
 DATASETS = SHARED_ASSETS / "datasets"
 WEIGHTS = SHARED_ASSETS / "weights"
@@ -182,6 +184,22 @@ def memory_key(backbone: str, method: str, build_options=None) -> str:
     return key
 
 
+def pinned_options(backbone, image_size, method) -> dict:
+    """`build_method` options a run takes beside its own: at a point of
+    `grids.BEFORE_SIDE_TOP`, a Rep-Net method without the side top, as it
+    ran there."""
+    if (backbone, image_size) in grids.BEFORE_SIDE_TOP:
+        return before_side_top(method)
+    return {}
+
+
+def run_memory_key(backbone, image_size, method, build_options=None) -> str:
+    """The `memory.json` key of a run's model: its `build_method` options
+    and those its point pins (`pinned_options`)."""
+    pinned = pinned_options(backbone, image_size, method)
+    return memory_key(backbone, method, {**pinned, **(build_options or {})})
+
+
 # === Picks ===
 
 
@@ -273,184 +291,3 @@ def edge_rates(results, set_name, point, method):
     picked = max(grid, key=finished.get)
     below, above = grids.EDGE_RATES[method]
     return {grid[0]: below, grid[-1]: above}.get(picked)
-
-
-# === Stages ===
-
-
-def points(backbones=None, image_sizes=None):
-    """The plan's `(backbone, image size)` points, filtered."""
-    return [
-        point
-        for point in PLAN
-        if (not backbones or point[0] in backbones)
-        and (not image_sizes or point[1] in image_sizes)
-    ]
-
-
-def sets_at(point, sets):
-    return [s for s in sets if s in POINT_SETS.get(point, sets)]
-
-
-def stage_runs(stage, point, sets, results, set_size):
-    """Yields the `Run`s of `stage` at `point`, given the finished
-    `results` (later stages use the rates the grids picked) and
-    `set_size(set_name) -> (training images, classes)`."""
-    backbone, size = point
-    if stage not in PLAN[point]:
-        return
-    first_far = next((s for s in sets if SETS[s][2]), None)
-    for set_name in sets_at(point, sets):
-        far = SETS[set_name][2]
-
-        def picked(method, set_name=set_name):
-            return best_rates(results, set_name, backbone, method, size)
-
-        def run(method, rates, **kwargs):
-            return Run(set_name, backbone, method, rates, image_size=size, **kwargs)
-
-        if stage in GRID_STAGES:
-            every_grid = point == ("MobileNetV2", 64)
-            for method in GRID_STAGES[stage]:
-                if method in COSTLY_BASELINES and not every_grid:
-                    continue
-                own_grid = every_grid or method not in VARIANTS_ONLY
-                for rates in grids.LEARNING_RATES[method] * own_grid:
-                    yield run(method, rates)
-                beyond = edge_rates(results, set_name, point, method)
-                if beyond:
-                    yield run(method, beyond)
-                for tag, (options, grid) in grids.VARIANTS.get(method, {}).items():
-                    for rates in grid:
-                        yield run(
-                            method, rates, options=with_options(options),
-                            tag=tag,
-                        )
-        elif stage == "seeds":
-            for method in SEEDED_METHODS:
-                rates = picked(method)
-                options, tag = picked_variant(
-                    results, set_name, backbone, method, size
-                )
-                for seed in SEEDS[1:]:
-                    if rates:
-                        yield run(
-                            method, rates, seed=seed, options=options, tag=tag
-                        )
-        elif stage == "long" and far:
-            for method in LONG_METHODS:
-                if picked(method):
-                    yield run(
-                        method, picked(method), epochs=LONG_EPOCHS_FACTOR * EPOCHS
-                    )
-        elif stage == "fewshot" and far:
-            for shots in SHOTS:
-                for method in FEW_SHOT_METHODS:
-                    if picked(method):
-                        epochs = few_shot_epochs(*set_size(set_name), shots)
-                        yield run(
-                            method, picked(method), shots=shots, epochs=epochs
-                        )
-        elif stage == "batch8" and far:
-            recipe = (1e-2, 1e-3)  # Rep-Net's recipe, as it is.
-            specs = {("repnet", recipe)} | {
-                (method, picked(method)) for method in FEW_SHOT_METHODS
-            }
-            for method, rates in sorted(specs, key=str):
-                if rates:
-                    yield run(method, rates, batch_size=SMALL_BATCH)
-        elif stage == "mask" and far and picked("repnet"):
-            # The protocol's epochs and 3x longer, at the defaults and at
-            # `grids.MASK_VARIANTS`.
-            for epochs in (None, LONG_EPOCHS_FACTOR * EPOCHS):
-                for tag, options in ((None, None), *grids.MASK_VARIANTS.items()):
-                    yield run(
-                        MASK_METHOD, picked("repnet"), epochs=epochs,
-                        options=with_options(options), tag=tag,
-                    )
-        elif stage == "mask-options" and set_name == first_far:
-            for tag, options in grids.MASK_OPTIONS.items():
-                if picked("repnet"):
-                    yield run(
-                        MASK_METHOD, picked("repnet"),
-                        options=with_options(options), tag=tag,
-                    )
-        elif stage == "repnet-options" and far and picked("repnet"):
-            seeded_tags = seeded_options(results, set_name, point)
-            for tag, options in grids.REPNET_OPTIONS.items():
-                if tag not in grids.POINT_OPTIONS.get(point, grids.REPNET_OPTIONS):
-                    continue
-                over = None if tag in grids.OVER_DEFAULTS else backbone
-                rates = grids.REPNET_OPTION_RATES.get(tag) or option_rates(
-                    over, picked("repnet")
-                )
-                for seed in SEEDS if tag in seeded_tags else SEEDS[:1]:
-                    yield run(
-                        "repnet", rates, tag=tag, seed=seed,
-                        options=with_options(
-                            option_options(over, options, rates[0])
-                        ),
-                    )
-        elif stage == "ablations" and set_name == sets[0]:
-            for method in ABLATIONS:
-                if picked("repnet"):
-                    yield run(method, picked("repnet"))
-
-
-def option_rates(backbone, picked):
-    """The rates of the `repnet-options` stage: repnet's `picked` ones, or
-    on a backbone of `grids.FORMER_DEFAULTS` the ones its former defaults
-    picked."""
-    return grids.FORMER_DEFAULTS.get(backbone, (None, picked))[1]
-
-
-def option_options(backbone, options, side_rate=None):
-    """A `repnet-options` option as it runs on `backbone`: on a backbone of
-    `grids.FORMER_DEFAULTS`, over the defaults it was chosen against, the
-    shifts it turns on at `side_rate` unless it sets their rate.
-
-    >>> option_options("MobileNetV3Small", {"side_width": 2.0})["num_modules"]
-    4
-    """
-    if backbone not in grids.FORMER_DEFAULTS:
-        return dict(options)
-    merged = {**grids.FORMER_DEFAULTS[backbone][0], **options}
-    if merged["backbone_shifts"] and "shift_learning_rate" not in merged:
-        merged["shift_learning_rate"] = side_rate
-    return {k: v for k, v in merged.items() if v is not None}
-
-
-def picked_option(results, set_name, point, grid):
-    """The member of `grids.OPTION_GRIDS[grid]` with the best validation
-    accuracy at seed 0 at `point`, or `None` until every member has run."""
-    backbone, size = point
-    finished = {
-        r.get("tag"): final_validation(r)
-        for r in results
-        if r["set"] == set_name and r["backbone"] == backbone
-        and image_size_of(r) == size and r["method"] == "repnet"
-        and r["seed"] == 0 and r.get("tag") in grids.OPTION_GRIDS[grid]
-    }
-    if len(finished) < len(grids.OPTION_GRIDS[grid]):
-        return None
-    return max(grids.OPTION_GRIDS[grid], key=finished.get)
-
-
-def seeded_options(results, set_name, point):
-    """The option tags run with every seed at `point` on `set_name`: those
-    of `grids.SEEDED_OPTIONS`, an option grid's by its pick."""
-    tags = set()
-    for tag in grids.SEEDED_OPTIONS.get(point, ()):
-        if tag in grids.OPTION_GRIDS:
-            tag = picked_option(results, set_name, point, tag)
-        tags.add(tag)
-    return tags - {None}
-
-
-def few_shot_epochs(num_train, num_classes, shots):
-    """Epochs that give a few-shot run the optimizer steps of the protocol's
-    run on the whole set: a phone that holds 10 images per class trains them
-    for many epochs, and a side network that starts from zero needs steps."""
-    whole = min(TRAIN_EXAMPLES, int(0.8 * num_train))
-    steps = EPOCHS * math.ceil(whole / BATCH_SIZE)
-    return math.ceil(steps / math.ceil(shots * num_classes / BATCH_SIZE))

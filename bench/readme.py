@@ -62,7 +62,11 @@ def headline_table(results):
     ]
     for method in HEADLINE_METHODS:
         tests = [report.cell((rows.get((s, method)) or {}).get("test")) for s in HEADLINE_SETS]
-        mb = memory.get(f"{HEADLINE_BACKBONE}/{method}", "-")
+        mb = next(
+            (r["memory_mb"] for r in rows.values()
+             if r["method"] == method and r.get("memory_mb") is not None),
+            "-",
+        )
         lines.append("| " + " | ".join([method, *tests, str(mb)]) + " |")
     floor = memory.get(f"{HEADLINE_BACKBONE}/{HEADLINE_FLOOR}", "-")
     blanks = [""] * len(HEADLINE_SETS)

@@ -38,9 +38,10 @@ def _same(result, set_name, backbone, method, size):
     )
 
 
-def summarize(results, sets):
+def summarize(results, sets, measured):
     """One row per (set, backbone, image size, method): the runs at the
-    rates picked on validation, every seed."""
+    rates picked on validation, every seed, and the measured step peak of
+    the method's model there (`measured`: `memory.json`)."""
     chosen = protocol.protocol_runs(results)
     rows = []
     for backbone, size in protocol.PLAN:
@@ -74,6 +75,9 @@ def summarize(results, sets):
                             [protocol.final_validation(r) for r in runs]
                         ),
                         "trainable_params": runs[0]["trainable_params"],
+                        "memory_mb": measured.get(
+                            protocol.run_memory_key(backbone, size, method)
+                        ),
                     }
                 )
     return rows
@@ -129,7 +133,8 @@ def option_rows(results, measured):
             "-" if plain is None else f"{protocol.final_validation(plain):.3f}",
             "-" if plain is None else f"{plain['test_accuracy']:.3f}",
             measured.get(
-                protocol.memory_key(backbone, "repnet", build_options), "-"
+                protocol.run_memory_key(backbone, size, "repnet", build_options),
+                "-",
             ),
         ])
     return rows
@@ -214,7 +219,7 @@ def _table(header, lines):
     ]
 
 
-def _summary_table(rows, measured):
+def _summary_table(rows):
     return _table(
         ["set", "backbone", "px", "method", "test", "final train",
          "lr (side, head)", "trainable params", "memory MB"],
@@ -224,7 +229,7 @@ def _summary_table(rows, measured):
                 r["method"] + (f" ({r['variant']})" if r.get("variant") else ""),
                 cell(r["test"]), cell(r["train"]), _rates(r["learning_rates"]),
                 f"{r['trainable_params']:,}",
-                measured.get(f"{r['backbone']}/{r['method']}", "-"),
+                "-" if r["memory_mb"] is None else r["memory_mb"],
             ]
             for r in rows
         ],
@@ -261,7 +266,7 @@ def markdown(results, rows, measured):
         "head) picked on validation. Memory: measured step peak at 224 px, "
         "batch 8 (MB).",
         "",
-        *_summary_table(rows, measured),
+        *_summary_table(rows),
     ]
     lines += _section(
         "Issue 23's targets on the far-domain sets (test accuracy, mean over "
@@ -315,6 +320,13 @@ def markdown(results, rows, measured):
             *_runs_table(small_batch, ()),
         ]
     masked = mask_rows(results)
+
+    def mask_memory(method):
+        return measured.get(
+            protocol.run_memory_key("MobileNetV2", protocol.BASE_IMAGE_SIZE, method),
+            "-",
+        )
+
     if masked:
         lines += [
             "",
@@ -324,8 +336,8 @@ def markdown(results, rows, measured):
             f"Multiply-adds per image at {protocol.MASK_COST_SIZE} px with the "
             "learned masks. Training memory (measured step peak, 224 px batch "
             f"8): {protocol.MASK_METHOD} "
-            f"{measured.get('MobileNetV2/' + protocol.MASK_METHOD, '-')} MB, "
-            f"repnet {measured.get('MobileNetV2/repnet', '-')} MB.",
+            f"{mask_memory(protocol.MASK_METHOD)} MB, "
+            f"repnet {mask_memory('repnet')} MB.",
             "",
             *_table(
                 ["set", "lr (side, head)", "options", "epochs", "test",
@@ -379,7 +391,7 @@ def write(output_dir, sets):
     ]
     memory_path = output_dir / "memory.json"
     measured = json.loads(memory_path.read_text()) if memory_path.exists() else {}
-    rows = summarize(results, sets)
+    rows = summarize(results, sets, measured)
     from runs import write_json
 
     write_json(
@@ -396,9 +408,7 @@ def write(output_dir, sets):
     import plots
 
     if rows and measured:
-        plots.accuracy_against_memory(
-            rows, measured, output_dir / "accuracy_vs_memory.png"
-        )
+        plots.accuracy_against_memory(rows, output_dir / "accuracy_vs_memory.png")
     if len({r["image_size"] for r in rows}) > 1:
         sizes_of = collections.Counter(backbone for backbone, _ in protocol.PLAN)
         plots.lines_against_size(

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import grids
 import protocol
+import stages
 
 
 @functools.lru_cache(maxsize=2)
@@ -118,6 +119,8 @@ def run(spec: protocol.Run, output_dir) -> dict:
     if spec.shots:
         source, validation_split = _few_shot(source, spec.shots, spec.seed), 0.0
     build_options, recipe_fields = protocol.split_options(spec.option_dict)
+    pinned = protocol.pinned_options(spec.backbone, size, spec.method)
+    build_options = {**pinned, **build_options}
     recipe = keras_repnet.recipe_for(spec.method).replace(
         side_learning_rate=spec.rates[0],
         head_learning_rate=spec.rates[1],
@@ -201,7 +204,7 @@ def run_stage(
     import report
 
     def unfinished(results):
-        for spec in protocol.stage_runs(stage, point, sets, results, set_size):
+        for spec in stages.stage_runs(stage, point, sets, results, set_size):
             if _selected(spec, stage, variants, methods) and not (
                 result_path(spec, output_dir).exists()
             ):
@@ -270,19 +273,23 @@ def measure_memory(output_dir, backbones):
         name, alpha, _ = protocol.BACKBONES[backbone]
         if alpha != 1.0:
             continue
-        configurations = [(method, {}) for method in methods] + [
-            ("repnet", protocol.split_options(
-                protocol.option_options(
-                    None if tag in grids.OVER_DEFAULTS else backbone, options
+        points = [point for point in protocol.PLAN if point[0] == backbone]
+        configurations = [
+            (point, method, {}) for point in points for method in methods
+        ] + [
+            (point, "repnet", protocol.split_options(
+                stages.option_options(
+                    None if tag in grids.OVER_DEFAULTS else point, options
                 )
             )[0])
             for tag, options in grids.REPNET_OPTIONS.items()
-            if tag not in grids.OVER_DEFAULTS or any(
-                tag in grids.POINT_OPTIONS.get(point, ())
-                for point in protocol.PLAN if point[0] == backbone
-            )
+            for point in points
+            if tag in grids.POINT_OPTIONS.get(point, ())
         ]
-        for method, options in configurations:
+        for (_, size), method, options in configurations:
+            options = {
+                **protocol.pinned_options(backbone, size, method), **options
+            }
             key = protocol.memory_key(backbone, method, options)
             if key not in measured:
                 print(f"== memory {key}", flush=True)

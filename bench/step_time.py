@@ -12,6 +12,7 @@ import keras
 import numpy as np
 from absl import app
 from absl import flags
+from common import BEFORE_SIDE_TOP
 from common import MOBILENET_V2_WEIGHTS
 from common import median_seconds
 from common import write_results
@@ -59,7 +60,8 @@ def main(_):
             model = head_only(_BACKBONE.value, shape, weights)
         else:
             model = keras_repnet.build(
-                _BACKBONE.value, 5, input_shape=shape, weights=weights, **kwargs
+                _BACKBONE.value, 5, input_shape=shape, weights=weights,
+                **{**BEFORE_SIDE_TOP, **kwargs},
             )
         keras_repnet.Recipe().compile(model, total_steps=1000)
         seconds = median_seconds(

@@ -8,6 +8,7 @@ import statistics
 
 import grids
 import protocol
+import stages
 
 
 def target_rows(rows, measured, results=()):
@@ -35,9 +36,14 @@ def target_rows(rows, measured, results=()):
         for key, runs in tagged_runs.items():
             picked, name = tag, tag
             if tag in grids.OPTION_GRIDS:
-                picked = protocol.picked_option(runs, key[2], key[:2], tag)
+                picked = stages.picked_option(runs, key[2], key[:2], tag)
                 name = f"{picked}, picked on validation"
-            tagged = [r for r in runs if r["tag"] == picked]
+            rates = stages.option_stage_rates(results, key[2], key[:2], picked)
+            tagged = [
+                r for r in runs
+                if r["tag"] == picked and rates is not None
+                and tuple(r["learning_rates"]) == tuple(rates)
+            ]
             if not tagged:
                 continue
             options.setdefault(key, []).append((
@@ -59,7 +65,7 @@ def target_rows(rows, measured, results=()):
             out.append(_target_row(
                 set_name, backbone, size, name, repnet, get,
                 lambda m, o=None: measured.get(  # noqa: E731
-                    protocol.memory_key(backbone, m, o)
+                    protocol.run_memory_key(backbone, size, m, o)
                 ),
                 build_options,
             ))

@@ -14,6 +14,7 @@ if str(BENCH) not in sys.path:
 
 import grids  # noqa: E402
 import protocol  # noqa: E402
+import stages  # noqa: E402
 
 POINT = ("MobileNetV2", 128)
 
@@ -57,7 +58,7 @@ def test_core_stage_runs_the_rate_beyond_the_edge():
         (0.5, 0.6, 0.7, 0.8), method="ft-last"
     )
     runs = list(
-        protocol.stage_runs("core", POINT, ["cifar10"], results, lambda s: (3000, 10))
+        stages.stage_runs("core", POINT, ["cifar10"], results, lambda s: (3000, 10))
     )
     rates = {run.method: [] for run in runs}
     for run in runs:
@@ -117,7 +118,7 @@ def test_an_option_grid_seeds_its_pick_once_every_member_has_run():
     ]
 
     def seeded(results):
-        runs = protocol.stage_runs(
+        runs = stages.stage_runs(
             "repnet-options", point, ["cifar10"],
             results + grid_results((0.7, 0.8, 0.7, 0.6), point=point),
             lambda s: (3000, 10),
@@ -125,9 +126,9 @@ def test_an_option_grid_seeds_its_pick_once_every_member_has_run():
         tags = {run.tag for run in runs if run.seed == 1}
         return tags & set(members) - set(grids.SEEDED_OPTIONS[point])
 
-    assert protocol.picked_option(results[:-1], "cifar10", point, grid) is None
+    assert stages.picked_option(results[:-1], "cifar10", point, grid) is None
     assert seeded(results[:-1]) == set()
-    assert protocol.picked_option(results, "cifar10", point, grid) == members[2]
+    assert stages.picked_option(results, "cifar10", point, grid) == members[2]
     assert seeded(results) == {members[2]}
 
 
@@ -141,14 +142,14 @@ def test_options_on_mobilenet_v3_run_over_its_former_defaults():
     # The new defaults' grid picks 1e-2: the options keep 3e-2.
     runs = {
         run.tag: run
-        for run in protocol.stage_runs(
+        for run in stages.stage_runs(
             "repnet-options", point, ["cifar10"],
             grid_results((0.7, 0.8, 0.7, 0.6), point=point),
             lambda s: (3000, 10),
         )
         if run.seed == 0
     }
-    former = grids.FORMER_DEFAULTS[point[0]][0]
+    former = grids.FORMER_DEFAULTS[point][0]
     assert runs["former-defaults"].option_dict == former
     assert runs["wide"].rates == (3e-2, 3e-3)
     assert runs["wide"].option_dict == {**former, "side_width": 2.0}
@@ -156,17 +157,55 @@ def test_options_on_mobilenet_v3_run_over_its_former_defaults():
     assert runs["shifts-masks"].option_dict == {
         **former, "backbone_shifts": "masks", "shift_learning_rate": 3e-2
     }
-    # The option that sets everything the rule sets is the new defaults.
+    # The option that sets everything the rule sets is the defaults before
+    # the side top.
     tag = "modules6-side-bn0.9-shifts-sign-int8-shift0.003"
-    assert runs[tag].option_dict == APPROXIMATE_SHIFT_DEFAULTS
+    assert runs[tag].option_dict == {
+        **APPROXIMATE_SHIFT_DEFAULTS, "side_top_channels": 0
+    }
     # An option of `OVER_DEFAULTS` runs over today's defaults, at their pick.
-    assert runs["side-top576"].option_dict == {"side_top_channels": 576}
-    assert runs["side-top576"].rates == grids.LEARNING_RATES["repnet"][1]
-    assert "side-top1280" not in runs  # MobileNetV2's width.
-    # MobileNetV2's options are as written, at repnet's pick.
-    assert protocol.option_options("MobileNetV2", {"num_modules": 6}) == {
+    assert runs["no-side-top"].option_dict == {"side_top_channels": 0}
+    assert runs["no-side-top"].rates == grids.LEARNING_RATES["repnet"][1]
+
+
+def test_options_on_mobilenet_v2_run_where_they_ran():
+    """At 128 px, over the defaults before the side top at the rates those
+    picked per set; at 64 px as written."""
+    point = ("MobileNetV2", 128)
+    runs = {
+        run.tag: run
+        for run in stages.stage_runs(
+            "repnet-options", point, ["cifar10"],
+            grid_results((0.7, 0.8, 0.7, 0.6), point=point),
+            lambda s: (3000, 10),
+        )
+        if run.seed == 0
+    }
+    assert runs["modules6"].option_dict == {
+        "num_modules": 6, "side_top_channels": 0
+    }
+    assert runs["modules6"].rates == (3e-3, 1e-3)  # CIFAR-10's former pick.
+    assert runs["no-side-top"].rates == grids.LEARNING_RATES["repnet"][1]
+    assert stages.option_options(("MobileNetV2", 64), {"num_modules": 6}) == {
         "num_modules": 6
     }
+
+
+@pytest.mark.parametrize(
+    "point, method, pinned",
+    [
+        (("MobileNetV2", 64), "repnet", {"side_top_channels": 0}),
+        (("MobileNetV2", 64), "repnet-mask", {"side_top_channels": 0}),
+        (("MobileNetV2", 64), "tinytl", {}),
+        (("MobileNetV2", 128), "repnet", {}),
+    ],
+)
+def test_points_run_before_the_side_top_build_without_it(point, method, pinned):
+    assert protocol.pinned_options(*point, method) == pinned
+    # Their measured memory is the model's that ran.
+    assert protocol.run_memory_key(*point, method, {"num_modules": 6}) == (
+        protocol.memory_key(point[0], method, {"num_modules": 6, **pinned})
+    )
 
 
 @pytest.mark.parametrize("point", [("MobileNetV2", 64), POINT])
@@ -174,7 +213,7 @@ def test_full_fine_tuning_runs_its_own_grid_at_the_base_point_only(point):
     """keras.applications' own norms (the untagged grid) run at 64 px; the
     larger points run the variants only."""
     specs = list(
-        protocol.stage_runs("ft-full", point, ["cifar10"], [], lambda s: (3000, 10))
+        stages.stage_runs("ft-full", point, ["cifar10"], [], lambda s: (3000, 10))
     )
     tagged = [(s.tag, s.rates) for s in specs if s.tag]
     assert tagged == [
