@@ -47,7 +47,7 @@ MODELS = {
     "MobileNetV2, no shifts": ("MobileNetV2", {"backbone_shifts": False}),
     "MobileNetV3Small": ("MobileNetV3Small", {}),
     "MobileNetV3Small, no shifts, 4 modules": (
-        "MobileNetV3Small", FORMER_DEFAULTS["MobileNetV3Small"][0]
+        "MobileNetV3Small", FORMER_DEFAULTS[("MobileNetV3Small", 128)][0]
     ),
 }
 MIB = 2**20

@@ -42,7 +42,7 @@ MODELS = {
         "MobileNetV3Small", {"backbone_shifts": "sign"}
     ),
     "MobileNetV3Small, no shifts, 4 modules": (
-        "MobileNetV3Small", FORMER_DEFAULTS["MobileNetV3Small"][0]
+        "MobileNetV3Small", FORMER_DEFAULTS[("MobileNetV3Small", 128)][0]
     ),
 }
 # Weights -> `export_tflite` options.
