@@ -270,6 +270,7 @@ def federate_command():
             batch_norm=BATCH_NORM.value,
             batch_size=BATCH_SIZE.value or _DEVICE_BATCH_SIZE,
             max_examples=MAX_EXAMPLES.value,
+            model_options=_model_options(),
             **{k: v for k, v in _recipe_changes().items() if k != "batch_size"},
         )
     except KeyboardInterrupt:
@@ -323,9 +324,9 @@ COMMANDS = {
     "federate": (
         federate_command,
         "Trains across many clients with Flower: each a LiteRT phone.",
-        ("data", "output_dir", "method", "clients", "rounds", "local_epochs",
-         "partition", "strategy", "batch_norm", "batch_size", "max_examples",
-         "image_size", "validation_split", "seed", *_COMMON),
+        ("data", "output_dir", "method", *_MODEL, "clients", "rounds",
+         "local_epochs", "partition", "strategy", "batch_norm", "batch_size",
+         "max_examples", "image_size", "validation_split", "seed", *_COMMON),
     ),
     "compare": (
         compare_command,

@@ -84,6 +84,7 @@ def deployment(tmp_path_factory):
         partition="iid",
         max_examples=100,
         image_size=32,
+        model_options={"side_top_channels": 0},
         node_options={0: {"fail-in-round": 1}, 1: {"corrupt": "nan"},
                       2: {"corrupt": "shape"}},
         timeout=900,
@@ -113,6 +114,9 @@ def test_only_the_travelling_weights_go_over_the_wire(deployment):
     results, _, output = deployment
     trainer = RepNetTrainer(str(output / "model.tflite"))
     names = task.travelling(trainer.weight_specs)
+    # The model the options asked for: no side top.
+    assert results["settings"]["model_options"] == {"side_top_channels": 0}
+    assert names and not any("side_top" in name for name in names)
     payload = sum(4 * int(np.prod(trainer.weight_specs[n][0])) for n in names)
     for row in results["rounds"][1:]:
         for key in ("bytes_sent_per_client", "bytes_received_per_client"):

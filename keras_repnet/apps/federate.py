@@ -55,6 +55,7 @@ def federate(
     fraction_evaluate: float = 1.0,
     min_clients: int = 2,
     max_examples: int | None = None,
+    model_options: dict | None = None,
     node_options: dict | None = None,
     app_dir=APP,
     timeout: float = 6 * 3600,
@@ -89,6 +90,9 @@ def federate(
             central evaluation only).
         min_clients: int. A round needs this many replies.
         max_examples: int. Cap on the examples used (quick runs).
+        model_options: dict. More `build_method` arguments (e.g.
+            `{"side_top_channels": 0}`: no side top, a smaller update to
+            send each round).
         node_options: dict. Client index -> more node configuration (e.g.
             `{0: {"fail-in-round": 2}}`: that client dies in round 2).
         app_dir: path. The Flower app folder.
@@ -117,7 +121,7 @@ def federate(
         size = recipe.image_size
         model = build_method(
             method, backbone, splits.num_classes, input_shape=(size, size, 3),
-            weights=weights, recipe=recipe,
+            weights=weights, recipe=recipe, **(model_options or {}),
         )
         export_tflite(model, model_path, batch_size=batch_size,
                       class_names=splits.class_names)
@@ -181,6 +185,7 @@ def federate(
             "server_learning_rate": server_learning_rate,
             "batch_size": batch_size,
             "max_examples": max_examples,
+            "model_options": model_options or {},
             "recipe": recipe.to_dict(),
         },
         "client_examples": [int(len(part)) for part in parts],
