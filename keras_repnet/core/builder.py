@@ -13,7 +13,6 @@ from keras_repnet.core import taps as taps_lib
 from keras_repnet.core.layers import ActivationConnector
 from keras_repnet.core.layers import QuantizedGateProduct
 from keras_repnet.core.layers import RepNetModule
-from keras_repnet.core.layers import SideTop
 from keras_repnet.core.layers import SignGradient
 from keras_repnet.core.layers import StopGradient
 from keras_repnet.core.layers import shift_after
@@ -238,16 +237,14 @@ def build(
     features = heads.replay(frozen, image, side.call_layer)
     side.check_complete()
     side_features = side.features if connect in ("none", "up") else None
-    if side_top_channels == "auto":
-        side_top_channels = auto_side_top_channels(features, side_features)
     logits = heads.classifier_head(
         features,
         num_classes,
         dropout,
         side_features=side_features,
-        side_top=SideTop(
-            side_top_channels, side_norm_momentum, name="repnet_side_top"
-        ) if side_top_channels else None,
+        side_top=heads.side_top(
+            features, side_features, side_top_channels, side_norm_momentum
+        ),
     )
     name = name or f"repnet_{backbones.backbone_name(backbone).lower()}"
     return RepNetModel(
@@ -257,14 +254,6 @@ def build(
         backbone=backbones.backbone_name(backbone),
         recipe=recipe,
     )
-
-
-def auto_side_top_channels(features, side_features) -> int:
-    """The backbone's output channels where the head reads a narrower side
-    network (`side_features`, `None` where it reads none), else 0."""
-    if side_features is None or side_features.shape[-1] >= features.shape[-1]:
-        return 0
-    return int(features.shape[-1])
 
 
 def auto_side_width(plan, frozen_params, kernel_size, budget=None) -> float:

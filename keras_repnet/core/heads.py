@@ -3,6 +3,8 @@ backbone's own layers on it, and the classifier head."""
 
 import keras
 
+from keras_repnet.core.layers import SideTop
+
 HEAD_NAME = "repnet_head"
 
 
@@ -76,3 +78,18 @@ def classifier_head(
             features
         )
     return keras.layers.Dense(num_classes, name=HEAD_NAME)(features)
+
+
+def side_top(features, side_features, channels, norm_momentum):
+    """The `SideTop` the head reads the side network's last feature
+    `side_features` through (`None` where it reads none), or `None`:
+    `channels` wide, or with `"auto"` as wide as the backbone's output
+    `features` where the side feature is narrower."""
+    if side_features is None:
+        return None
+    if channels == "auto":
+        narrower = side_features.shape[-1] < features.shape[-1]
+        channels = int(features.shape[-1]) if narrower else 0
+    if not channels:
+        return None
+    return SideTop(channels, norm_momentum, name="repnet_side_top")
