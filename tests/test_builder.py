@@ -1,3 +1,5 @@
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -342,6 +344,30 @@ def test_side_top_widens_to_the_backbones_output_channels_by_default():
     assert top.input.shape[-1] == 96
     assert top.filters == model.get_layer("repnet_pool").input.shape[-1] == 576
     assert not any(isinstance(layer, keras_repnet.SideTop) for layer in dual.layers)
+
+
+def test_backbones_deeper_than_pythons_recursion_limit_build_and_load(
+    tmp_path,
+):
+    """Keras' functional graph walk recurses once per layer of depth: a
+    Rep-Net whose shifts take its main path past Python's default limit of
+    1000 (EfficientNetV2L's did) builds, saves and loads under it."""
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)
+    try:
+        x = inputs = keras.Input((64, 64, 3))
+        for _ in range(5):  # Strides 2 to 32, 90 norms each.
+            x = keras.layers.Conv2D(4, 3, strides=2, padding="same")(x)
+            for _ in range(90):
+                x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+        model = keras_repnet.build(keras.Model(inputs, x), 3, weights=None)
+        model.save(tmp_path / "deep.keras")
+        restored = keras.models.load_model(tmp_path / "deep.keras")
+    finally:
+        sys.setrecursionlimit(previous)
+    assert len(model.layers) > 1300
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3))
+    np.testing.assert_allclose(restored(images), model(images), atol=1e-6)
 
 
 def test_default_taps_start_at_stride_4_and_num_modules():

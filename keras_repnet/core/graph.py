@@ -6,6 +6,9 @@ nodes themselves. Taps, the export rewrite and the memory profiler all read
 the graph through these.
 """
 
+import contextlib
+import sys
+
 import keras
 
 from keras_repnet import compat
@@ -54,3 +57,21 @@ def topological_nodes(model: keras.Model) -> list:
             seen.add(id(node))
             nodes.append(node)
     return nodes
+
+
+# Python frames that Keras' functional graph walk (`map_graph`, recursive
+# in the graph's depth) may take: 1,263 layers (EfficientNetV2L with its
+# shifts) pass Python's default limit of 1000.
+DEEP_GRAPH_RECURSION_LIMIT = 20_000
+
+
+@contextlib.contextmanager
+def deep_graph_recursion():
+    """Raises Python's recursion limit to `DEEP_GRAPH_RECURSION_LIMIT` while
+    Keras builds a functional model (never lowers it)."""
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, DEEP_GRAPH_RECURSION_LIMIT))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)

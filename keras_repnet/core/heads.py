@@ -3,6 +3,7 @@ backbone's own layers on it, and the classifier head."""
 
 import keras
 
+from keras_repnet.core import graph
 from keras_repnet.core.layers import SideTop
 
 HEAD_NAME = "repnet_head"
@@ -47,12 +48,13 @@ def replay(model: keras.Model, image, call_layer=None, transform_input=None):
             args, kwargs = keras.tree.map_structure(substitute, (args, kwargs))
             return inner(layer, *args, **kwargs)
 
-    return keras.models.clone_model(
-        model,
-        input_tensors=keras.tree.map_structure(lambda _: image, model.input),
-        clone_function=lambda layer: layer,
-        call_function=call_layer,
-    ).outputs[0]
+    with graph.deep_graph_recursion():
+        return keras.models.clone_model(
+            model,
+            input_tensors=keras.tree.map_structure(lambda _: image, model.input),
+            clone_function=lambda layer: layer,
+            call_function=call_layer,
+        ).outputs[0]
 
 
 def classifier_head(

@@ -6,6 +6,7 @@ import threading
 import keras
 
 from keras_repnet import backward
+from keras_repnet.core import graph
 from keras_repnet.core.layers import RepNetModule
 from keras_repnet.core.recipe import REPNET
 from keras_repnet.core.recipe import Recipe
@@ -101,7 +102,8 @@ class RepNetModel(keras.Model):
     def __init__(
         self, *args, lean_backward=True, backbone=None, recipe=None, **kwargs
     ):
-        super().__init__(*args, **kwargs)
+        with graph.deep_graph_recursion():  # Also when a saved model loads.
+            super().__init__(*args, **kwargs)
         if not isinstance(lean_backward, bool):
             raise ValueError(
                 "`lean_backward` must be a bool. Received: "
