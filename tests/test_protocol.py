@@ -132,15 +132,10 @@ def test_an_option_grid_seeds_its_pick_once_every_member_has_run():
     assert seeded(results) == {members[2]}
 
 
-def test_options_on_mobilenet_v3_run_over_its_former_defaults():
-    """`build`'s rule changed MobileNetV3Small's defaults; its options stay
-    the runs they were: over four modules without shifts, at the rates the
-    former defaults picked, whatever the new defaults pick."""
-    from keras_repnet.core.shift_rule import APPROXIMATE_SHIFT_DEFAULTS
-
-    point = ("MobileNetV3Small", 128)
-    # The new defaults' grid picks 1e-2: the options keep 3e-2.
-    runs = {
+def _option_runs(point):
+    """The options stage's seed-0 runs on CIFAR-10 at `point`, by tag, once
+    repnet's grid there picked its second rate."""
+    return {
         run.tag: run
         for run in stages.stage_runs(
             "repnet-options", point, ["cifar10"],
@@ -149,6 +144,17 @@ def test_options_on_mobilenet_v3_run_over_its_former_defaults():
         )
         if run.seed == 0
     }
+
+
+def test_options_on_mobilenet_v3_run_over_its_former_defaults():
+    """`build`'s rule changed MobileNetV3Small's defaults; its options stay
+    the runs they were: over four modules without shifts, at the rates the
+    former defaults picked, whatever the new defaults pick."""
+    from keras_repnet.core.shift_rule import APPROXIMATE_SHIFT_DEFAULTS
+
+    point = ("MobileNetV3Small", 128)
+    # The new defaults' grid picks 1e-2: the options keep 3e-2.
+    runs = _option_runs(point)
     former = grids.FORMER_DEFAULTS[point][0]
     assert runs["former-defaults"].option_dict == former
     assert runs["wide"].rates == (3e-2, 3e-3)
@@ -172,15 +178,7 @@ def test_options_on_mobilenet_v2_run_where_they_ran():
     """At 128 px, over the defaults before the side top at the rates those
     picked per set; at 64 px as written."""
     point = ("MobileNetV2", 128)
-    runs = {
-        run.tag: run
-        for run in stages.stage_runs(
-            "repnet-options", point, ["cifar10"],
-            grid_results((0.7, 0.8, 0.7, 0.6), point=point),
-            lambda s: (3000, 10),
-        )
-        if run.seed == 0
-    }
+    runs = _option_runs(point)
     assert runs["modules6"].option_dict == {
         "num_modules": 6, "side_top_channels": 0
     }
