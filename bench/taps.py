@@ -2,12 +2,14 @@
 
     python bench/taps.py [--image_size=224]
 
-Prints a markdown table (backbone, taps, their resolutions and channels, side
-and frozen parameters, side / frozen, backbone shift parameters) and writes
+Prints a markdown table (backbone, taps, their resolutions and channels, the
+side modules' and the frozen parameters, side / frozen, the side top's
+parameters, backbone shift parameters) and writes
 bench/results/taps.{json,md}.
 """
 
 import keras
+import numpy as np
 from absl import app
 from absl import flags
 from common import write_results
@@ -29,10 +31,17 @@ def main(_):
         except Exception as error:  # Report, do not hide, what fails.
             rows.append({"backbone": name, "taps": 0, "plan": f"error: {error}"[:120],
                          "side params": "-", "frozen params": "-",
-                         "side / frozen": "-", "shifts": "-"})
+                         "side / frozen": "-", "side top params": "-",
+                         "shifts": "-"})
             continue
         plan = keras_repnet.connector_plan(model)
         counts = keras_repnet.parameter_counts(model)
+        top = sum(
+            int(np.prod(w.shape))
+            for layer in model.layers if isinstance(layer, keras_repnet.SideTop)
+            for w in layer.trainable_weights
+        )
+        modules = counts["side"] - top
         rows.append(
             {
                 "backbone": name,
@@ -40,9 +49,10 @@ def main(_):
                 "plan": ", ".join(
                     f"{r['shape'][0]}x{r['shape'][1]}x{r['shape'][2]}" for r in plan
                 ),
-                "side params": f"{counts['side']:,}",
+                "side params": f"{modules:,}",
                 "frozen params": f"{counts['frozen']:,}",
-                "side / frozen": f"{counts['side'] / counts['frozen']:.3f}",
+                "side / frozen": f"{modules / counts['frozen']:.3f}",
+                "side top params": f"{top:,}",
                 "shifts": f"{counts['shifts']:,}",
             }
         )
@@ -52,7 +62,7 @@ def main(_):
         rows,
         [
             "backbone", "taps", "plan", "side params", "frozen params",
-            "side / frozen", "shifts",
+            "side / frozen", "side top params", "shifts",
         ],
         {"image_size": size},
     )
