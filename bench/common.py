@@ -20,18 +20,18 @@ ROOT = Path(__file__).resolve().parents[1]
 # Rep-Net as most committed bench results measured it: without the side top
 # (`side_top_channels=0`), the defaults before `build` took "auto". The
 # benches that build Rep-Net at its defaults (and the accuracy protocol's
-# points of `grids.BEFORE_SIDE_TOP`) add it, so that a rerun remakes what
+# `grids.POINTS_WITHOUT_SIDE_TOP`) add it, so that a rerun remakes what
 # they committed, until they are measured again.
-BEFORE_SIDE_TOP = {"side_top_channels": 0}
+NO_SIDE_TOP = {"side_top_channels": 0}
 
 
-def before_side_top(method="repnet") -> dict:
-    """`BEFORE_SIDE_TOP` for a Rep-Net method (`keras_repnet.methods`),
-    else no options."""
+def no_side_top(method) -> dict:
+    """`NO_SIDE_TOP` for a Rep-Net method (`keras_repnet.methods`), else no
+    options."""
     from keras_repnet import methods
 
     method = methods.METHODS.get(method)
-    return dict(BEFORE_SIDE_TOP) if method and method.is_repnet else {}
+    return dict(NO_SIDE_TOP) if method and method.is_repnet else {}
 
 
 def as_recorded(path) -> str:
@@ -72,7 +72,7 @@ def write_results(name, rows, columns, settings):
 def bench_model(name, size, dropout=0.2, num_classes=5, **options):
     """The Rep-Net the LiteRT benches export: MobileNetV2 with the offline
     ImageNet weights, other backbones with random weights (sizes and speed
-    do not depend on them), without the side top (`BEFORE_SIDE_TOP`) unless
+    do not depend on them), without the side top (`NO_SIDE_TOP`) unless
     `options` (more `keras_repnet.build` arguments) set it."""
     import keras_repnet
 
@@ -83,7 +83,7 @@ def bench_model(name, size, dropout=0.2, num_classes=5, **options):
         input_shape=(size, size, 3),
         weights=weights,
         dropout=dropout,
-        **{**BEFORE_SIDE_TOP, **options},
+        **{**NO_SIDE_TOP, **options},
     )
 
 

@@ -21,6 +21,7 @@ from absl import app
 from absl import flags
 from common import MOBILENET_V2_WEIGHTS
 from common import SHARED_ASSETS
+from common import no_side_top
 
 _RUNS = flags.DEFINE_list("runs", None, "Runs to make (default: all).")
 _ROUNDS = flags.DEFINE_integer("rounds", 20, "Federated rounds of every run.")
@@ -111,6 +112,7 @@ def main(argv):
             print(f"== {name}", flush=True)
             federate.federate(
                 os.path.relpath(DATA), output_dir=str(OUTPUT / name), rounds=_ROUNDS.value,
+                model_options=no_side_top(RUNS[name].get("method", "repnet")),
                 **SETTINGS, **RUNS[name],
             )
         if path.exists():

@@ -2,7 +2,7 @@
 the variants of the methods whose batch norms train, and the build options
 of Rep-Net and `repnet-mask` that the option stages run.
 
-`protocol.py` turns them into runs; `report.py` tables them.
+`stages.py` turns them into runs; `report.py` tables them.
 """
 
 
@@ -121,8 +121,9 @@ REPNET_OPTIONS = {
 OVER_DEFAULTS = ("no-side-top",)
 # Points that run some of the options only: MobileNetV2 checks whether
 # what helped MobileNetV3Small helps it too (its shifts are exact whatever
-# the mode: its backward keeps masks only); at 128 px, where TinyTL leads,
-# the options that cost next to no memory (side norms, six modules).
+# the mode: its backward keeps masks only); at 128 px, where TinyTL led
+# the defaults before the side top, the options that cost next to no
+# memory (side norms, six modules) and the side top's ablation.
 POINT_OPTIONS = {
     ("MobileNetV2", 64): (
         "shift0.001", "side-bn0.9", "modules6",
@@ -169,7 +170,7 @@ FORMER_DEFAULTS = {
 # Points whose Rep-Net runs all ran before the side top: every Rep-Net run
 # there builds with `side_top_channels=0`, as it ran, until the point is
 # run again with today's defaults.
-BEFORE_SIDE_TOP = (
+POINTS_WITHOUT_SIDE_TOP = (
     ("MobileNetV2", 64), ("MobileNetV2-0.35", 64),
     ("MobileNetV3Small", 224), ("MobileNetV2", 224),
 )

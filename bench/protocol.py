@@ -12,11 +12,10 @@ test split only gives the reported numbers.
 """
 
 import dataclasses
-import math
 
 import grids
 from common import SHARED_ASSETS
-from common import before_side_top
+from common import no_side_top
 
 DATASETS = SHARED_ASSETS / "datasets"
 WEIGHTS = SHARED_ASSETS / "weights"
@@ -186,10 +185,10 @@ def memory_key(backbone: str, method: str, build_options=None) -> str:
 
 def pinned_options(backbone, image_size, method) -> dict:
     """`build_method` options a run takes beside its own: at a point of
-    `grids.BEFORE_SIDE_TOP`, a Rep-Net method without the side top, as it
-    ran there."""
-    if (backbone, image_size) in grids.BEFORE_SIDE_TOP:
-        return before_side_top(method)
+    `grids.POINTS_WITHOUT_SIDE_TOP`, a Rep-Net method without the side top,
+    as it ran there."""
+    if (backbone, image_size) in grids.POINTS_WITHOUT_SIDE_TOP:
+        return no_side_top(method)
     return {}
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from absl import app
 from absl import flags
-from common import BEFORE_SIDE_TOP
+from common import NO_SIDE_TOP
 from common import MOBILENET_V2_WEIGHTS
 from common import SHARED_ASSETS
 
@@ -193,7 +193,7 @@ def run(name, changes):
         )
         find = getattr(keras_repnet, config["taps"])
         options = {
-            **BEFORE_SIDE_TOP,
+            **NO_SIDE_TOP,
             "taps": [t.layer_name for t in find(backbone)],
             "side_width": config["side_width"],
             "side_downscale": config["side_downscale"],

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grids
 import protocol
+import stages
 import targets
 
 # Methods in the order the tables list them.
@@ -53,12 +54,15 @@ def summarize(results, sets, measured):
                 ]
                 if best is None and not candidates:
                     continue
-                best = best or candidates[0]
-                rates, tag = tuple(best["learning_rates"]), best.get("tag")
-                runs = [
-                    r for r in candidates
-                    if tuple(r["learning_rates"]) == rates and r.get("tag") == tag
-                ]
+                groups = collections.defaultdict(list)
+                for r in candidates:
+                    groups[tuple(r["learning_rates"]), r.get("tag")].append(r)
+                # Until the grid has finished: the rates most seeds ran.
+                rates, tag = (
+                    (tuple(best["learning_rates"]), best.get("tag")) if best
+                    else max(groups, key=lambda key: len(groups[key]))
+                )
+                runs = groups[rates, tag]
                 rows.append(
                     {
                         "set": set_name,
@@ -121,7 +125,11 @@ def option_rows(results, measured):
                 r["backbone"], protocol.image_size_of(r), r["set"], r["tag"],
                 tuple(r["learning_rates"]),
             )
-            groups.setdefault(key, []).append(r)
+            # The rates the options stage runs the option at (the runs of
+            # `no-side-top` at other rates were the former defaults' grid).
+            rates = stages.option_stage_rates(results, key[2], key[:2], r["tag"])
+            if rates is None or tuple(rates) == key[4]:
+                groups.setdefault(key, []).append(r)
     rows = []
     for (backbone, size, set_name, tag, rates), runs in sorted(groups.items()):
         plain = protocol.best_run(results, set_name, backbone, "repnet", size)

@@ -258,24 +258,33 @@ MEMORY_BATCH_SIZE = 8
 
 
 def measure_memory(output_dir, backbones):
-    """Measured step peaks (MB, batch 8, 224 px) of each method, of the
-    frozen backbone's inference and of Rep-Net with each model option of
-    `grids.REPNET_OPTIONS`, per backbone (keys: `protocol.memory_key`)."""
+    """Measured step peaks (MB, batch 8, 224 px), per backbone, of the
+    frozen backbone's inference and of the model of each method and each
+    Rep-Net option a point of the plan runs, as it runs there
+    (`protocol.pinned_options`; keys: `protocol.memory_key`)."""
     from keras_repnet import memory
 
     path = Path(output_dir) / "memory.json"
     measured = json.loads(path.read_text()) if path.exists() else {}
-    methods = (
-        memory.INFERENCE, "repnet", "ft-last", "ft-full", "bn-only", "tinytl",
-        "mobiletl", "repnet-no-shifts", protocol.MASK_METHOD,
-    )
+
+    def methods_at(point):
+        methods = [
+            memory.INFERENCE, "repnet", "ft-last", "ft-full", "bn-only",
+            "tinytl", "mobiletl",
+        ]
+        if "ablations" in protocol.PLAN[point]:
+            methods.append("repnet-no-shifts")
+        if "mask" in protocol.PLAN[point]:
+            methods.append(protocol.MASK_METHOD)
+        return methods
+
     for backbone in backbones:
         name, alpha, _ = protocol.BACKBONES[backbone]
         if alpha != 1.0:
             continue
         points = [point for point in protocol.PLAN if point[0] == backbone]
         configurations = [
-            (point, method, {}) for point in points for method in methods
+            (point, method, {}) for point in points for method in methods_at(point)
         ] + [
             (point, "repnet", protocol.split_options(
                 stages.option_options(

@@ -155,7 +155,7 @@ def option_rates(point, set_name, picked):
     at a point of `grids.FORMER_DEFAULTS` the ones its former defaults
     picked on `set_name`."""
     rates = grids.FORMER_DEFAULTS.get(point, (None, picked))[1]
-    return rates[set_name] if isinstance(rates, dict) else rates
+    return rates.get(set_name) if isinstance(rates, dict) else rates
 
 
 def option_options(point, options, side_rate=None):

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from absl import app
 from absl import flags
-from common import BEFORE_SIDE_TOP
+from common import NO_SIDE_TOP
 from common import MOBILENET_V2_WEIGHTS
 from common import median_seconds
 from common import write_results
@@ -61,7 +61,7 @@ def main(_):
         else:
             model = keras_repnet.build(
                 _BACKBONE.value, 5, input_shape=shape, weights=weights,
-                **{**BEFORE_SIDE_TOP, **kwargs},
+                **{**NO_SIDE_TOP, **kwargs},
             )
         keras_repnet.Recipe().compile(model, total_steps=1000)
         seconds = median_seconds(

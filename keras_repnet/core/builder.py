@@ -242,7 +242,7 @@ def build(
         num_classes,
         dropout,
         side_features=side_features,
-        side_top=heads.side_top(
+        side_top=heads.make_side_top(
             features, side_features, side_top_channels, side_norm_momentum
         ),
     )
@@ -310,7 +310,7 @@ def _check_arguments(
             f"side_norm_momentum={side_norm_momentum!r}"
         )
     if side_top_channels != "auto" and (
-        isinstance(side_top_channels, (bool, str))
+        isinstance(side_top_channels, bool)
         or not isinstance(side_top_channels, int)
         or side_top_channels < 0
     ):

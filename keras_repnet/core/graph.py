@@ -68,10 +68,13 @@ DEEP_GRAPH_RECURSION_LIMIT = 20_000
 @contextlib.contextmanager
 def deep_graph_recursion():
     """Raises Python's recursion limit to `DEEP_GRAPH_RECURSION_LIMIT` while
-    Keras builds a functional model (never lowers it)."""
+    Keras builds a functional model (never lowers it), and puts it back
+    unless something else changed it meanwhile."""
     previous = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(previous, DEEP_GRAPH_RECURSION_LIMIT))
+    raised = max(previous, DEEP_GRAPH_RECURSION_LIMIT)
+    sys.setrecursionlimit(raised)
     try:
         yield
     finally:
-        sys.setrecursionlimit(previous)
+        if sys.getrecursionlimit() == raised:
+            sys.setrecursionlimit(previous)

@@ -82,11 +82,11 @@ def classifier_head(
     return keras.layers.Dense(num_classes, name=HEAD_NAME)(features)
 
 
-def side_top(features, side_features, channels, norm_momentum):
-    """The `SideTop` the head reads the side network's last feature
-    `side_features` through (`None` where it reads none), or `None`:
-    `channels` wide, or with `"auto"` as wide as the backbone's output
-    `features` where the side feature is narrower."""
+def make_side_top(features, side_features, channels, norm_momentum):
+    """The `SideTop` through which the head reads the side network's last
+    feature `side_features`, `channels` wide (with `"auto"`: as wide as the
+    backbone's output `features` where the side feature is narrower), or
+    `None` (no width, or no side feature to read)."""
     if side_features is None:
         return None
     if channels == "auto":
