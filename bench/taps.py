@@ -3,7 +3,7 @@
     python bench/taps.py [--image_size=224]
 
 Prints a markdown table (backbone, taps, their resolutions and channels, the
-side modules' and the frozen parameters, side / frozen, the side top's
+side modules' and the frozen parameters, modules / frozen, the side top's
 parameters, backbone shift parameters) and writes
 bench/results/taps.{json,md}.
 """
@@ -30,8 +30,8 @@ def main(_):
             )
         except Exception as error:  # Report, do not hide, what fails.
             rows.append({"backbone": name, "taps": 0, "plan": f"error: {error}"[:120],
-                         "side params": "-", "frozen params": "-",
-                         "side / frozen": "-", "side top params": "-",
+                         "module params": "-", "frozen params": "-",
+                         "modules / frozen": "-", "side top params": "-",
                          "shifts": "-"})
             continue
         plan = keras_repnet.connector_plan(model)
@@ -49,9 +49,9 @@ def main(_):
                 "plan": ", ".join(
                     f"{r['shape'][0]}x{r['shape'][1]}x{r['shape'][2]}" for r in plan
                 ),
-                "side params": f"{modules:,}",
+                "module params": f"{modules:,}",
                 "frozen params": f"{counts['frozen']:,}",
-                "side / frozen": f"{modules / counts['frozen']:.3f}",
+                "modules / frozen": f"{modules / counts['frozen']:.3f}",
                 "side top params": f"{top:,}",
                 "shifts": f"{counts['shifts']:,}",
             }
@@ -61,8 +61,8 @@ def main(_):
         "taps",
         rows,
         [
-            "backbone", "taps", "plan", "side params", "frozen params",
-            "side / frozen", "side top params", "shifts",
+            "backbone", "taps", "plan", "module params", "frozen params",
+            "modules / frozen", "side top params", "shifts",
         ],
         {"image_size": size},
     )
