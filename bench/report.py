@@ -125,13 +125,16 @@ def option_rows(results, measured):
                 r["backbone"], protocol.image_size_of(r), r["set"], r["tag"],
                 tuple(r["learning_rates"]),
             )
-            # The rates the options stage runs the option at (the runs of
-            # `no-side-top` at other rates were the former defaults' grid).
-            rates = stages.option_stage_rates(results, key[2], key[:2], r["tag"])
-            if rates is None or tuple(rates) == key[4]:
-                groups.setdefault(key, []).append(r)
+            groups.setdefault(key, []).append(r)
     rows = []
     for (backbone, size, set_name, tag, rates), runs in sorted(groups.items()):
+        # The rates the options stage runs the option at (the runs of
+        # `no-side-top` at other rates were the former defaults' grid).
+        staged = stages.option_stage_rates(
+            results, set_name, (backbone, size), tag
+        )
+        if staged is not None and tuple(staged) != rates:
+            continue
         plain = protocol.best_run(results, set_name, backbone, "repnet", size)
         build_options, _ = protocol.split_options(runs[0].get("options"))
         rows.append([

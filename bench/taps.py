@@ -9,13 +9,13 @@ bench/results/taps.{json,md}.
 """
 
 import keras
-import numpy as np
 from absl import app
 from absl import flags
 from common import write_results
 
 import keras_repnet
 from keras_repnet.core import backbones
+from keras_repnet.core import plan as plan_lib
 
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Input side in pixels.")
 
@@ -36,8 +36,8 @@ def main(_):
             continue
         plan = keras_repnet.connector_plan(model)
         counts = keras_repnet.parameter_counts(model)
-        top = sum(
-            int(np.prod(w.shape))
+        top = plan_lib.count_params(
+            w
             for layer in model.layers if isinstance(layer, keras_repnet.SideTop)
             for w in layer.trainable_weights
         )

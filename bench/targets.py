@@ -39,9 +39,11 @@ def target_rows(rows, measured, results=()):
                 picked = stages.picked_option(runs, key[2], key[:2], tag)
                 name = f"{picked}, picked on validation"
             rates = stages.option_stage_rates(results, key[2], key[:2], picked)
+            if rates is None:
+                continue
             tagged = [
                 r for r in runs
-                if r["tag"] == picked and rates is not None
+                if r["tag"] == picked
                 and tuple(r["learning_rates"]) == tuple(rates)
             ]
             if not tagged:
