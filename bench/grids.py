@@ -142,6 +142,8 @@ POINT_OPTIONS = {
         tag for tag in REPNET_OPTIONS
         if tag not in ("shift0.001", "shift0.003")
     ),
+    # The defaults before the side top, whose runs these were.
+    ("MobileNetV3Small", 224): ("no-side-top",),
 }
 # Rep-Net's defaults that a point's options were chosen against, and the
 # rates (side, head) they picked there, per set or on every far set: the
@@ -171,8 +173,7 @@ FORMER_DEFAULTS = {
 # there builds with `side_top_channels=0`, as it ran, until the point is
 # run again with today's defaults.
 POINTS_WITHOUT_SIDE_TOP = (
-    ("MobileNetV2", 64), ("MobileNetV2-0.35", 64),
-    ("MobileNetV3Small", 224), ("MobileNetV2", 224),
+    ("MobileNetV2", 64), ("MobileNetV2-0.35", 64), ("MobileNetV2", 224),
 )
 # Options that form a grid of one rate: the member picked on validation
 # (seed 0, once every member has run) stands for the grid, per set.
@@ -193,6 +194,7 @@ SEEDED_OPTIONS = {
         "no-side-top",
     ),
     ("MobileNetV2", 128): ("modules6", "no-side-top"),
+    ("MobileNetV3Small", 224): ("no-side-top",),
 }
 REPNET_OPTION_RATES = {
     "head0.01": (3e-2, 1e-2),

@@ -19,7 +19,6 @@ runtime). Prints a markdown table and writes bench/results/memory.{json,md}.
 
 from absl import app
 from absl import flags
-from common import no_side_top
 from common import write_results
 
 from keras_repnet import memory
@@ -74,7 +73,6 @@ def measure_backbone(backbone):
             batch_size=_BATCH_SIZE.value,
             lean_backward=lean,
             steps=_STEPS.value,
-            options=no_side_top(method),
         )
         print(f"{backbone} {name}: {_mb(result.peak_bytes)} MB", flush=True)
         results.append((name, result))

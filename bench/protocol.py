@@ -70,7 +70,9 @@ PLAN = {
     ),
     # `long` at 224 px: whether Rep-Net's smaller margin there is a matter
     # of steps (the same number of steps as at 128 px, on larger features).
-    ("MobileNetV3Small", 224): ("core", "baselines", "seeds", "long"),
+    ("MobileNetV3Small", 224): (
+        "core", "baselines", "repnet-options", "seeds", "long"
+    ),
     ("MobileNetV2", 224): ("core", "baselines", "seeds"),
 }
 # Points run on some sets only (2 cores allow 224 px on the smaller sets).

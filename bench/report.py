@@ -249,16 +249,19 @@ def _summary_table(rows):
 
 def _runs_table(runs, extra):
     return _table(
-        ["set", "method", *extra, "lr (side, head)", "test", "final train"],
+        ["set", "backbone", "px", "method", *extra, "lr (side, head)", "test",
+         "final train"],
         [
             [
-                r["set"], r["method"], *(r[c] for c in extra),
+                r["set"], r["backbone"], protocol.image_size_of(r),
+                r["method"], *(r[c] for c in extra),
                 _rates(r["learning_rates"]), f"{r['test_accuracy']:.3f}",
                 f"{r['final_train_accuracy']:.3f}",
             ]
-            for r in sorted(
-                runs, key=lambda r: (r["set"], r["method"], r["learning_rates"])
-            )
+            for r in sorted(runs, key=lambda r: (
+                r["set"], r["backbone"], protocol.image_size_of(r),
+                r["method"], r["learning_rates"],
+            ))
         ],
     )
 
@@ -316,8 +319,8 @@ def markdown(results, rows, measured):
     if longer:
         lines += [
             "",
-            f"{protocol.LONG_EPOCHS_FACTOR}x the epochs, MobileNetV2, seed 0 "
-            "(the `long` stage at the picked rates):",
+            f"{protocol.LONG_EPOCHS_FACTOR}x the epochs, seed 0 (the `long` "
+            "stage at the picked rates):",
             "",
             *_runs_table(longer, ("epochs",)),
         ]
@@ -325,8 +328,8 @@ def markdown(results, rows, measured):
     if small_batch:
         lines += [
             "",
-            f"Batch {protocol.SMALL_BATCH} (as on a phone), MobileNetV2, seed "
-            "0, same epochs (4x the steps):",
+            f"Batch {protocol.SMALL_BATCH} (as on a phone), seed 0, same "
+            "epochs (4x the steps):",
             "",
             *_runs_table(small_batch, ()),
         ]
