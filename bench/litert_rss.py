@@ -3,10 +3,12 @@
     python bench/litert_rss.py
     python bench/litert_rss.py --image_sizes=128,224 --rounds=1
 
-Exports Rep-Net (MobileNetV2 with the ImageNet weights, MobileNetV3Small
-with its defaults, with exact squeeze-excite gates and without shifts, as
-its defaults were before `build`'s rule) at batch 8
-as a float file and with an int8 backbone, and runs each file in
+Exports Rep-Net (MobileNetV2 with the ImageNet weights, at its defaults
+and without the side top; MobileNetV3Small at its defaults, without the
+side top, with exact squeeze-excite gates, and without shifts, as its
+defaults were before `build`'s rule; `common.bench_model` builds without
+the side top unless told) at batch 8 as a float file and with an int8
+backbone, and runs each file in
 a fresh process that imports only LiteRT (bench/litert_worker.py
 `--stages`, 2 threads), with XNNPACK and with LiteRT's builtin kernels
 alone. It records the RSS the interpreter holds once built, after one
@@ -35,10 +37,13 @@ _ROUNDS = flags.DEFINE_integer("rounds", 3, "Worker runs per file, interleaved."
 _THREADS = 2
 # Name -> (backbone, `keras_repnet.build` options).
 MODELS = {
-    "MobileNetV2": ("MobileNetV2", {}),
-    # Its defaults: six modules, sign-int8 shifts (`build`'s rule).
-    "MobileNetV3Small": ("MobileNetV3Small", {}),
-    "MobileNetV3Small, exact gates": (
+    "MobileNetV2": ("MobileNetV2", {"side_top_channels": "auto"}),
+    "MobileNetV2, no side top": ("MobileNetV2", {}),
+    # Its defaults: six modules, sign-int8 shifts (`build`'s rule), the
+    # side top.
+    "MobileNetV3Small": ("MobileNetV3Small", {"side_top_channels": "auto"}),
+    "MobileNetV3Small, no side top": ("MobileNetV3Small", {}),
+    "MobileNetV3Small, exact gates, no side top": (
         "MobileNetV3Small", {"backbone_shifts": "sign"}
     ),
     "MobileNetV3Small, no shifts, 4 modules": (
