@@ -144,6 +144,7 @@ POINT_OPTIONS = {
     ),
     # The defaults before the side top, whose runs these were.
     ("MobileNetV3Small", 224): ("no-side-top",),
+    ("MobileNetV2", 224): ("no-side-top",),
 }
 # Rep-Net's defaults that a point's options were chosen against, and the
 # rates (side, head) they picked there, per set or on every far set: the
@@ -172,9 +173,7 @@ FORMER_DEFAULTS = {
 # Points whose Rep-Net runs all ran before the side top: every Rep-Net run
 # there builds with `side_top_channels=0`, as it ran, until the point is
 # run again with today's defaults.
-POINTS_WITHOUT_SIDE_TOP = (
-    ("MobileNetV2", 64), ("MobileNetV2-0.35", 64), ("MobileNetV2", 224),
-)
+POINTS_WITHOUT_SIDE_TOP = (("MobileNetV2", 64), ("MobileNetV2-0.35", 64))
 # Options that form a grid of one rate: the member picked on validation
 # (seed 0, once every member has run) stands for the grid, per set.
 OPTION_GRIDS = {
@@ -195,6 +194,7 @@ SEEDED_OPTIONS = {
     ),
     ("MobileNetV2", 128): ("modules6", "no-side-top"),
     ("MobileNetV3Small", 224): ("no-side-top",),
+    ("MobileNetV2", 224): ("no-side-top",),
 }
 REPNET_OPTION_RATES = {
     "head0.01": (3e-2, 1e-2),

@@ -73,7 +73,7 @@ PLAN = {
     ("MobileNetV3Small", 224): (
         "core", "baselines", "repnet-options", "seeds", "long"
     ),
-    ("MobileNetV2", 224): ("core", "baselines", "seeds"),
+    ("MobileNetV2", 224): ("core", "baselines", "repnet-options", "seeds"),
 }
 # Points run on some sets only (2 cores allow 224 px on the smaller sets).
 POINT_SETS = {
