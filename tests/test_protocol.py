@@ -1,6 +1,7 @@
 """The accuracy protocol's picks (`bench/protocol.py`): which rates a grid
-runs beyond its edges, and that a pick waits for its grid; and its driver
-(`bench/runs.py`), which follows the picks as runs finish."""
+runs beyond its edges, and that a pick waits for its grid; its driver
+(`bench/runs.py`), which follows the picks as runs finish; and its report
+(`bench/report.py`)."""
 
 import json
 import pathlib
@@ -14,6 +15,7 @@ if str(BENCH) not in sys.path:
 
 import grids  # noqa: E402
 import protocol  # noqa: E402
+import report  # noqa: E402
 import stages  # noqa: E402
 
 POINT = ("MobileNetV2", 128)
@@ -293,3 +295,28 @@ def test_the_methods_flag_takes_only_what_a_stage_runs(tmp_path):
     assert done.returncode == 1
     assert "Unknown methods ['adv-rep']. Known: ['repnet'," in done.stderr
     assert not any(tmp_path.iterdir())  # Refused before any report is written.
+
+
+def test_the_long_table_tells_the_points_apart():
+    # The same set and method trained 3x longer at two points: MobileNetV2
+    # at the base size and MobileNetV3Small at 224 px.
+    runs = [
+        {
+            "set": "sign_digits", "backbone": backbone, "method": "ft-last",
+            "learning_rates": rates, "seed": 0, "shots": None,
+            "image_size": size, "epochs": 18, "batch_size": None,
+            "validation_accuracy": [0.9], "test_accuracy": test,
+            "final_train_accuracy": 0.9,
+        }
+        for backbone, size, rates, test in (
+            ("MobileNetV2", None, [0.01, 0.01], 0.772),
+            ("MobileNetV3Small", 224, [0.03, 0.03], 0.922),
+        )
+    ]
+    table = report.markdown(runs, [], {})
+    for row in (
+        "| sign_digits | MobileNetV2 | 64 | ft-last | 18 | 0.01, 0.01 | 0.772 |",
+        "| sign_digits | MobileNetV3Small | 224 | ft-last | 18 | 0.03, 0.03 "
+        "| 0.922 |",
+    ):
+        assert row in table
