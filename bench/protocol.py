@@ -254,9 +254,14 @@ def _grid_finished(runs, method, tag):
 
 
 def best_run(results, set_name, backbone, method, image_size):
-    """The grid's run (seed 0) with the best final validation accuracy."""
+    """The grid's run (seed 0) with the best final validation accuracy; on
+    a tie, the one at the lower rates."""
     candidates = grid_runs(results, set_name, backbone, method, image_size)
-    return max(candidates, key=final_validation, default=None)
+    return max(
+        candidates,
+        key=lambda r: (final_validation(r), [-x for x in r["learning_rates"]]),
+        default=None,
+    )
 
 
 def best_rates(results, set_name, backbone, method, image_size=BASE_IMAGE_SIZE):

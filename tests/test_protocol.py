@@ -81,6 +81,15 @@ def picked(results, method):
     return None if run is None else (tuple(run["learning_rates"]), run["tag"])
 
 
+def test_a_tie_picks_the_lower_rates():
+    # Whatever order the runs are read in (their folder names sort 1e-2
+    # before 3e-3).
+    results = grid_results((0.7, 0.9, 0.9, 0.8))
+    lower = grids.LEARNING_RATES["repnet"][1]
+    assert picked(results, "repnet") == (lower, None)
+    assert picked(results[::-1], "repnet") == (lower, None)
+
+
 def test_a_half_run_grid_picks_nothing():
     # TinyTL's first rate finished alone on CIFAR-10 at 128 px once; its
     # pick (and the seeds and targets that follow it) must wait.
