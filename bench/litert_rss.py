@@ -3,12 +3,13 @@
     python bench/litert_rss.py
     python bench/litert_rss.py --image_sizes=128,224 --rounds=1
 
-Exports Rep-Net (MobileNetV2 with the ImageNet weights, at its defaults
-and without the side top; MobileNetV3Small at its defaults, without the
-side top, with exact squeeze-excite gates, and without shifts, as its
-defaults were before `build`'s rule; `common.bench_model` builds without
-the side top unless told) at batch 8 as a float file and with an int8
-backbone, and runs each file in
+Exports Rep-Net, each model at batch 8 as a float file and with an int8
+backbone: MobileNetV2 with the ImageNet weights, at its defaults (the
+side top included) and again without the side top; MobileNetV3Small at
+its defaults, without the side top, with exact squeeze-excite gates and
+no side top, and as its defaults were before `build`'s rule (no shifts,
+four modules, no side top; `common.bench_model` builds without the side
+top unless told). It runs each file in
 a fresh process that imports only LiteRT (bench/litert_worker.py
 `--stages`, 2 threads), with XNNPACK and with LiteRT's builtin kernels
 alone. It records the RSS the interpreter holds once built, after one

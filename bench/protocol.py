@@ -255,7 +255,7 @@ def _grid_finished(runs, method, tag):
 
 def best_run(results, set_name, backbone, method, image_size):
     """The grid's run (seed 0) with the best final validation accuracy; on
-    a tie, the one at the lower rates."""
+    a tie, the one at the lower side rate (then head rate)."""
     candidates = grid_runs(results, set_name, backbone, method, image_size)
     return max(
         candidates,

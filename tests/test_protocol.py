@@ -82,8 +82,7 @@ def picked(results, method):
 
 
 def test_a_tie_picks_the_lower_rates():
-    # Whatever order the runs are read in (their folder names sort 1e-2
-    # before 3e-3).
+    # 1e-2 and 3e-2 tie, whatever order the runs are read in.
     results = grid_results((0.7, 0.9, 0.9, 0.8))
     lower = grids.LEARNING_RATES["repnet"][1]
     assert picked(results, "repnet") == (lower, None)
@@ -207,6 +206,7 @@ def test_options_on_mobilenet_v2_run_where_they_ran():
         (("MobileNetV2", 64), "repnet-mask", {"side_top_channels": 0}),
         (("MobileNetV2", 64), "tinytl", {}),
         (("MobileNetV2", 128), "repnet", {}),
+        (("MobileNetV3Small", 224), "repnet", {}),
     ],
 )
 def test_points_run_before_the_side_top_build_without_it(point, method, pinned):
