@@ -1,42 +1,45 @@
-"""Median training-step time: head only vs Rep-Net module designs.
+"""Median Keras training-step time: the head alone against Rep-Net's
+defaults and the options that change what the step computes.
 
-    python bench/step_time.py [--backbone=MobileNetV2] [--image_size=128]
-        [--batch_size=32] [--repeats=5]
+    python bench/step_time.py [--backbones=MobileNetV2,MobileNetV3Small]
+        [--image_size=128] [--batch_size=32] [--repeats=15]
 
 Uses the offline ImageNet MobileNetV2 weights when the backbone is
 MobileNetV2, random weights otherwise (speed does not depend on them). Prints
 a markdown table and writes bench/results/step_time.{json,md}.
 """
 
+import statistics
+import time
+
 import keras
 import numpy as np
 from absl import app
 from absl import flags
-from common import NO_SIDE_TOP
 from common import MOBILENET_V2_WEIGHTS
-from common import median_seconds
 from common import write_results
 
 import keras_repnet
 from keras_repnet.core import backbones
 
-_BACKBONE = flags.DEFINE_string("backbone", "MobileNetV2", "keras.applications name.")
+_BACKBONES = flags.DEFINE_list(
+    "backbones", ["MobileNetV2", "MobileNetV3Small"], "keras.applications names."
+)
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 128, "Input side in pixels.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Examples per step.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed steps (after a warm-up).")
+_REPEATS = flags.DEFINE_integer("repeats", 15, "Timed steps of each model (after a warm-up).")
 
+# `keras_repnet.build` arguments over its defaults; `None`: the head alone.
 CONFIGS = {
     "head only (frozen backbone)": None,
-    "Rep-Net dual, 3x3 conv (default)": {},
-    "Rep-Net dual, 5x5 conv in 2 groups (reference code)": {
+    "Rep-Net (defaults)": {},
+    "Rep-Net, no side top": {"side_top_channels": 0},
+    "Rep-Net, no backbone shifts": {"backbone_shifts": False},
+    "Rep-Net, 5x5 convs in 2 groups (reference code)": {
         "side_kernel_size": 5,
         "side_groups": 2,
     },
-    "Rep-Net none (side net only, 5x5/2 groups)": {
-        "connect": "none",
-        "side_kernel_size": 5,
-        "side_groups": 2,
-    },
+    "Rep-Net, dual connectors (the paper's)": {"connect": "dual"},
 }
 
 
@@ -47,39 +50,65 @@ def head_only(backbone, shape, weights):
     return keras.Model(frozen.input, keras.layers.Dense(5)(features))
 
 
-def main(_):
-    size, batch = _IMAGE_SIZE.value, _BATCH_SIZE.value
-    shape = (size, size, 3)
-    weights = MOBILENET_V2_WEIGHTS if _BACKBONE.value == "MobileNetV2" else None
+def build(backbone, shape, options):
+    """The model of a `CONFIGS` entry, compiled with the default recipe."""
+    weights = MOBILENET_V2_WEIGHTS if backbone == "MobileNetV2" else None
+    if options is None:
+        model = head_only(backbone, shape, weights)
+    else:
+        model = keras_repnet.build(
+            backbone, 5, input_shape=shape, weights=weights, **options
+        )
+    keras_repnet.Recipe().compile(model, total_steps=1000)
+    return model
+
+
+def step_rows(backbone, shape, batch):
+    """One row per configuration: the median of `--repeats` steps, timed in
+    rounds that take one step of each model in turn, so that a slow spell of
+    the machine falls on every configuration alike."""
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (batch, *shape)).astype("float32")
     labels = rng.integers(0, 5, batch)
-    rows = []
-    for name, kwargs in CONFIGS.items():
-        if kwargs is None:
-            model = head_only(_BACKBONE.value, shape, weights)
-        else:
-            model = keras_repnet.build(
-                _BACKBONE.value, 5, input_shape=shape, weights=weights,
-                **{**NO_SIDE_TOP, **kwargs},
-            )
-        keras_repnet.Recipe().compile(model, total_steps=1000)
-        seconds = median_seconds(
-            lambda: model.train_on_batch(images, labels), _REPEATS.value
-        )
-        rows.append(
-            {
-                "configuration": name,
-                "step ms": round(seconds * 1000),
-                "trainable params": f"{keras_repnet.parameter_counts(model)['trainable']:,}",
-            }
-        )
-        keras.backend.clear_session()
+    models = {name: build(backbone, shape, options) for name, options in CONFIGS.items()}
+    steps = {
+        name: (lambda model=model: model.train_on_batch(images, labels))
+        for name, model in models.items()
+    }
+    for step in steps.values():
+        step()  # traces the step
+    seconds = {name: [] for name in steps}
+    for _ in range(_REPEATS.value):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            seconds[name].append(time.perf_counter() - start)
+    rows = [
+        {
+            "backbone": backbone,
+            "configuration": name,
+            "step ms": round(statistics.median(seconds[name]) * 1000),
+            "step ms range": f"{min(seconds[name]) * 1000:.0f}-{max(seconds[name]) * 1000:.0f}",
+            "trainable params": f"{keras_repnet.parameter_counts(model)['trainable']:,}",
+        }
+        for name, model in models.items()
+    ]
+    keras.backend.clear_session()
+    return rows
+
+
+def main(_):
+    size, batch = _IMAGE_SIZE.value, _BATCH_SIZE.value
+    rows = [
+        row
+        for backbone in _BACKBONES.value
+        for row in step_rows(backbone, (size, size, 3), batch)
+    ]
     write_results(
         "step_time",
         rows,
-        ["configuration", "step ms", "trainable params"],
-        {"backbone": _BACKBONE.value, "image_size": size, "batch_size": batch},
+        ["backbone", "configuration", "step ms", "step ms range", "trainable params"],
+        {"image_size": size, "batch_size": batch, "repeats": _REPEATS.value},
     )
 
 
