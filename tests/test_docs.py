@@ -170,9 +170,9 @@ def test_readme_py_fills_every_page():
     assert set(readme.pages()) == set(PAGES)
 
 
-def _results_md_cells():
-    """`{(set, method): test cell}` of MobileNetV2 at 64 px in the accuracy
-    protocol's results.md (the first table)."""
+def _results_md_cells(backbone, image_size):
+    """`{(set, method): test cell}` of `backbone` at `image_size` px in the
+    accuracy protocol's results.md (the first table)."""
     lines = (ROOT / "results" / "accuracy" / "results.md").read_text().splitlines()
     header = None
     cells = {}
@@ -188,7 +188,7 @@ def _results_md_cells():
         if set(line) <= set("|-"):
             continue
         record = dict(zip(header, row))
-        if record.get("backbone") == "MobileNetV2" and record.get("px", "64") == "64":
+        if record["backbone"] == backbone and record["px"] == str(image_size):
             # "ft-full (bn0.9)": the method's row, run as its best variant.
             method = record["method"].split(" (")[0]
             cells[record["set"], method] = record["test"]
@@ -201,7 +201,8 @@ def test_headline_agrees_with_the_protocol_report():
     readme = _readme_module()
     table = readme.table("headline").splitlines()
     header = [c.strip() for c in table[0].strip("|").split("|")]
-    reported = _results_md_cells()
+    reported = _results_md_cells(readme.HEADLINE_BACKBONE, readme.HEADLINE_IMAGE_SIZE)
+    assert reported, "the headline's backbone and size are not in results.md"
     for line in table[2:]:
         row = dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
         if row["method"] not in readme.HEADLINE_METHODS:
