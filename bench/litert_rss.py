@@ -12,11 +12,11 @@ four modules, no side top; `common.bench_model` builds without the side
 top unless told). It runs each file in
 a fresh process that imports only LiteRT (bench/litert_worker.py
 `--stages`, 2 threads), with XNNPACK and with LiteRT's builtin kernels
-alone. It records the RSS the interpreter holds once built, after one
-`infer` call and after one `train` step (medians over `--rounds`,
-interleaved): what the builtin kernels allocate against what XNNPACK adds
-(packed weights, its own buffers), and what the int8 file costs at each
-stage.
+alone. It records each file's size and the RSS the interpreter holds once
+built, after one `infer` call and after one `train` step (medians over
+`--rounds`, interleaved): what the builtin kernels allocate against what
+XNNPACK adds (packed weights, its own buffers), and what the int8 file
+costs at each stage.
 
 Writes bench/results/litert_rss.{json,md}.
 """
@@ -69,6 +69,7 @@ def main(_):
                     path = os.path.join(folder, f"{len(paths)}.tflite")
                     export.export_tflite(model, path, batch_size=batch, **options)
                     paths[(name, size, weights)] = path
+        sizes = {key: _mib(os.path.getsize(path) / 2**20) for key, path in paths.items()}
         runs = [(key, xnnpack) for key in paths for xnnpack in (True, False)]
         measured = {run: [] for run in runs}
         for _ in range(_ROUNDS.value):
@@ -89,6 +90,7 @@ def main(_):
                 "px": size,
                 "weights": weights,
                 "XNNPACK": "yes" if xnnpack else "no",
+                "file MiB": sizes[key],
                 "built MiB": held["built_rss_mib"],
                 "infer adds MiB": _mib(held["infer_rss_mib"] - held["built_rss_mib"]),
                 "train adds MiB": _mib(held["train_rss_mib"] - held["infer_rss_mib"]),
