@@ -9,6 +9,7 @@ MobileNetV2, random weights otherwise (speed does not depend on them). Prints
 a markdown table and writes bench/results/step_time.{json,md}.
 """
 
+import os
 import statistics
 import time
 
@@ -35,11 +36,14 @@ CONFIGS = {
     "Rep-Net (defaults)": {},
     "Rep-Net, no side top": {"side_top_channels": 0},
     "Rep-Net, no backbone shifts": {"backbone_shifts": False},
+    # Narrower than the defaults: `side_width="auto"` keeps the side network
+    # within its share of the backbone's parameters.
     "Rep-Net, 5x5 convs in 2 groups (reference code)": {
         "side_kernel_size": 5,
         "side_groups": 2,
     },
-    "Rep-Net, dual connectors (the paper's)": {"connect": "dual"},
+    # The side top needs "up" or "none" connectors: none here.
+    "Rep-Net, dual connectors (the paper's), no side top": {"connect": "dual"},
 }
 
 
@@ -53,20 +57,22 @@ def head_only(backbone, shape, weights):
 def build(backbone, shape, options):
     """The model of a `CONFIGS` entry, compiled with the default recipe."""
     weights = MOBILENET_V2_WEIGHTS if backbone == "MobileNetV2" else None
-    if options is None:
-        model = head_only(backbone, shape, weights)
-    else:
-        model = keras_repnet.build(
-            backbone, 5, input_shape=shape, weights=weights, **options
-        )
+    with backbones.random_weights_on_purpose():
+        if options is None:
+            model = head_only(backbone, shape, weights)
+        else:
+            model = keras_repnet.build(
+                backbone, 5, input_shape=shape, weights=weights, **options
+            )
     keras_repnet.Recipe().compile(model, total_steps=1000)
     return model
 
 
 def step_rows(backbone, shape, batch):
     """One row per configuration: the median of `--repeats` steps, timed in
-    rounds that take one step of each model in turn, so that a slow spell of
-    the machine falls on every configuration alike."""
+    rounds that take one step of each model in turn (each round starting
+    one model later), so that a slow spell of the machine falls on every
+    configuration alike."""
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (batch, *shape)).astype("float32")
     labels = rng.integers(0, 5, batch)
@@ -78,10 +84,12 @@ def step_rows(backbone, shape, batch):
     for step in steps.values():
         step()  # traces the step
     seconds = {name: [] for name in steps}
-    for _ in range(_REPEATS.value):
-        for name, step in steps.items():
+    names = list(steps)
+    for round_index in range(_REPEATS.value):
+        first = round_index % len(names)
+        for name in names[first:] + names[:first]:
             start = time.perf_counter()
-            step()
+            steps[name]()
             seconds[name].append(time.perf_counter() - start)
     rows = [
         {
@@ -108,7 +116,12 @@ def main(_):
         "step_time",
         rows,
         ["backbone", "configuration", "step ms", "step ms range", "trainable params"],
-        {"image_size": size, "batch_size": batch, "repeats": _REPEATS.value},
+        {
+            "image_size": size,
+            "batch_size": batch,
+            "repeats": _REPEATS.value,
+            "cpu_cores": os.cpu_count(),
+        },
     )
 
 
