@@ -144,8 +144,8 @@ def target_lines(results, name):
     training only for `MAIN`, whose model it trains)."""
     if name not in results:
         return []
-    main = results[name]
-    accuracy = _final(main)
+    run = results[name]
+    accuracy = _final(run)
 
     def verdict(ok, text):
         return f"{'met' if ok else 'NOT met'} ({text})"
@@ -165,7 +165,7 @@ def target_lines(results, name):
              verdict(accuracy >= baseline + 0.05,
                      f"{accuracy:.3f} against {baseline:.3f}, {accuracy - baseline:+.3f}"))
         )
-    ratio = main["rounds"][-1]["bytes_sent_per_client"] / main["full_model_bytes"]
+    ratio = run["rounds"][-1]["bytes_sent_per_client"] / run["full_model_bytes"]
     rows.append(
         ("bytes sent per client per round <= 1/10 of full-model FedAvg",
          verdict(ratio <= 0.1, f"{ratio:.3f}"))

@@ -77,19 +77,15 @@ def step_rows(backbone, shape, batch):
     images = rng.uniform(-1, 1, (batch, *shape)).astype("float32")
     labels = rng.integers(0, 5, batch)
     models = {name: build(backbone, shape, options) for name, options in CONFIGS.items()}
-    steps = {
-        name: (lambda model=model: model.train_on_batch(images, labels))
-        for name, model in models.items()
-    }
-    for step in steps.values():
-        step()  # traces the step
-    seconds = {name: [] for name in steps}
-    names = list(steps)
+    for model in models.values():
+        model.train_on_batch(images, labels)  # traces the step
+    seconds = {name: [] for name in models}
+    names = list(models)
     for round_index in range(_REPEATS.value):
         first = round_index % len(names)
         for name in names[first:] + names[:first]:
             start = time.perf_counter()
-            steps[name]()
+            models[name].train_on_batch(images, labels)
             seconds[name].append(time.perf_counter() - start)
     rows = [
         {
