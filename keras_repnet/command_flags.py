@@ -149,6 +149,11 @@ BATCH_NORM = flags.DEFINE_enum(
     "Average the side network's batch-norm statistics (global), or keep them "
     "on each client (local, FedBN).",
 )
+WIRE_DTYPE = flags.DEFINE_enum(
+    "wire_dtype", "float32", ["float32", "float16"],
+    "The dtype the arrays travel in: float16 sends half the bytes (the "
+    "server averages, and each client trains, in float32).",
+)
 # Rep-Net's model options, for train and memory (`keras_repnet.build`).
 NUM_MODULES = flags.DEFINE_integer(
     "num_modules",

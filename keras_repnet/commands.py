@@ -35,6 +35,7 @@ from keras_repnet.command_flags import (
     TEST_DATA,
     VALIDATION_SPLIT,
     WEIGHTS,
+    WIRE_DTYPE,
 )
 from keras_repnet.core.recipe import REPNET
 
@@ -268,6 +269,7 @@ def federate_command():
             partition=PARTITION.value,
             strategy=STRATEGY.value,
             batch_norm=BATCH_NORM.value,
+            wire_dtype=WIRE_DTYPE.value,
             batch_size=BATCH_SIZE.value or _DEVICE_BATCH_SIZE,
             max_examples=MAX_EXAMPLES.value,
             model_options=_model_options(),
@@ -325,8 +327,9 @@ COMMANDS = {
         federate_command,
         "Trains across many clients with Flower: each a LiteRT phone.",
         ("data", "output_dir", "method", *_MODEL, "clients", "rounds",
-         "local_epochs", "partition", "strategy", "batch_norm", "batch_size",
-         "max_examples", "image_size", "validation_split", "seed", *_COMMON),
+         "local_epochs", "partition", "strategy", "batch_norm", "wire_dtype",
+         "batch_size", "max_examples", "image_size", "validation_split",
+         "seed", *_COMMON),
     ),
     "compare": (
         compare_command,

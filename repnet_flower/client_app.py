@@ -4,7 +4,8 @@ Each SuperNode is one client, with its own examples in the `.npz` file its
 node configuration names (`data`: arrays `x`, `y`, and `x_val`, `y_val`
 for its local evaluation). A round loads the global weights into the
 model's `set_weights`, trains `local-epochs` passes at the round's rate
-with `train`, and returns `get_weights`' travelling arrays (see `task`).
+with `train`, and returns `get_weights`' travelling arrays (see `task`) in
+the run's `wire-dtype`.
 With `batch-norm = "local"` the side network's batch-norm statistics stay
 on the client between rounds (FedBN).
 
@@ -65,7 +66,8 @@ def train(msg: Message, context: Context) -> Message:
         statistics = [name for name in weights if task.is_statistic(name)]
         context.state[_LOCAL] = task.to_record(weights, statistics)
     names = list(msg.content["arrays"].keys())
-    reply = {name: weights[name] for name in names}
+    wire_dtype = str(context.run_config["wire-dtype"])
+    reply = {name: task.cast(weights[name], wire_dtype) for name in names}
     _corrupt(reply, str(context.node_config.get("corrupt", "")))
     content = RecordDict(
         {

@@ -54,6 +54,7 @@ def main(grid: Grid, context: Context) -> None:
         initial,
         round_offset=done,
         server_learning_rate=float(run["server-learning-rate"]),
+        wire_dtype=str(run["wire-dtype"]),
         fraction_train=float(run["fraction-train"]),
         fraction_evaluate=float(run["fraction-evaluate"]),
         min_train_nodes=int(run["min-train-nodes"]),

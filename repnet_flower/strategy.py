@@ -1,13 +1,17 @@
 """FedAvg and FedAdam that refuse bad replies, count bytes and resume.
 
 `make_strategy(name, expected, ...)` gives Flower's own `FedAvg` or
-`FedAdam` with three additions:
+`FedAdam` with four additions:
 
 - Each client's reply is checked against the arrays the server sent
   (`task.check_reply`): other names, shapes or dtypes, NaN or inf are
   rejected with a logged reason and never averaged in. A failed client
   (an error reply, or none before the round's timeout) is left out; the
   round goes on with the others, given the strategy's minimum.
+- The arrays travel in `wire_dtype`: each message's are cast to it after
+  the strategy made it, and each accepted reply's back to float32 before
+  the strategy averages, so that the global model (and FedAdam's
+  moments) stay float32 on the server.
 - The bytes of every message, as Flower serialises it, are counted per
   round (`traffic`).
 - Rounds are numbered from `round_offset`, so that a server that resumes
@@ -33,9 +37,13 @@ _OPTIMIZER_STATE = ("m_t", "v_t")
 class _Checked:
     """Mixed in before a Flower strategy (see the module docstring)."""
 
-    def __init__(self, *args, expected, round_offset=0, **kwargs):
+    def __init__(self, *args, expected, round_offset=0, wire_dtype="float32",
+                 **kwargs):
         super().__init__(*args, **kwargs)
-        self.expected = expected
+        self.wire_dtype = task.check_wire_dtype(wire_dtype)
+        self.expected = {
+            name: task.cast(value, wire_dtype) for name, value in expected.items()
+        }
         self.round_offset = round_offset
         self.traffic = {}  # round -> {"sent": [...], "received": [...]}
         self.rejected = {}  # round -> [(node, reason)]
@@ -43,7 +51,9 @@ class _Checked:
 
     def configure_train(self, server_round, arrays, config, grid):
         server_round += self.round_offset
-        messages = list(super().configure_train(server_round, arrays, config, grid))
+        messages = self._on_wire(
+            super().configure_train(server_round, arrays, config, grid)
+        )
         self.traffic[server_round] = {
             "sent": [task.wire_bytes(m.content) for m in messages],
             "received": [],
@@ -52,24 +62,27 @@ class _Checked:
 
     def aggregate_train(self, server_round, replies):
         server_round += self.round_offset
-        accepted, rejected = [], []
+        key = self.arrayrecord_key
+        accepted, rejected, received = [], [], []
         for message in replies:
             if message.has_error():
                 rejected.append((message.metadata.src_node_id, message.error.reason))
                 continue
             reason = task.check_reply(
-                task.from_record(message.content["arrays"]), self.expected
+                task.from_record(message.content[key]), self.expected
             )
             if reason:
                 rejected.append((message.metadata.src_node_id, reason))
                 continue
+            received.append(task.wire_bytes(message.content))
+            message.content[key] = self._off_wire(message.content[key])
             accepted.append(message)
         for node, reason in rejected:
             log(WARNING, "Round %s: left out node %s: %s", server_round, node, reason)
         self.rejected[server_round] = rejected
         self.traffic.setdefault(server_round, {"sent": [], "received": []})[
             "received"
-        ] = [task.wire_bytes(m.content) for m in accepted]
+        ] = received
         log(INFO, "Round %s: averaging %s replies", server_round, len(accepted))
         return super().aggregate_train(server_round, accepted)
 
@@ -80,8 +93,26 @@ class _Checked:
         return metrics
 
     def configure_evaluate(self, server_round, arrays, config, grid):
-        return super().configure_evaluate(
-            server_round + self.round_offset, arrays, config, grid
+        return self._on_wire(
+            super().configure_evaluate(
+                server_round + self.round_offset, arrays, config, grid
+            )
+        )
+
+    def _on_wire(self, messages):
+        messages = list(messages)
+        if messages:
+            arrays = messages[0].content[self.arrayrecord_key]
+            record = task.to_record(
+                task.from_record(arrays), list(arrays.keys()), self.wire_dtype
+            )
+            for message in messages:
+                message.content[self.arrayrecord_key] = record
+        return messages
+
+    def _off_wire(self, arrays):
+        return task.to_record(
+            task.from_record(arrays, np.float32), list(arrays.keys())
         )
 
     # === Checkpointed state ===
@@ -106,7 +137,7 @@ class _Checked:
 
 
 def make_strategy(name, expected, *, round_offset=0, server_learning_rate=1e-2,
-                  **kwargs):
+                  wire_dtype="float32", **kwargs):
     """A checked `FedAvg` or `FedAdam` (see the module docstring).
 
     Args:
@@ -114,6 +145,8 @@ def make_strategy(name, expected, *, round_offset=0, server_learning_rate=1e-2,
         expected: dict. Name -> array: what each reply must match.
         round_offset: int. Rounds done before (a resumed server).
         server_learning_rate: float. FedAdam's server rate (`eta`).
+        wire_dtype: str. `"float32"` or `"float16"`: the dtype of the
+            floating arrays in the messages.
         **kwargs: the Flower strategy's arguments (`fraction_train`,
             `min_train_nodes`, ...).
     """
@@ -125,4 +158,7 @@ def make_strategy(name, expected, *, round_offset=0, server_learning_rate=1e-2,
     if base is FedAdam:
         kwargs.update(eta=server_learning_rate)
     checked = type(f"Checked{base.__name__}", (_Checked, base), {})
-    return checked(expected=expected, round_offset=round_offset, **kwargs)
+    return checked(
+        expected=expected, round_offset=round_offset, wire_dtype=wire_dtype,
+        **kwargs,
+    )

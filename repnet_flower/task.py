@@ -6,6 +6,8 @@ Of those, the trainable weights (side network, backbone shifts, head)
 travel, and the side network's batch-norm statistics unless they stay on
 the client (FedBN); the optimizer's slots never do. The frozen backbone is
 a constant inside the file that every phone already has: it never travels.
+The arrays travel in the run's wire dtype (`"float32"`, or `"float16"` for
+half the bytes); the server averages, and each phone trains, in float32.
 """
 
 import numpy as np
@@ -19,6 +21,7 @@ from repnet_trainer import loop
 STATISTICS = ("moving_mean", "moving_variance")
 OPTIMIZER_PREFIX = "optimizer_"
 BATCH_NORM_MODES = ("global", "local")
+WIRE_DTYPES = ("float32", "float16")
 
 
 def is_statistic(name: str) -> bool:
@@ -41,13 +44,35 @@ def travelling(names, batch_norm="global") -> list[str]:
     )
 
 
-def to_record(weights: dict, names) -> ArrayRecord:
-    """`weights[name]` for each of `names` as an `ArrayRecord`."""
-    return ArrayRecord({name: Array(np.asarray(weights[name])) for name in names})
+def check_wire_dtype(wire_dtype: str) -> str:
+    if wire_dtype not in WIRE_DTYPES:
+        raise ValueError(
+            f"The wire dtype must be one of {WIRE_DTYPES}. Received: "
+            f"{wire_dtype!r}"
+        )
+    return wire_dtype
 
 
-def from_record(record: ArrayRecord) -> dict:
-    return {name: array.numpy() for name, array in record.items()}
+def to_record(weights: dict, names, wire_dtype=None) -> ArrayRecord:
+    """`weights[name]` for each of `names` as an `ArrayRecord`, the
+    floating ones cast to `wire_dtype` where given."""
+    return ArrayRecord(
+        {name: Array(cast(weights[name], wire_dtype)) for name in names}
+    )
+
+
+def from_record(record: ArrayRecord, dtype=None) -> dict:
+    """Name -> array, the floating ones cast to `dtype` where given."""
+    return {name: cast(array.numpy(), dtype) for name, array in record.items()}
+
+
+def cast(value, dtype=None):
+    """`value` as an array, cast to `dtype` if it is floating and `dtype`
+    is given (integer arrays keep theirs)."""
+    value = np.asarray(value)
+    if dtype is None or not np.issubdtype(value.dtype, np.floating):
+        return value
+    return value.astype(dtype, copy=False)
 
 
 def wire_bytes(content) -> int:

@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("flwr")
 
+from flwr.app import RecordDict  # noqa: E402
 from repnet_flower import task  # noqa: E402
 
 from keras_repnet.apps import federate  # noqa: E402
@@ -46,6 +47,25 @@ def test_bad_replies_are_refused_with_a_reason(change, reason):
     assert task.check_reply(arrays, expected) is None
     change(arrays)
     assert reason in task.check_reply(arrays, expected)
+
+
+def test_floating_arrays_travel_in_the_wire_dtype():
+    weights = {
+        "w": np.linspace(-1, 1, 1000, dtype=np.float32),
+        "step": np.arange(3, dtype=np.int64),
+    }
+    full = task.to_record(weights, ["w", "step"])
+    half = task.to_record(weights, ["w", "step"], "float16")
+    back = task.from_record(half, np.float32)
+    assert back["w"].dtype == np.float32 and back["step"].dtype == np.int64
+    np.testing.assert_array_equal(back["step"], weights["step"])
+    # float16 keeps 11 significant bits: relative error <= 2**-11.
+    np.testing.assert_allclose(back["w"], weights["w"], rtol=2**-11, atol=1e-7)
+    assert not np.array_equal(back["w"], weights["w"])
+    sizes = [task.wire_bytes(RecordDict({"arrays": r})) for r in (full, half)]
+    assert sizes[1] < 0.55 * sizes[0]
+    with pytest.raises(ValueError, match="wire dtype"):
+        task.check_wire_dtype("bfloat16")
 
 
 @pytest.mark.parametrize("partition", ["iid", "dirichlet:0.5", "dirichlet:0.1"])
@@ -127,14 +147,43 @@ def test_only_the_travelling_weights_go_over_the_wire(deployment):
     assert payload < full / 5  # The frozen backbone never travels.
 
 
-def test_a_restarted_server_resumes_after_its_last_round(deployment):
-    results, arguments, output = deployment
-    more = federate.federate(
-        str(__import__("helpers").FLOWERS), **{**arguments, "rounds": 3}
-    )
+@pytest.fixture(scope="module")
+def resumed(deployment):
+    """The same run restarted for a third round, its arrays in float16."""
+    from helpers import FLOWERS
+
+    _, arguments, output = deployment
+    arguments = {**arguments, "rounds": 3, "wire_dtype": "float16"}
+    return federate.federate(str(FLOWERS), **arguments), output
+
+
+def test_a_restarted_server_resumes_after_its_last_round(deployment, resumed):
+    results = deployment[0]
+    more, output = resumed
     assert [r["round"] for r in more["rounds"]] == [0, 1, 2, 3]
     assert more["rounds"][:3] == results["rounds"]  # Rounds 1-2 kept as run.
     log = (output / "flower" / "run.log").read_text()
     assert "Resuming at round 3 of 3" in log
     saved = json.loads((output / "results.json").read_text())
     assert saved["rounds"][-1]["round"] == 3
+
+
+def test_float16_halves_the_bytes_and_the_server_averages_in_float32(resumed):
+    from repnet_trainer import RepNetTrainer
+
+    more, output = resumed
+    assert more["settings"]["wire_dtype"] == "float16"
+    float32_round, float16_round = more["rounds"][2:4]
+    for key in ("bytes_sent_per_client", "bytes_received_per_client"):
+        assert 0.45 < float16_round[key] / float32_round[key] < 0.55
+    # The global model stays float32: the average of float16 replies,
+    # not rounded to float16 itself.
+    names = task.travelling(RepNetTrainer(str(output / "model.tflite")).weight_specs)
+    with np.load(output / "checkpoint.npz") as checkpoint:
+        kernels = [checkpoint[n] for n in names if n.endswith("kernel")]
+    assert all(kernel.dtype == np.float32 for kernel in kernels)
+    assert any(
+        not np.array_equal(k, k.astype(np.float16).astype(np.float32))
+        for k in kernels
+    )
+    assert 0 <= float16_round["accuracy"] <= 1

@@ -20,10 +20,11 @@ DEVICE = ROOT / "repnet_trainer"
 FEDERATED = ROOT / "repnet_flower"
 # What keras_repnet may read of the TensorFlow-free packages: the device's
 # contract with the exporter (the file format, the one split, atomic
-# files), and the Flower deployment `keras-repnet federate` starts.
+# files), and the Flower deployment `keras-repnet federate` starts with
+# what travels in it.
 DEVICE_CONTRACT = {
     "repnet_trainer.formats", "repnet_trainer.split", "repnet_trainer.files",
-    "repnet_flower.deploy",
+    "repnet_flower.deploy", "repnet_flower.task",
 }
 
 

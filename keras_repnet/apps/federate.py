@@ -49,6 +49,7 @@ def federate(
     partition: str = "dirichlet:0.5",
     strategy: str = "fedavg",
     batch_norm: str = "global",
+    wire_dtype: str = "float32",
     server_learning_rate: float = 1e-2,
     batch_size: int = 8,
     fraction_train: float = 1.0,
@@ -82,6 +83,9 @@ def federate(
         batch_norm: str. `"global"` (the side network's batch-norm
             statistics are averaged too) or `"local"` (they stay on each
             client, FedBN).
+        wire_dtype: str. `"float32"`, or `"float16"`: the arrays travel
+            at half the bytes (the server averages, and each client trains,
+            in float32).
         server_learning_rate: float. FedAdam's server rate.
         batch_size: int. Examples per on-device step (the export's).
         fraction_train: float. Share of the clients each round trains.
@@ -104,7 +108,7 @@ def federate(
         The dict written to `results.json`.
     """
     recipe = get_method(method).recipe.replace(**changes)
-    _check(clients, rounds, local_epochs, min_clients)
+    _check(clients, rounds, local_epochs, min_clients, wire_dtype)
     output = Path(output_dir)
     files.check_writable(output / "results.json", "output_dir")
     keras.utils.set_random_seed(recipe.seed)
@@ -147,6 +151,7 @@ def federate(
         "fraction-evaluate": float(fraction_evaluate),
         "min-train-nodes": min_clients,
         "batch-norm": batch_norm,
+        "wire-dtype": wire_dtype,
         "round-timeout": 600.0,
         "seed": recipe.seed,
     }
@@ -182,6 +187,7 @@ def federate(
             "partition": partition,
             "strategy": strategy,
             "batch_norm": batch_norm,
+            "wire_dtype": wire_dtype,
             "server_learning_rate": server_learning_rate,
             "batch_size": batch_size,
             "max_examples": max_examples,
@@ -252,7 +258,7 @@ def full_model_bytes(backbone, image_size, num_classes) -> int:
     return serde.recorddict_to_proto(RecordDict({"arrays": record})).ByteSize()
 
 
-def _check(clients, rounds, local_epochs, min_clients):
+def _check(clients, rounds, local_epochs, min_clients, wire_dtype):
     for name, value in (("clients", clients), ("rounds", rounds),
                         ("local_epochs", local_epochs),
                         ("min_clients", min_clients)):
@@ -264,6 +270,9 @@ def _check(clients, rounds, local_epochs, min_clients):
         raise ValueError(
             f"`min_clients` ({min_clients}) cannot exceed `clients` ({clients})."
         )
+    from repnet_flower import task
+
+    task.check_wire_dtype(wire_dtype)
 
 
 def _arrays(dataset):
@@ -307,9 +316,10 @@ def markdown(results) -> str:
     lines = [
         f"{settings['method']} on {settings['backbone']}, {settings['clients']} "
         f"clients ({settings['partition']}), {settings['strategy']}, batch "
-        f"norms {settings['batch_norm']}, {settings['local_epochs']} local "
+        f"norms {settings['batch_norm']}, arrays in "
+        f"{settings.get('wire_dtype', 'float32')}, {settings['local_epochs']} local "
         f"epoch(s) a round. Accuracy on the server's {results['held_out_examples']} "
-        f"held-out images. Full-model FedAvg would send {full:,} bytes a "
+        f"held-out images. Full-model FedAvg (float32) would send {full:,} bytes a "
         "client a round.",
         "",
         "| round | accuracy | loss | clients | left out | bytes sent / client "
