@@ -68,7 +68,7 @@ RUNS = {
 }
 MAIN = "repnet-fedavg-dirichlet0.5"
 DEFAULTS = "repnet-side-top-fedavg-dirichlet0.5"
-HALF = "repnet-side-top-fedavg-dirichlet0.5-float16"
+FLOAT16 = "repnet-side-top-fedavg-dirichlet0.5-float16"
 CENTRALIZED = "centralized"
 
 
@@ -173,7 +173,8 @@ def target_lines(results, name):
         )
     ratio = run["rounds"][-1]["bytes_sent_per_client"] / run["full_model_bytes"]
     rows.append(
-        ("bytes sent per client per round <= 1/10 of full-model FedAvg",
+        ("bytes sent per client per round <= 1/10 of full-model FedAvg "
+         "(float32)",
          verdict(ratio <= 0.1, f"{ratio:.3f}"))
     )
     return [
@@ -216,7 +217,7 @@ def report(results):
             f"{history[-1]['accuracy']:.3f} | "
             f"{max(h['accuracy'] for h in history):.3f} | - | - | - |"
         )
-    for name in (MAIN, DEFAULTS, HALF):
+    for name in (MAIN, DEFAULTS, FLOAT16):
         lines += target_lines(results, name)
     OUTPUT.mkdir(parents=True, exist_ok=True)
     files.write_text("\n".join(lines) + "\n", OUTPUT / "results.md")

@@ -151,8 +151,7 @@ BATCH_NORM = flags.DEFINE_enum(
 )
 WIRE_DTYPE = flags.DEFINE_enum(
     "wire_dtype", "float32", ["float32", "float16"],
-    "The dtype the arrays travel in: float16 sends half the bytes (the "
-    "server averages, and each client trains, in float32).",
+    "The dtype the arrays travel in: float16 sends half the bytes.",
 )
 # Rep-Net's model options, for train and memory (`keras_repnet.build`).
 NUM_MODULES = flags.DEFINE_integer(

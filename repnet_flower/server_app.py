@@ -6,7 +6,8 @@ replies (`strategy`), evaluates the global weights centrally on the held-out
 `server-data` with the same `.tflite`, and after every round writes
 `OUTPUT_DIR/checkpoint.npz` (the global arrays, the round, FedAdam's
 state) and `OUTPUT_DIR/rounds.json` (per round: accuracy, loss, the clients
-heard and left out, and the bytes each client sent and received), each
+heard and left out, and the bytes each client sent and received in the
+round's wire dtype), each
 atomically. A server started again on the same `output-dir` resumes after
 its last checkpointed round.
 """
@@ -89,6 +90,7 @@ def main(grid: Grid, context: Context) -> None:
                 ],
                 "bytes_received_per_client": _mean(traffic.get("sent", [])),
                 "bytes_sent_per_client": _mean(traffic.get("received", [])),
+                "wire_dtype": strategy.wire_dtype,
                 "seconds": round(time.time() - started, 1),
             }
         )

@@ -8,10 +8,12 @@
   rejected with a logged reason and never averaged in. A failed client
   (an error reply, or none before the round's timeout) is left out; the
   round goes on with the others, given the strategy's minimum.
-- The arrays travel in `wire_dtype`: each message's are cast to it after
-  the strategy made it, and each accepted reply's back to float32 before
-  the strategy averages, so that the global model (and FedAdam's
-  moments) stay float32 on the server.
+- The arrays travel in `wire_dtype`: they are cast to it once Flower has
+  built the messages, and each accepted reply's back to float32 before
+  Flower averages them; the aggregate is float32 too (Flower's FedAdam
+  would make it float64), so the global model, FedAdam's moments and the
+  checkpoints are float32 and each client trains in float32 from what it
+  received.
 - The bytes of every message, as Flower serialises it, are counted per
   round (`traffic`).
 - Rounds are numbered from `round_offset`, so that a server that resumes
@@ -84,7 +86,8 @@ class _Checked:
             "received"
         ] = received
         log(INFO, "Round %s: averaging %s replies", server_round, len(accepted))
-        return super().aggregate_train(server_round, accepted)
+        arrays, metrics = super().aggregate_train(server_round, accepted)
+        return (None if arrays is None else self._off_wire(arrays)), metrics
 
     def aggregate_evaluate(self, server_round, replies):
         metrics = super().aggregate_evaluate(server_round, replies)
@@ -102,6 +105,7 @@ class _Checked:
     def _on_wire(self, messages):
         messages = list(messages)
         if messages:
+            # Flower gives every message of a round the same arrays.
             arrays = messages[0].content[self.arrayrecord_key]
             record = task.to_record(
                 task.from_record(arrays), list(arrays.keys()), self.wire_dtype
@@ -145,8 +149,8 @@ def make_strategy(name, expected, *, round_offset=0, server_learning_rate=1e-2,
         expected: dict. Name -> array: what each reply must match.
         round_offset: int. Rounds done before (a resumed server).
         server_learning_rate: float. FedAdam's server rate (`eta`).
-        wire_dtype: str. `"float32"` or `"float16"`: the dtype of the
-            floating arrays in the messages.
+        wire_dtype: str. `"float32"` or `"float16"`: the dtype the floating
+            arrays travel in.
         **kwargs: the Flower strategy's arguments (`fraction_train`,
             `min_train_nodes`, ...).
     """

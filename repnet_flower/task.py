@@ -7,7 +7,7 @@ travel, and the side network's batch-norm statistics unless they stay on
 the client (FedBN); the optimizer's slots never do. The frozen backbone is
 a constant inside the file that every phone already has: it never travels.
 The arrays travel in the run's wire dtype (`"float32"`, or `"float16"` for
-half the bytes); the server averages, and each phone trains, in float32.
+half the bytes).
 """
 
 import numpy as np
@@ -45,6 +45,7 @@ def travelling(names, batch_norm="global") -> list[str]:
 
 
 def check_wire_dtype(wire_dtype: str) -> str:
+    """`wire_dtype`, if the arrays can travel in it."""
     if wire_dtype not in WIRE_DTYPES:
         raise ValueError(
             f"The wire dtype must be one of {WIRE_DTYPES}. Received: "
@@ -53,26 +54,40 @@ def check_wire_dtype(wire_dtype: str) -> str:
     return wire_dtype
 
 
-def to_record(weights: dict, names, wire_dtype=None) -> ArrayRecord:
+def to_record(weights: dict, names, dtype=None) -> ArrayRecord:
     """`weights[name]` for each of `names` as an `ArrayRecord`, the
-    floating ones cast to `wire_dtype` where given."""
+    floating ones cast to `dtype` where given."""
     return ArrayRecord(
-        {name: Array(cast(weights[name], wire_dtype)) for name in names}
+        {name: Array(cast(weights[name], dtype, name)) for name in names}
     )
 
 
 def from_record(record: ArrayRecord, dtype=None) -> dict:
     """Name -> array, the floating ones cast to `dtype` where given."""
-    return {name: cast(array.numpy(), dtype) for name, array in record.items()}
+    return {
+        name: cast(array.numpy(), dtype, name) for name, array in record.items()
+    }
 
 
-def cast(value, dtype=None):
+def cast(value, dtype=None, name="an array"):
     """`value` as an array, cast to `dtype` if it is floating and `dtype`
-    is given (integer arrays keep theirs)."""
+    is given (integer arrays keep theirs).
+
+    Raises:
+        ValueError: when finite values do not fit `dtype` (float16 ends at
+            65504).
+    """
     value = np.asarray(value)
     if dtype is None or not np.issubdtype(value.dtype, np.floating):
         return value
-    return value.astype(dtype, copy=False)
+    result = value.astype(dtype, copy=False)
+    if not np.all(np.isfinite(result)) and np.all(np.isfinite(value)):
+        raise ValueError(
+            f"{name} holds values beyond {np.dtype(dtype).name}'s range "
+            f"(largest magnitude {np.max(np.abs(value)):.4g}): send it in "
+            "float32 (wire-dtype)."
+        )
+    return result
 
 
 def wire_bytes(content) -> int:

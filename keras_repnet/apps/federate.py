@@ -84,8 +84,7 @@ def federate(
             statistics are averaged too) or `"local"` (they stay on each
             client, FedBN).
         wire_dtype: str. `"float32"`, or `"float16"`: the arrays travel
-            at half the bytes (the server averages, and each client trains,
-            in float32).
+            at half the bytes.
         server_learning_rate: float. FedAdam's server rate.
         batch_size: int. Examples per on-device step (the export's).
         fraction_train: float. Share of the clients each round trains.
@@ -108,7 +107,7 @@ def federate(
         The dict written to `results.json`.
     """
     recipe = get_method(method).recipe.replace(**changes)
-    _check(clients, rounds, local_epochs, min_clients, wire_dtype)
+    _check(clients, rounds, local_epochs, min_clients, batch_norm, wire_dtype)
     output = Path(output_dir)
     files.check_writable(output / "results.json", "output_dir")
     keras.utils.set_random_seed(recipe.seed)
@@ -258,7 +257,7 @@ def full_model_bytes(backbone, image_size, num_classes) -> int:
     return serde.recorddict_to_proto(RecordDict({"arrays": record})).ByteSize()
 
 
-def _check(clients, rounds, local_epochs, min_clients, wire_dtype):
+def _check(clients, rounds, local_epochs, min_clients, batch_norm, wire_dtype):
     for name, value in (("clients", clients), ("rounds", rounds),
                         ("local_epochs", local_epochs),
                         ("min_clients", min_clients)):
@@ -272,6 +271,7 @@ def _check(clients, rounds, local_epochs, min_clients, wire_dtype):
         )
     from repnet_flower import task
 
+    task.travelling([], batch_norm)  # Raises unless global or local.
     task.check_wire_dtype(wire_dtype)
 
 
