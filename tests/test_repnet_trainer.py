@@ -15,6 +15,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -45,6 +46,8 @@ def model_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("export") / "model.tflite"
     # As `tiny_model`, without dropout: LiteRT's random generator restarts
     # with every process, so only a model without it resumes bit for bit.
+    # Seeded: the tests see the same random initialisation in every run.
+    keras.utils.set_random_seed(0)
     model = tiny_model("up", size=SIZE, classes=CLASSES, dropout=0.0)
     export_tflite(model, path, batch_size=BATCH_SIZE, learning_rate=1e-2)
     return path
@@ -208,15 +211,18 @@ def test_trains_on_image_folder_and_resumes_where_it_stopped(
 
 
 def test_trains_on_npz_and_loss_falls(run, tmp_path):
-    # 8 examples, no validation: two batches seen again every epoch.
+    # 8 examples, no validation: two batches seen again every epoch. After 4
+    # epochs (8 steps) the loss of 7 random initialisations had moved
+    # either way (from 1.13 to 0.87-1.21); after 8 it fell in all 7
+    # (to 0.59-0.91).
     data = write_npz(tmp_path / "data.npz", num_examples=8)
-    result = run(data, "--epochs=4", "--validation-split=0", "--log-every=0")
+    result = run(data, "--epochs=8", "--validation-split=0", "--log-every=0")
     assert result.returncode == 0, result.stderr
     losses = epoch_losses(result.stdout)
-    assert len(losses) == 4 and all(np.isfinite(losses))
+    assert len(losses) == 8 and all(np.isfinite(losses))
     assert losses[-1] < losses[0]
     weights, meta = read_checkpoint(tmp_path / "checkpoint.npz")
-    assert meta["epoch"] == 4 and len(meta["history"]) == 4
+    assert meta["epoch"] == 8 and len(meta["history"]) == 8
     assert any(name.startswith("optimizer") for name in weights)
 
 
