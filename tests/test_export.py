@@ -56,6 +56,7 @@ def _export_v3_small(folder, shift_learning_rate=None, **build_options):
         label_smoothing=LABEL_SMOOTHING,
         shift_learning_rate=shift_learning_rate,
     )
+    keras.utils.set_random_seed(0)  # The same initialisation in every run.
     model = tiny_model(
         "up", "MobileNetV3Small", SIZE, CLASSES, dropout=0.0, recipe=recipe,
         **build_options,
@@ -94,6 +95,7 @@ def v2_cli(tmp_path_factory):
     """A MobileNetV2 Rep-Net (with dropout) exported by the console script
     with an int8 backbone."""
     folder = tmp_path_factory.mktemp("v2")
+    keras.utils.set_random_seed(0)  # The same initialisation in every run.
     model = keras_repnet.build(
         "MobileNetV2", CLASSES, input_shape=(SIZE, SIZE, 3), weights=None
     )
@@ -185,7 +187,10 @@ def test_loss_falls_on_a_fixed_batch(exported):
         for _ in range(8)
     ]
     assert np.all(np.isfinite(losses))
-    assert losses[-1] < 0.995 * losses[0], losses
+    # With dropout and the peak rate single steps jump (MobileNetV2, 6
+    # random initialisations: the last of 8 above the first in 2); the
+    # mean of the last four was below the first in all 6 (by 24-50%).
+    assert np.mean(losses[4:]) < 0.995 * losses[0], losses
 
 
 def test_sidecar_describes_the_model(v3_small):
