@@ -70,14 +70,13 @@ class _Checked:
             if message.has_error():
                 rejected.append((message.metadata.src_node_id, message.error.reason))
                 continue
-            reason = task.check_reply(
-                task.from_record(message.content[key]), self.expected
-            )
+            arrays = task.from_record(message.content[key])
+            reason = task.check_reply(arrays, self.expected)
             if reason:
                 rejected.append((message.metadata.src_node_id, reason))
                 continue
             received.append(task.wire_bytes(message.content))
-            message.content[key] = self._off_wire(message.content[key])
+            message.content[key] = task.to_record(arrays, list(arrays), np.float32)
             accepted.append(message)
         for node, reason in rejected:
             log(WARNING, "Round %s: left out node %s: %s", server_round, node, reason)

@@ -28,14 +28,20 @@ def is_statistic(name: str) -> bool:
     return name.endswith(STATISTICS)
 
 
-def travelling(names, batch_norm="global") -> list[str]:
-    """The weights of `names` (a model's `get_weights`) that travel: all
-    but the optimizer's, and the statistics only with `"global"`."""
+def check_batch_norm(batch_norm: str) -> str:
+    """`batch_norm`, if it is a mode of the side network's statistics."""
     if batch_norm not in BATCH_NORM_MODES:
         raise ValueError(
             f"`batch-norm` must be one of {BATCH_NORM_MODES}. Received: "
             f"{batch_norm!r}"
         )
+    return batch_norm
+
+
+def travelling(names, batch_norm="global") -> list[str]:
+    """The weights of `names` (a model's `get_weights`) that travel: all
+    but the optimizer's, and the statistics only with `"global"`."""
+    check_batch_norm(batch_norm)
     return sorted(
         name
         for name in names

@@ -271,7 +271,7 @@ def _check(clients, rounds, local_epochs, min_clients, batch_norm, wire_dtype):
         )
     from repnet_flower import task
 
-    task.travelling([], batch_norm)  # Raises unless global or local.
+    task.check_batch_norm(batch_norm)
     task.check_wire_dtype(wire_dtype)
 
 
